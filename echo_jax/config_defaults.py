@@ -1,0 +1,137 @@
+"""The full configuration schema with its defaults.
+
+Config files in `configs/` call `default_config()` and override what they need, so every
+field exists in every config and a typo in an override fails (ml_collections is locked).
+"""
+
+import ml_collections
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.vocab_size = -1  # -1: set from the tokenizer before the model is built
+  m.d_model = 512
+  m.num_heads = 4
+  m.encoder_layers = 4
+  m.decoder_layers = 4  # decoder._blocks; each feature also gets this many cross blocks
+  m.mlp_ratio = 4
+  m.n_mels = 128
+  m.features = ("spectrogram",)  # any of spectrogram, waveform, pitch
+  m.text_ctx = 448  # learned decoder positions (max decoder length)
+  m.audio_ctx = 4096  # max encoder frames after the front-end (sinusoids table)
+  m.spectrogram_downsample = 1  # 1 (reference), 2 or 4
+  m.hop_length = 128  # waveform front-end strides to this hop
+  # Rotary.
+  m.theta_mode = "seed"  # fixed | seed | clamped | mel | per_frame
+  m.theta = 10000.0
+  m.f0_mean_mode = "utt_voiced"  # utt_voiced | utt_all | batch_all (faithful)
+  m.radius_mode = "off"  # off | learned | f0
+  m.cross_attn_rotary = True
+  m.decoder_rotary = True
+  # Pitch-similarity bias.
+  m.pitch_bias = False
+  m.pitch_bias_scale = 1.0
+  m.pitch_bias_learned = False
+  # Reference behaviours kept behind options (off = the corrected model).
+  m.fzero = "off"  # off | pad_scale
+  m.causal_decoder = True
+  m.embed_init = "scaled"  # scaled: N(0, d^-1/2) | normal: N(0, 1) (reference)
+  # Activations as in the reference.
+  m.frontend_act = "gelu"
+  m.encoder_act = "swish"
+  m.decoder_act = "gelu"
+  m.dropout_rate = 0.0
+  m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params always float32)
+  return m
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.dataset = "echo_speech"  # echo_speech | manifest | tfds catalog name (e.g. librispeech)
+  d.root = "data"  # everything the data part writes lives under here
+  d.corpus_dir = ""  # default: <root>/echo_speech_corpus
+  d.tfds_data_dir = ""  # default: <root>/tfds
+  d.manifest_path = ""  # for dataset=manifest: TSV/JSONL of (path, transcript[, split])
+  d.tfds_splits = ml_collections.ConfigDict(
+      {"train": "train", "validation": "validation", "test": "test"})
+  # Synthetic corpus.
+  d.synth_num_utterances = 1200
+  d.synth_seed = 0
+  d.synth_engines = ("espeak-ng", "flite", "festival")
+  d.synth_sox_pitch = True
+  d.synth_noise_snr_db = -1.0  # < 0: no added noise
+  d.synth_dither = True
+  # Features.
+  d.sample_rate = 16000
+  d.n_fft = 1024
+  d.hop_length = 128
+  d.n_mels = 128
+  d.fmin = 0.0
+  d.fmax = 8000.0
+  d.f0_floor = 71.0
+  d.f0_ceil = 800.0
+  d.max_audio_seconds = 15.0
+  d.store_waveform = False
+  d.on_the_fly_features = False
+  d.prepare_workers = 2
+  # Tokenizer.
+  d.tokenizer = "sentencepiece"  # sentencepiece | char
+  d.spm_model_type = "unigram"  # bpe | unigram
+  d.vocab_size = 512
+  # Batching.
+  d.bucket_frames = (512, 1024, 1536, 2048)  # bucket edges in mel frames
+  d.bucket_batch_sizes = (32, 16, 8, 8)  # global batch per bucket
+  d.max_target_length = 128  # tokens incl. BOS/EOS
+  d.shuffle_buffer = 2048
+  d.seed = 0
+  d.prefetch = 2
+  d.eval_batch_size = 16
+  return d
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = default_model_config()
+  c.data = default_data_config()
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 10000
+  c.train.learning_rate = 2.5e-4
+  c.train.warmup_steps = 1000
+  c.train.end_lr_fraction = 0.0
+  c.train.weight_decay = 0.01
+  c.train.b1 = 0.9
+  c.train.b2 = 0.98
+  c.train.eps = 1e-9
+  c.train.grad_clip_norm = 1.0
+  c.train.seed = 0
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3
+  c.train.keep_best = 1
+  c.train.init_from = ""
+  c.train.param_sharding = "replicated"  # replicated | fsdp
+  c.train.compilation_cache_dir = ""
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every = 1000
+  c.eval.split = "validation"
+  c.eval.max_examples = 200  # -1: whole split
+  c.eval.generate = True  # WER/CER from greedy decoding
+
+  c.decode = ml_collections.ConfigDict()
+  c.decode.beam_size = 1
+  c.decode.length_penalty = 0.6
+  c.decode.max_length = 128
+  c.decode.chunk_seconds = 15.0
+  c.decode.chunk_overlap_seconds = 2.0
+
+  c.diagnostics = ml_collections.ConfigDict()
+  c.diagnostics.every = 0  # 0: off
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = False  # auto on TPU pods; explicit for GPU clusters and local tests
+  c.distributed.coordinator_address = ""
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
+  return c

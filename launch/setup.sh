@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything echo_jax needs on a fresh Debian machine, into ./.venv:
+# the TTS engines and text used to synthesise the offline corpus, then the pinned Python packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+                 sox fortunes fortunes-min)
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "[setup] installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+if ! cmp -s requirements.txt .venv/.requirements.installed; then
+  echo "[setup] installing Python packages (a few minutes on a fresh machine)"
+  .venv/bin/pip install -q --upgrade pip "setuptools<81" wheel
+  .venv/bin/pip install -q -r requirements.txt
+  cp requirements.txt .venv/.requirements.installed
+fi
+echo "[setup] ready: .venv/bin/python"
