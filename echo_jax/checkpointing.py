@@ -1,0 +1,187 @@
+"""Checkpoints with orbax: async saves, keep-last-K + keep-best-by-WER, resume, preemption.
+
+A checkpoint step directory holds three items:
+  params    the model parameters (what `init_from`, evaluation and transcription load)
+  train     optimizer state, step counter, base RNG (everything else needed to resume bitwise)
+  pipeline  JSON: every process's input-pipeline position, so a resumed run reads the next unseen batch
+and, when an evaluation ran at that step, orbax's metrics file ({"wer": ...}) for best-by-WER.
+
+Every process calls `save`/`restore` (orbax coordinates multi-host writes itself).
+"""
+
+import json
+import os
+import signal
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers
+
+CHECKPOINT_SUBDIR = "checkpoints"
+ITEM_NAMES = ("params", "train", "pipeline")
+BEST_METRIC = "wer"  # lower is better
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, CHECKPOINT_SUBDIR)
+
+
+def _wer_of(metrics: Mapping[str, Any]) -> float:
+  return float(metrics[BEST_METRIC])
+
+
+def _abstract(tree: Any) -> Any:
+  """ShapeDtypeStructs (with shardings when present): the restore target for `tree`."""
+  def leaf(x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+  return jax.tree.map(leaf, tree)
+
+
+def gather_json(obj: Any) -> List[Any]:
+  """Every process's JSON-serialisable `obj`, in process order, on every process."""
+  if jax.process_count() == 1:
+    return [obj]
+  data = np.frombuffer(json.dumps(obj, sort_keys=True).encode("utf-8"), np.uint8)
+  lengths = multihost_utils.process_allgather(np.asarray([data.size], np.int32))
+  padded = np.zeros([int(np.max(lengths))], np.uint8)
+  padded[:data.size] = data
+  gathered = multihost_utils.process_allgather(padded)  # [processes, max_len]
+  return [json.loads(bytes(row[:int(n)]).decode("utf-8"))
+          for row, n in zip(np.asarray(gathered), np.asarray(lengths).reshape(-1))]
+
+
+class Checkpointer:
+  """orbax CheckpointManager for a training run's `<workdir>/checkpoints`."""
+
+  def __init__(self, directory: str, keep_last: int, keep_best: int, async_save: bool = True):
+    policies = [checkpoint_managers.LatestN(n=max(int(keep_last), 1))]
+    if int(keep_best) > 0:
+      policies.append(checkpoint_managers.BestN(
+          get_metric_fn=_wer_of, reverse=True, n=int(keep_best),
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        best_fn=_wer_of, best_mode="min",
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=async_save, create=True)
+    self.directory = directory
+    self._manager = ocp.CheckpointManager(directory, options=options, item_names=ITEM_NAMES)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def best_step(self) -> Optional[int]:
+    """Step with the lowest WER among the kept checkpoints (latest when none has a WER)."""
+    return self._manager.best_step()
+
+  def all_steps(self) -> List[int]:
+    return list(self._manager.all_steps())
+
+  def metrics(self, step: int) -> Optional[Dict[str, float]]:
+    return self._manager.metrics(step)
+
+  def save(self, step: int, params: Any, train_state: Any, pipeline_state: Any,
+           metrics: Optional[Mapping[str, float]] = None) -> None:
+    """Starts an async save of `step`. Collective: every process calls it with its own
+    `pipeline_state` (JSON-serialisable); all processes' states are stored together."""
+    pipeline = {"process_count": jax.process_count(), "states": gather_json(pipeline_state)}
+    self._manager.save(
+        int(step),
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            train=ocp.args.StandardSave(train_state),
+            pipeline=ocp.args.JsonSave(pipeline)),
+        metrics=dict(metrics) if metrics else None,
+        force=True)
+
+  def restore(self, step: int, params_like: Any, train_state_like: Any) -> Tuple[Any, Any, Any]:
+    """(params, train_state, this process's pipeline state) at `step`, placed like the templates."""
+    restored = self._manager.restore(
+        int(step),
+        args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(_abstract(params_like)),
+            train=ocp.args.StandardRestore(_abstract(train_state_like)),
+            pipeline=ocp.args.JsonRestore()))
+    pipeline = restored["pipeline"]
+    if int(pipeline["process_count"]) != jax.process_count():
+      raise ValueError(
+          f"checkpoint step {step} in {self.directory} was written by {pipeline['process_count']} "
+          f"processes, this run has {jax.process_count()}; resume with the same process count or "
+          f"start a new workdir with --config.train.init_from={self.directory}.")
+    return restored["params"], restored["train"], pipeline["states"][jax.process_index()]
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def _resolve_checkpoint_root(path: str) -> Tuple[str, Optional[int]]:
+  """Accepts a run's workdir, its checkpoints dir, or one step dir -> (checkpoints dir, step).
+
+  Works for local and gs:// paths (etils.epath)."""
+  root = epath.Path(path)
+  if (root / CHECKPOINT_SUBDIR).is_dir():
+    return str(root / CHECKPOINT_SUBDIR), None
+  if root.name.isdigit() and (root / "params").is_dir():
+    return str(root.parent), int(root.name)
+  return str(root), None
+
+
+def restore_params(path: str, params_like: Any = None, step: Optional[int] = None) -> Any:
+  """Parameters from another run: `path` is its workdir, checkpoints dir or a step dir.
+
+  Uses `step` if given, else the best-WER checkpoint, else the latest. With `params_like` the
+  arrays are placed/shaped like it (and a shape mismatch is an error).
+  """
+  root, path_step = _resolve_checkpoint_root(path)
+  options = ocp.CheckpointManagerOptions(best_fn=_wer_of, best_mode="min", read_only=True,
+                                         create=False)
+  manager = ocp.CheckpointManager(root, options=options, item_names=ITEM_NAMES)
+  try:
+    chosen = step if step is not None else path_step
+    if chosen is None:
+      chosen = manager.best_step()
+    if chosen is None:
+      raise FileNotFoundError(f"no checkpoint found under {path!r} (looked in {root!r}).")
+    target = (ocp.args.StandardRestore(_abstract(params_like)) if params_like is not None
+              else ocp.args.StandardRestore())
+    restored = manager.restore(int(chosen), args=ocp.args.Composite(params=target))
+    logging.info("restored params of step %d from %s", chosen, root)
+    return restored["params"]
+  finally:
+    manager.close()
+
+
+class PreemptionWatcher:
+  """Tells the loop when to save and stop after SIGTERM (preemption).
+
+  Multi-process: JAX's preemption sync manager agrees on one step for all processes (it must be
+  asked at every step). Single process: a SIGTERM handler sets a flag read at step boundaries.
+  """
+
+  def __init__(self):
+    self._flag = False
+    self._previous = None
+    self._multi = jax.process_count() > 1
+    if not self._multi:
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):  # noqa: ARG002 - signal handler signature
+    self._flag = True
+
+  def should_stop(self, step: int) -> bool:
+    if self._multi:
+      return multihost_utils.reached_preemption_sync_point(int(step))
+    return self._flag
+
+  def close(self) -> None:
+    if not self._multi and self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None

@@ -1,0 +1,130 @@
+"""Loss and metric functions, and the metric writers (TensorBoard, metrics.jsonl, progress bar)."""
+
+import json
+import math
+import os
+import time
+from typing import Dict, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import jiwer
+import numpy as np
+import optax
+import tqdm
+
+PAD_ID = 0
+
+
+def token_sums(logits: jax.Array, targets: jax.Array,
+               row_weights: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
+  """Summed token cross-entropy, real-token count and argmax hits, all float32.
+
+  Pad targets (0) are ignored; EOS is an ordinary target. `row_weights` ([B] bool/float) drops whole
+  rows (eval padding). Sums, not means: the caller divides by the *global* token count.
+  """
+  logits = logits.astype(jnp.float32)
+  mask = (targets != PAD_ID).astype(jnp.float32)
+  if row_weights is not None:
+    mask = mask * row_weights.astype(jnp.float32)[:, None]
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  hits = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  return {
+      "loss_sum": jnp.sum(nll * mask),
+      "num_tokens": jnp.sum(mask),
+      "num_correct": jnp.sum(hits * mask),
+  }
+
+
+def mean_token_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Cross-entropy averaged over the real target tokens of the whole (global) batch."""
+  sums = token_sums(logits, targets)
+  return sums["loss_sum"] / jnp.maximum(sums["num_tokens"], 1.0)
+
+
+def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> Dict[str, float]:
+  """Corpus WER and CER (total edits / total reference words or characters), via jiwer."""
+  pairs = [(r, h) for r, h in zip(references, hypotheses) if r.strip()]
+  if not pairs:
+    return {"wer": float("nan"), "cer": float("nan")}
+  refs = [r for r, _ in pairs]
+  hyps = [h for _, h in pairs]
+  return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
+
+
+class MetricsWriter:
+  """Scalars to TensorBoard event files and one JSON object per line in metrics.jsonl.
+
+  Only the writing process (process 0) touches the files; other processes get a no-op writer.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self._jsonl = None
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # imported lazily: heavy, process 0 only
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step)}
+    for key, value in scalars.items():
+      name = f"{prefix}{key}"
+      if isinstance(value, (list, tuple)):
+        record[name] = [float(v) for v in value]
+        continue
+      record[name] = float(value)
+      if math.isfinite(float(value)):
+        self._tb.add_scalar(name, float(value), int(step))
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+      self.enabled = False
+
+
+class ProgressBar:
+  """Console progress with step, loss, lr, frames/s and ETA (tqdm), on process 0 only."""
+
+  def __init__(self, total_steps: int, start_step: int, enabled: bool = True):
+    self.enabled = enabled
+    self._bar = None
+    self._last_time = time.perf_counter()
+    self._frames = 0
+    if enabled:
+      self._bar = tqdm.tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                            dynamic_ncols=True, mininterval=1.0, smoothing=0.1)
+
+  def add_frames(self, frames: int) -> None:
+    self._frames += int(frames)
+
+  def update(self, steps: int, loss: float, lr: float) -> float:
+    """Advances by `steps`; returns frames/s since the previous update."""
+    now = time.perf_counter()
+    fps = self._frames / max(now - self._last_time, 1e-9)
+    self._last_time, self._frames = now, 0
+    if self._bar is not None:
+      self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", frames_s=f"{fps:.0f}", refresh=False)
+      self._bar.update(steps)
+    return fps
+
+  def write(self, message: str) -> None:
+    if self._bar is not None:
+      self._bar.write(message)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
+
+
+def host_mean(values: Sequence[float]) -> float:
+  return float(np.mean(np.asarray(values, np.float64))) if len(values) else float("nan")
