@@ -1,0 +1,363 @@
+"""Greedy and beam-search decoding of EchoModel, batched and jit-friendly.
+
+The encoder runs once per batch. Each step feeds one token per sequence to the decoder, which keeps
+its keys/values in the linen "cache" collection (fixed maximum length, `decode=True`). The uncached
+variant re-runs the full decoder on the whole token buffer at every step; it exists as the reference
+the cache is tested against and as the baseline of `measure_decode_speed`.
+
+Output layout matches `decoder_target_tokens`: position i holds the token predicted after the decoder
+saw BOS and output tokens 0..i-1, so a row reads `[prefix..., generated..., EOS, 0, 0, ...]`.
+Forced prefix tokens (after BOS) are part of the output. PAD and BOS are never generated.
+"""
+
+import functools
+import time
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PAD_ID = 0
+BOS_ID = 1
+EOS_ID = 2
+
+# step(state, tokens [N, 1] int32, position scalar int32) -> (logits [N, V] float32, state)
+StepFn = Callable[[Any, jax.Array, jax.Array], tuple]
+
+
+def _decode_method(model):
+  return type(model).decode
+
+
+def _encode_method(model):
+  return type(model).encode
+
+
+def encode_batch(model, variables, batch):
+  """Runs the encoder once; returns the model's EncoderOutput pytree."""
+  return model.apply(variables, batch, method=_encode_method(model))
+
+
+def _check_max_length(model, max_length: int):
+  text_ctx = getattr(getattr(model, "config", None), "text_ctx", None)
+  if text_ctx is not None and max_length > text_ctx:
+    raise ValueError(f"decode max_length={max_length} exceeds model.text_ctx={text_ctx}; "
+                     "lower config.decode.max_length or raise config.model.text_ctx")
+  if max_length < 1:
+    raise ValueError(f"decode max_length must be >= 1, got {max_length}")
+
+
+def _batch_size(batch) -> int:
+  for key in ("num_frames", "mel", "f0", "waveform"):
+    if key in batch:
+      return int(batch[key].shape[0])
+  raise ValueError(f"batch has none of num_frames/mel/f0/waveform (keys: {sorted(batch)})")
+
+
+def _repeat_rows(tree, batch_size: int, times: int):
+  """Repeats every leaf with a leading batch axis `times` times (row b -> rows b*times .. +times-1)."""
+  if times == 1:
+    return tree
+
+  def repeat(x):
+    if hasattr(x, "shape") and x.ndim >= 1 and x.shape[0] == batch_size:
+      return jnp.repeat(x, times, axis=0)
+    return x
+  return jax.tree_util.tree_map(repeat, tree)
+
+
+def _gather_rows(tree, rows: jax.Array, num_rows: int):
+  """Selects rows of every leaf with a leading axis of num_rows; scalars (cache index) stay."""
+  def gather(x):
+    if hasattr(x, "shape") and x.ndim >= 1 and x.shape[0] == num_rows:
+      return jnp.take(x, rows, axis=0)
+    return x
+  return jax.tree_util.tree_map(gather, tree)
+
+
+def init_cache(model, variables, encoded, num_rows: int, max_length: int):
+  """The decoder's zero "cache" collection for num_rows sequences of up to max_length tokens.
+
+  Uses the model part's `init_decode_cache` when the model's module provides one; otherwise
+  initialises the collection by tracing decode(decode=True) on a [num_rows, max_length] token
+  array (the cache's max length is the token length of that first call).
+  """
+  import sys
+  helper = getattr(sys.modules.get(type(model).__module__), "init_decode_cache", None)
+  if helper is not None:
+    return helper(model, variables, encoded, num_rows, max_length)
+  tokens = jnp.zeros((num_rows, max_length), jnp.int32)
+  _, mutated = jax.eval_shape(
+      functools.partial(model.apply, method=_decode_method(model), decode=True, mutable=["cache"]),
+      variables, encoded, tokens)
+  return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), mutated["cache"])
+
+
+def _cached_stepper(model, variables, encoded, num_rows: int, max_length: int):
+  """State = the decoder's "cache" collection; one token per step."""
+  params = {k: v for k, v in variables.items() if k != "cache"}
+  decode = _decode_method(model)
+  cache = init_cache(model, params, encoded, num_rows, max_length)
+
+  def step(cache, tokens, position):
+    del position  # the cache tracks its own index
+    logits, mutated = model.apply({**params, "cache": cache}, encoded, tokens, decode=True,
+                                  method=decode, mutable=["cache"])
+    return logits[:, -1, :].astype(jnp.float32), mutated["cache"]
+  return cache, step
+
+
+def _uncached_stepper(model, variables, encoded, num_rows: int, max_length: int):
+  """State = the full input-token buffer [N, max_length]; the whole decoder re-runs every step.
+
+  The decoder is causal, so positions after `position` (still 0) do not change the logits read at
+  `position`.
+  """
+  buffer = jnp.zeros((num_rows, max_length), jnp.int32)
+  params = {k: v for k, v in variables.items() if k != "cache"}
+  decode = _decode_method(model)
+
+  def step(buffer, tokens, position):
+    buffer = jax.lax.dynamic_update_slice(buffer, tokens.astype(jnp.int32), (0, position))
+    logits = model.apply(params, encoded, buffer, method=decode)
+    step_logits = jax.lax.dynamic_index_in_dim(logits, position, axis=1, keepdims=False)
+    return step_logits.astype(jnp.float32), buffer
+  return buffer, step
+
+
+def _make_stepper(model, variables, encoded, num_rows, max_length, use_cache):
+  maker = _cached_stepper if use_cache else _uncached_stepper
+  return maker(model, variables, encoded, num_rows, max_length)
+
+
+def _normalise_prefix(prefix, batch_size: int, max_length: int):
+  """Returns (prefix [B, P] int32 or None, P)."""
+  if prefix is None:
+    return None, 0
+  prefix = jnp.asarray(prefix, jnp.int32)
+  if prefix.ndim == 1:
+    prefix = jnp.broadcast_to(prefix[None, :], (batch_size, prefix.shape[0]))
+  if prefix.ndim != 2 or prefix.shape[0] != batch_size:
+    raise ValueError(f"prefix must be [P] or [batch={batch_size}, P], got shape {prefix.shape}")
+  if prefix.shape[1] >= max_length:
+    raise ValueError(f"prefix length {prefix.shape[1]} leaves no room within max_length={max_length}")
+  if prefix.shape[1] == 0:
+    return None, 0
+  return prefix, int(prefix.shape[1])
+
+
+def _mask_special(logits):
+  """PAD and BOS are never generated (a generated PAD would also be masked as padding later)."""
+  return logits.at[..., PAD_ID].set(-jnp.inf).at[..., BOS_ID].set(-jnp.inf)
+
+
+def _previous_tokens(tokens, position):
+  """Input at `position`: BOS at 0, else the output token at position-1. tokens: [..., L]."""
+  prev = jax.lax.dynamic_index_in_dim(tokens, jnp.maximum(position - 1, 0), axis=-1,
+                                      keepdims=False)
+  return jnp.where(position == 0, jnp.int32(BOS_ID), prev)
+
+
+def greedy_decode(model, variables, batch, max_length: int, prefix=None, *,
+                  use_cache: bool = True) -> jax.Array:
+  """Greedy decoding to EOS. Returns int32 [B, max_length]; positions after EOS are 0.
+
+  jit-friendly: wrap as `jax.jit(functools.partial(greedy_decode, model, max_length=L))`.
+  `prefix` ([P] or [B, P] int32) forces the first P output tokens.
+  """
+  _check_max_length(model, max_length)
+  batch_size = _batch_size(batch)
+  prefix, prefix_len = _normalise_prefix(prefix, batch_size, max_length)
+  encoded = encode_batch(model, variables, batch)
+  state, step = _make_stepper(model, variables, encoded, batch_size, max_length, use_cache)
+
+  def cond(carry):
+    position, _, finished, _ = carry
+    return (position < max_length) & ~jnp.all(finished)
+
+  def body(carry):
+    position, tokens, finished, state = carry
+    inputs = _previous_tokens(tokens, position)
+    logits, state = step(state, inputs[:, None], position)
+    next_token = jnp.argmax(_mask_special(logits), axis=-1).astype(jnp.int32)
+    if prefix is not None:
+      forced = jax.lax.dynamic_index_in_dim(prefix, jnp.minimum(position, prefix_len - 1), axis=1,
+                                            keepdims=False)
+      next_token = jnp.where(position < prefix_len, forced, next_token)
+    next_token = jnp.where(finished, jnp.int32(PAD_ID), next_token)
+    tokens = jax.lax.dynamic_update_slice(tokens, next_token[:, None], (0, position))
+    finished = finished | (next_token == EOS_ID)
+    return position + 1, tokens, finished, state
+
+  carry = (jnp.int32(0), jnp.zeros((batch_size, max_length), jnp.int32),
+           jnp.zeros((batch_size,), bool), state)
+  _, tokens, _, _ = jax.lax.while_loop(cond, body, carry)
+  return tokens
+
+
+def length_penalty_factor(length, alpha: float):
+  """GNMT length normalisation ((5 + length) / 6) ** alpha; a score is log p / this factor."""
+  return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+
+
+def beam_search(model, variables, batch, beam_size: int, max_length: int, length_penalty: float,
+                prefix=None, *, use_cache: bool = True):
+  """Beam search with length normalisation. Returns (tokens int32 [B, max_length], scores [B]).
+
+  Rule (as HF `early_stopping=True`): a hypothesis ends when it emits EOS while ranked within the top
+  `beam_size` candidates of its step; a batch row stops once `beam_size` hypotheses have ended, and
+  the best of them by log p / length_penalty_factor(length) is returned (length counts output tokens
+  including EOS). Rows that never finish return their best live beam scored at max_length. With
+  beam_size 1 this is exactly greedy decoding.
+  """
+  _check_max_length(model, max_length)
+  if beam_size < 1:
+    raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+  batch_size = _batch_size(batch)
+  prefix, prefix_len = _normalise_prefix(prefix, batch_size, max_length)
+  num_rows = batch_size * beam_size
+  encoded = _repeat_rows(encode_batch(model, variables, batch), batch_size, beam_size)
+  state, step = _make_stepper(model, variables, encoded, num_rows, max_length, use_cache)
+  neg_inf = jnp.float32(-jnp.inf)
+  beam_rank = jnp.arange(2 * beam_size)
+
+  def cond(carry):
+    position, done = carry[0], carry[-1]
+    return (position < max_length) & ~jnp.all(done)
+
+  def body(carry):
+    position, live_seqs, live_logp, fin_seqs, fin_scores, state, done = carry
+    inputs = _previous_tokens(live_seqs, position).reshape(num_rows, 1)
+    logits, state = step(state, inputs, position)
+    logp = jax.nn.log_softmax(_mask_special(logits), axis=-1)
+    vocab = logp.shape[-1]
+    logp = logp.reshape(batch_size, beam_size, vocab)
+    if prefix is not None:
+      forced = jax.lax.dynamic_index_in_dim(prefix, jnp.minimum(position, prefix_len - 1), axis=1,
+                                            keepdims=False)
+      forced_logp = jnp.where(jnp.arange(vocab)[None, None, :] == forced[:, None, None], 0.0, neg_inf)
+      logp = jnp.where(position < prefix_len, forced_logp, logp)
+    candidates = (live_logp[:, :, None] + logp).reshape(batch_size, beam_size * vocab)
+    top_logp, top_index = jax.lax.top_k(candidates, 2 * beam_size)
+    parent = top_index // vocab
+    token = (top_index % vocab).astype(jnp.int32)
+    cand_seqs = jnp.take_along_axis(live_seqs, parent[:, :, None], axis=1)
+    cand_seqs = jax.lax.dynamic_update_slice(cand_seqs, token[:, :, None], (0, 0, position))
+    is_eos = token == EOS_ID
+
+    # Live beams: the best beam_size candidates that did not end.
+    live_logp, keep = jax.lax.top_k(jnp.where(is_eos, neg_inf, top_logp), beam_size)
+    live_seqs = jnp.take_along_axis(cand_seqs, keep[:, :, None], axis=1)
+    source_beam = jnp.take_along_axis(parent, keep, axis=1)
+    rows = (jnp.arange(batch_size)[:, None] * beam_size + source_beam).reshape(-1)
+    state = _gather_rows(state, rows, num_rows)
+
+    # Finished hypotheses: EOS candidates ranked within the top beam_size, while the row is open.
+    ends = is_eos & (beam_rank[None, :] < beam_size) & ~done[:, None] & jnp.isfinite(top_logp)
+    end_scores = jnp.where(ends, top_logp / length_penalty_factor(position + 1, length_penalty),
+                           neg_inf)
+    all_scores = jnp.concatenate([fin_scores, end_scores], axis=1)
+    all_seqs = jnp.concatenate([fin_seqs, cand_seqs], axis=1)
+    fin_scores, best = jax.lax.top_k(all_scores, beam_size)
+    fin_seqs = jnp.take_along_axis(all_seqs, best[:, :, None], axis=1)
+    done = done | (jnp.sum(jnp.isfinite(fin_scores), axis=1) >= beam_size)
+    return position + 1, live_seqs, live_logp, fin_seqs, fin_scores, state, done
+
+  live_logp = jnp.full((batch_size, beam_size), neg_inf).at[:, 0].set(0.0)
+  seqs = jnp.zeros((batch_size, beam_size, max_length), jnp.int32)
+  carry = (jnp.int32(0), seqs, live_logp, seqs, jnp.full((batch_size, beam_size), neg_inf), state,
+           jnp.zeros((batch_size,), bool))
+  _, live_seqs, live_logp, fin_seqs, fin_scores, _, done = jax.lax.while_loop(cond, body, carry)
+
+  # Rows still open at max_length also consider their live beams (which have length max_length).
+  live_scores = jnp.where(done[:, None], neg_inf,
+                          live_logp / length_penalty_factor(max_length, length_penalty))
+  all_scores = jnp.concatenate([fin_scores, live_scores], axis=1)
+  all_seqs = jnp.concatenate([fin_seqs, live_seqs], axis=1)
+  best = jnp.argmax(all_scores, axis=1)
+  tokens = jnp.take_along_axis(all_seqs, best[:, None, None], axis=1)[:, 0, :]
+  scores = jnp.take_along_axis(all_scores, best[:, None], axis=1)[:, 0]
+  return tokens, scores
+
+
+class DecodeFn(NamedTuple):
+  """A jitted decoder: `fn(variables, batch, prefix=None) -> tokens [B, L]`; `traces()` counts
+  how many times it was traced (one per compiled shape signature)."""
+  fn: Callable
+  traces: Callable[[], int]
+
+
+def make_decode_fn(model, max_length: int, beam_size: int = 1, length_penalty: float = 0.0,
+                   use_cache: bool = True) -> DecodeFn:
+  """One jitted decoder reused across batches; same shapes (bucket, batch size) -> no recompile."""
+  count = [0]
+
+  def run(variables, batch, prefix=None):
+    count[0] += 1  # Python side effect: runs only while tracing
+    if beam_size == 1:
+      return greedy_decode(model, variables, batch, max_length, prefix, use_cache=use_cache)
+    tokens, _ = beam_search(model, variables, batch, beam_size, max_length, length_penalty, prefix,
+                            use_cache=use_cache)
+    return tokens
+
+  return DecodeFn(jax.jit(run), lambda: count[0])
+
+
+def trim_tokens(row: Sequence[int]) -> list:
+  """Token ids up to (not including) the first EOS, without PAD/BOS."""
+  out = []
+  for token in np.asarray(row).tolist():
+    if token == EOS_ID:
+      break
+    if token not in (PAD_ID, BOS_ID):
+      out.append(int(token))
+  return out
+
+
+def decode_batch_text(tokens, tokenizer) -> list:
+  """[B, L] token ids -> list of B strings (cut at EOS, special ids dropped)."""
+  return [tokenizer.decode(trim_tokens(row)) for row in np.asarray(tokens)]
+
+
+def _generated_token_count(tokens) -> int:
+  """Tokens the decoder produced: everything up to and including EOS (the loop's real work)."""
+  tokens = np.asarray(tokens)
+  return int(np.sum(tokens != PAD_ID))
+
+
+def measure_decode_speed(model, variables, batch, max_length: int, beam_size: int = 1,
+                         use_cache: bool = True, *, length_penalty: float = 0.6,
+                         repeats: int = 3, sample_rate: int = 16000,
+                         hop_length: int = 128) -> dict:
+  """Times jitted decoding of one batch (encoder included), after one compile call.
+
+  tokens_per_s counts output tokens up to and including EOS over all rows; real_time_factor is
+  decode seconds / audio seconds (audio = sum(num_frames) * hop_length / sample_rate), < 1 is
+  faster than real time.
+  """
+  decoder = make_decode_fn(model, max_length, beam_size, length_penalty, use_cache)
+  start = time.perf_counter()
+  tokens = jax.block_until_ready(decoder.fn(variables, batch))
+  compile_s = time.perf_counter() - start
+  timings = []
+  for _ in range(max(1, repeats)):
+    start = time.perf_counter()
+    tokens = jax.block_until_ready(decoder.fn(variables, batch))
+    timings.append(time.perf_counter() - start)
+  seconds = float(np.median(timings))
+  num_tokens = _generated_token_count(tokens)
+  audio_seconds = float(np.sum(np.asarray(batch["num_frames"]))) * hop_length / sample_rate
+  return {
+      "use_cache": bool(use_cache),
+      "beam_size": int(beam_size),
+      "batch_size": _batch_size(batch),
+      "max_length": int(max_length),
+      "generated_tokens": num_tokens,
+      "seconds": seconds,
+      "first_call_seconds": compile_s,
+      "tokens_per_s": num_tokens / seconds if seconds > 0 else float("inf"),
+      "audio_seconds": audio_seconds,
+      "real_time_factor": seconds / audio_seconds if audio_seconds > 0 else float("inf"),
+      "traces": decoder.traces(),
+  }
