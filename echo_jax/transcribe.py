@@ -1,0 +1,233 @@
+"""Transcribe audio files with a trained run.
+
+  python -m echo_jax.transcribe --workdir runs/default [--checkpoint STEP] FILE_OR_DIR ... \
+      [--json] [--beam-size N] [--batch-size N]
+
+Reads wav/flac/ogg/mp3 (directories are searched recursively for those), downmixes and resamples
+to the model's rate, computes the same log-mel and F0 as training, batches chunks padded to the
+config's bucket edges (one compile per bucket), decodes, and prints `path<TAB>text` per file (or
+one JSON object per line with --json). Audio longer than the largest bucket (or than
+config.decode.chunk_seconds) is cut into overlapping chunks whose transcripts are stitched
+(echo_jax.longform). A file that cannot be used (unreadable, empty, silent, non-finite) is reported
+with its reason on stderr (and as {"path", "error", "detail"} with --json); the others still
+complete. Exit status: 0 if every file was transcribed, 1 if any failed.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from echo_jax import decoding, longform
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+@dataclasses.dataclass
+class FileResult:
+  path: str
+  text: Optional[str] = None
+  duration_s: float = 0.0
+  num_chunks: int = 0
+  error: Optional[str] = None  # an AudioError reason (unreadable, empty, silent, ...) or "failed"
+  detail: str = ""
+
+  def to_json(self) -> Dict:
+    if self.error is not None:
+      return {"path": self.path, "error": self.error, "detail": self.detail}
+    return {"path": self.path, "text": self.text, "duration_s": round(self.duration_s, 3),
+            "chunks": self.num_chunks}
+
+
+def expand_inputs(inputs: Sequence[str]) -> List[str]:
+  """Files as given (any extension: the reader decides) plus audio files found under directories."""
+  paths = []
+  for item in inputs:
+    if os.path.isdir(item):
+      found = []
+      for root, _, names in os.walk(item):
+        found.extend(os.path.join(root, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS))
+      paths.extend(sorted(found))
+    else:
+      paths.append(item)
+  return paths
+
+
+def bucket_edge(num_frames: int, edges: Sequence[int]) -> int:
+  """Smallest bucket edge holding num_frames frames."""
+  for edge in sorted(edges):
+    if num_frames <= edge:
+      return int(edge)
+  raise ValueError(f"{num_frames} frames exceed the largest bucket edge {max(edges)}; "
+                   "chunking should have prevented this (check config.data.bucket_frames)")
+
+
+def max_chunk_samples(config) -> int:
+  """Longest chunk whose frame count (samples // hop + 1) fits the largest bucket edge."""
+  data = config.data
+  by_bucket = (max(data.bucket_frames) - 1) * data.hop_length
+  by_config = int(round(config.decode.chunk_seconds * data.sample_rate))
+  return int(min(by_bucket, by_config) if by_config > 0 else by_bucket)
+
+
+def overlap_samples(config, chunk_samples: int) -> int:
+  wanted = int(round(config.decode.chunk_overlap_seconds * config.data.sample_rate))
+  return int(min(max(wanted, 0), chunk_samples // 2))
+
+
+def features_of(wave: np.ndarray, config) -> Dict[str, np.ndarray]:
+  """The training features of one waveform (echo_jax.data.features)."""
+  from echo_jax.data.features import compute_features
+  features = compute_features(wave, config.data)
+  out = {"mel": np.asarray(features["mel"], np.float32), "f0": np.asarray(features["f0"], np.float32)}
+  if "waveform" in tuple(config.model.features):
+    out["waveform"] = np.asarray(wave, np.float32)
+  return out
+
+
+def pad_batch(items: Sequence[Dict[str, np.ndarray]], edge: int, batch_size: int, config) -> Dict:
+  """Pads items to `edge` frames and the batch to `batch_size` rows (repeating row 0, whose
+  outputs are discarded, so every batch of a bucket has one shape)."""
+  n_mels = config.data.n_mels
+  hop = config.data.hop_length
+  rows = list(items) + [items[0]] * (batch_size - len(items))
+  batch = {
+      "mel": np.zeros((batch_size, edge, n_mels), np.float32),
+      "f0": np.zeros((batch_size, edge), np.float32),
+      "num_frames": np.zeros((batch_size,), np.int32),
+  }
+  with_wave = "waveform" in rows[0]
+  if with_wave:
+    batch["waveform"] = np.zeros((batch_size, edge * hop), np.float32)
+    batch["num_samples"] = np.zeros((batch_size,), np.int32)
+  for i, item in enumerate(rows):
+    frames = item["mel"].shape[0]
+    batch["mel"][i, :frames] = item["mel"]
+    batch["f0"][i, :frames] = item["f0"]
+    batch["num_frames"][i] = frames
+    if with_wave:
+      samples = min(item["waveform"].shape[0], edge * hop)
+      batch["waveform"][i, :samples] = item["waveform"][:samples]
+      batch["num_samples"][i] = samples
+  return batch
+
+
+class BatchTranscriber:
+  """Decodes lists of feature dicts with one jitted decoder per (bucket, batch size)."""
+
+  def __init__(self, config, model, variables, tokenizer, beam_size: int, batch_size: int):
+    self.config = config
+    self.model = model
+    self.variables = variables
+    self.tokenizer = tokenizer
+    self.batch_size = int(batch_size)
+    self.decoder = decoding.make_decode_fn(model, int(config.decode.max_length), int(beam_size),
+                                           float(config.decode.length_penalty))
+
+  def __call__(self, items: Sequence[Dict[str, np.ndarray]]) -> List[str]:
+    texts: List[Optional[str]] = [None] * len(items)
+    edges = self.config.data.bucket_frames
+    by_edge: Dict[int, List[int]] = {}
+    for index, item in enumerate(items):
+      by_edge.setdefault(bucket_edge(item["mel"].shape[0], edges), []).append(index)
+    for edge, indices in sorted(by_edge.items()):
+      for start in range(0, len(indices), self.batch_size):
+        group = indices[start:start + self.batch_size]
+        batch = pad_batch([items[i] for i in group], edge, self.batch_size, self.config)
+        tokens = np.asarray(self.decoder.fn(self.variables, batch))
+        for i, text in zip(group, decoding.decode_batch_text(tokens[:len(group)], self.tokenizer)):
+          texts[i] = text
+    return texts
+
+
+def transcribe_files(paths: Iterable[str], config, model, variables, tokenizer, beam_size: int = 1,
+                     batch_size: int = 8) -> List[FileResult]:
+  """Transcribes every path; unusable files get `error` set and do not stop the others."""
+  from echo_jax.data.audio import AudioError, load_audio
+  sample_rate = int(config.data.sample_rate)
+  chunk = max_chunk_samples(config)
+  overlap = overlap_samples(config, chunk)
+  results: List[FileResult] = []
+  items: List[Dict[str, np.ndarray]] = []
+  owners: List[int] = []  # result index of each chunk item
+  bounds_of: Dict[int, list] = {}
+  for path in paths:
+    result = FileResult(path=path)
+    results.append(result)
+    try:
+      wave = load_audio(path, sample_rate)
+    except AudioError as error:
+      result.error, result.detail = error.reason, error.detail
+      continue
+    except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
+      result.error, result.detail = "unreadable", f"{type(error).__name__}: {error}"
+      continue
+    result.duration_s = len(wave) / sample_rate
+    bounds = longform.chunk_bounds(len(wave), chunk, overlap)
+    result.num_chunks = len(bounds)
+    bounds_of[len(results) - 1] = bounds
+    for start, end in bounds:
+      items.append(features_of(wave[start:end], config))
+      owners.append(len(results) - 1)
+  texts = BatchTranscriber(config, model, variables, tokenizer, beam_size, batch_size)(items) \
+      if items else []
+  chunk_texts: Dict[int, List[str]] = {}
+  for owner, text in zip(owners, texts):
+    chunk_texts.setdefault(owner, []).append(text)
+  for owner, parts in chunk_texts.items():
+    results[owner].text = longform.stitch_texts(parts, bounds_of[owner], sample_rate)
+  return results
+
+
+def format_result(result: FileResult, as_json: bool) -> str:
+  if as_json:
+    return json.dumps(result.to_json(), ensure_ascii=False)
+  return f"{result.path}\t{result.text}"
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m echo_jax.transcribe", description=__doc__.split("\n")[0])
+  parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+  parser.add_argument("--workdir", required=True, help="training run directory")
+  parser.add_argument("--checkpoint", type=int, default=None,
+                      help="checkpoint step (default: best by WER, else latest)")
+  parser.add_argument("--json", action="store_true", help="one JSON object per line")
+  parser.add_argument("--beam-size", type=int, default=None, help="default: config.decode.beam_size")
+  parser.add_argument("--batch-size", type=int, default=None,
+                      help="chunks per decode batch (default: config.data.eval_batch_size)")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  from echo_jax import inference
+  run = inference.load_run(args.workdir, args.checkpoint)
+  beam_size = args.beam_size if args.beam_size is not None else int(run.config.decode.beam_size)
+  batch_size = args.batch_size if args.batch_size is not None else int(run.config.data.eval_batch_size)
+  paths = expand_inputs(args.inputs)
+  if not paths:
+    print("no audio files found in the given inputs", file=sys.stderr)
+    return 1
+  results = transcribe_files(paths, run.config, run.model, run.variables, run.tokenizer,
+                             beam_size=beam_size, batch_size=batch_size)
+  failed = 0
+  for result in results:
+    if result.error is not None:
+      failed += 1
+      print(f"{result.path}: {result.error}" + (f" ({result.detail})" if result.detail else ""),
+            file=sys.stderr)
+      if args.json:
+        print(format_result(result, True))
+    else:
+      print(format_result(result, args.json))
+  if failed:
+    print(f"{failed} of {len(results)} files failed", file=sys.stderr)
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
