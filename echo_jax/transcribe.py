@@ -33,7 +33,7 @@ class FileResult:
   text: Optional[str] = None
   duration_s: float = 0.0
   num_chunks: int = 0
-  error: Optional[str] = None  # an AudioError reason (unreadable, empty, silent, ...) or "failed"
+  error: Optional[str] = None  # an AudioError reason: unreadable, empty, silent, non_finite
   detail: str = ""
 
   def to_json(self) -> Dict:
@@ -144,43 +144,57 @@ class BatchTranscriber:
     return texts
 
 
-def transcribe_files(paths: Iterable[str], config, model, variables, tokenizer, beam_size: int = 1,
-                     batch_size: int = 8) -> List[FileResult]:
-  """Transcribes every path; unusable files get `error` set and do not stop the others."""
+@dataclasses.dataclass
+class PreparedFile:
+  """One input file read and cut into chunk feature dicts (empty when result.error is set)."""
+  result: FileResult
+  items: List[Dict[str, np.ndarray]]
+  bounds: List[tuple]
+
+
+def prepare_file(path: str, config) -> PreparedFile:
+  """Loads, checks and chunks one file; an unusable file sets result.error instead of raising."""
   from echo_jax.data.audio import AudioError, load_audio
   sample_rate = int(config.data.sample_rate)
+  result = FileResult(path=path)
+  try:
+    wave = load_audio(path, sample_rate)
+  except AudioError as error:
+    result.error, result.detail = error.reason, error.detail
+    return PreparedFile(result, [], [])
+  except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+    result.error, result.detail = "unreadable", f"{type(error).__name__}: {error}"
+    return PreparedFile(result, [], [])
   chunk = max_chunk_samples(config)
-  overlap = overlap_samples(config, chunk)
-  results: List[FileResult] = []
-  items: List[Dict[str, np.ndarray]] = []
-  owners: List[int] = []  # result index of each chunk item
-  bounds_of: Dict[int, list] = {}
-  for path in paths:
-    result = FileResult(path=path)
-    results.append(result)
-    try:
-      wave = load_audio(path, sample_rate)
-    except AudioError as error:
-      result.error, result.detail = error.reason, error.detail
-      continue
-    except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
-      result.error, result.detail = "unreadable", f"{type(error).__name__}: {error}"
-      continue
-    result.duration_s = len(wave) / sample_rate
-    bounds = longform.chunk_bounds(len(wave), chunk, overlap)
-    result.num_chunks = len(bounds)
-    bounds_of[len(results) - 1] = bounds
-    for start, end in bounds:
-      items.append(features_of(wave[start:end], config))
-      owners.append(len(results) - 1)
-  texts = BatchTranscriber(config, model, variables, tokenizer, beam_size, batch_size)(items) \
-      if items else []
+  bounds = longform.chunk_bounds(len(wave), chunk, overlap_samples(config, chunk))
+  result.duration_s = len(wave) / sample_rate
+  result.num_chunks = len(bounds)
+  items = [features_of(wave[start:end], config) for start, end in bounds]
+  return PreparedFile(result, items, bounds)
+
+
+def transcribe_prepared(prepared: Sequence[PreparedFile], transcriber: "BatchTranscriber",
+                        sample_rate: int) -> List[FileResult]:
+  """Decodes all chunks of all files together, then stitches each file's chunk transcripts."""
+  items, owners = [], []
+  for index, entry in enumerate(prepared):
+    items.extend(entry.items)
+    owners.extend([index] * len(entry.items))
+  texts = transcriber(items) if items else []
   chunk_texts: Dict[int, List[str]] = {}
   for owner, text in zip(owners, texts):
     chunk_texts.setdefault(owner, []).append(text)
   for owner, parts in chunk_texts.items():
-    results[owner].text = longform.stitch_texts(parts, bounds_of[owner], sample_rate)
-  return results
+    prepared[owner].result.text = longform.stitch_texts(parts, prepared[owner].bounds, sample_rate)
+  return [entry.result for entry in prepared]
+
+
+def transcribe_files(paths: Iterable[str], config, model, variables, tokenizer, beam_size: int = 1,
+                     batch_size: int = 8) -> List[FileResult]:
+  """Transcribes every path; unusable files get `error` set and do not stop the others."""
+  prepared = [prepare_file(path, config) for path in paths]
+  transcriber = BatchTranscriber(config, model, variables, tokenizer, beam_size, batch_size)
+  return transcribe_prepared(prepared, transcriber, int(config.data.sample_rate))
 
 
 def format_result(result: FileResult, as_json: bool) -> str:
