@@ -1,0 +1,146 @@
+"""Command line: the seed's report from a run's dumps, and the pictures.
+
+  python -m echo_jax.diagnostics report RUN [--steps A:B] [--json]
+  python -m echo_jax.diagnostics plot rotary --out DIR
+  python -m echo_jax.diagnostics plot features --wav FILE [--config CFG] --out DIR
+  python -m echo_jax.diagnostics plot attention --wav FILE [--config CFG] [--workdir RUN] --out DIR
+  python -m echo_jax.diagnostics plot curves RUN --out DIR
+  python -m echo_jax.diagnostics plot theta RUN [--steps A:B] [--config CFG] --out DIR
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _load_config(path: str):
+  """A config file's get_config() (the same files echo_jax.train takes)."""
+  import importlib.util
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--config {path} does not exist (e.g. configs/default.py)")
+  spec = importlib.util.spec_from_file_location("diagnostics_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _report(args) -> int:
+  from echo_jax.diagnostics import dump, report
+  dumps = dump.load_run(args.run, args.steps)
+  summary = report.summarize(dumps)
+  if args.json:
+    json.dump(summary, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+  else:
+    sys.stdout.write(report.format_report(summary, title=f"Diagnostics of {args.run}"))
+  return 0
+
+
+def _plot(args) -> int:
+  from echo_jax.diagnostics import plots
+  out = os.path.join(args.out, f"{args.what}.png") if not args.out.endswith(".png") else args.out
+  if args.what == "rotary":
+    path = plots.plot_rotary(out, theta_modes=args.theta_modes, f0_values=args.f0,
+                             base_theta=args.theta, positions=args.positions,
+                             head_dim=args.head_dim)
+  elif args.what == "features":
+    path = _plot_features(args, out)
+  elif args.what == "curves":
+    if not args.run:
+      raise SystemExit("plot curves needs RUN (a workdir with metrics.jsonl)")
+    metrics = args.run if args.run.endswith(".jsonl") else os.path.join(args.run, "metrics.jsonl")
+    path = plots.plot_curves(out, metrics)
+  elif args.what == "theta":
+    path = _plot_theta(args, out)
+  elif args.what == "attention":
+    path = _plot_attention(args, out)
+  else:
+    raise SystemExit(f"unknown picture {args.what!r}")
+  print(path)
+  return 0
+
+
+def _read_wave(args, sample_rate):
+  if not args.wav:
+    raise SystemExit(f"plot {args.what} needs --wav FILE (a speech recording)")
+  from echo_jax.data.audio import load_audio
+  return load_audio(args.wav, sample_rate)
+
+
+def _plot_features(args, out):
+  from echo_jax.data.features import compute_features
+  from echo_jax.diagnostics import plots
+  config = _load_config(args.config)
+  wave = _read_wave(args, int(config.data.sample_rate))
+  feats = compute_features(wave, config.data)
+  return plots.plot_features(out, feats["mel"], feats["f0"], config.data,
+                             title=os.path.basename(args.wav) + ":")
+
+
+def _plot_theta(args, out):
+  import numpy as np
+  from echo_jax.diagnostics import dump, plots
+  if not args.run:
+    raise SystemExit("plot theta needs RUN (a workdir with diagnostics dumps)")
+  dumps = dump.load_run(args.run, args.steps)
+  f0s, thetas = [], []
+  for step, flat in sorted(dumps.items()):
+    theta_keys = sorted(k for k in flat if k.startswith("rotary_theta/"))
+    if "f0_mean_voiced" not in flat or not theta_keys:
+      raise SystemExit(f"step {step} of {args.run} has no f0_mean_voiced/rotary_theta; the model "
+                       "must sow rotary_theta and the train step must pass the batch to "
+                       "diagnostics_from")
+    theta = flat[theta_keys[0]]
+    theta = theta.reshape(theta.shape[0], -1).mean(axis=1)  # per_frame mode: mean over frames
+    f0s.append(flat["f0_mean_voiced"])
+    thetas.append(theta)
+  model_cfg = _load_config(args.config).model
+  return plots.plot_theta(out, np.concatenate(f0s), np.concatenate(thetas),
+                          str(model_cfg.theta_mode), float(model_cfg.theta),
+                          title=f"rotary θ per utterance vs mean F0 ({len(dumps)} dumps)")
+
+
+def _plot_attention(args, out):
+  from echo_jax.diagnostics import attention_maps, plots
+  config = _load_config(args.config)
+  maps = attention_maps.from_wave(config, _read_wave(args, int(config.data.sample_rate)),
+                                  workdir=args.workdir, text=args.text, layers=args.layers,
+                                  heads=args.heads)
+  return plots.plot_attention(out, maps, title=os.path.basename(args.wav))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m echo_jax.diagnostics", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  rep = sub.add_parser("report", help="the seed's diagnostic report from a run's dumps")
+  rep.add_argument("run", help="workdir (or its diagnostics/ folder)")
+  rep.add_argument("--steps", default=None, help="A:B, inclusive; either end may be empty")
+  rep.add_argument("--json", action="store_true", help="every number as JSON")
+  rep.set_defaults(func=_report)
+
+  plot = sub.add_parser("plot", help="write a PNG")
+  plot.add_argument("what", choices=["rotary", "features", "attention", "curves", "theta"])
+  plot.add_argument("run", nargs="?", default=None, help="workdir (curves, theta)")
+  plot.add_argument("--out", required=True, help="output folder (or a .png path)")
+  plot.add_argument("--config", default="configs/default.py")
+  plot.add_argument("--steps", default=None)
+  plot.add_argument("--wav", default=None)
+  plot.add_argument("--text", default=None, help="transcript for teacher-forced decoder maps")
+  plot.add_argument("--workdir", default=None, help="run whose latest checkpoint to load")
+  plot.add_argument("--layers", default=None,
+                    help="comma list of attention modules (dotted names); default: first/last")
+  plot.add_argument("--heads", default=None, help="comma list of heads (default: all)")
+  plot.add_argument("--theta-modes", nargs="+", default=["fixed", "seed", "clamped", "mel"])
+  plot.add_argument("--f0", nargs="+", type=float, default=[0.0, 100.0, 150.0, 220.0, 300.0])
+  plot.add_argument("--theta", type=float, default=10000.0)
+  plot.add_argument("--positions", type=int, default=32)
+  plot.add_argument("--head-dim", type=int, default=128)
+  plot.set_defaults(func=_plot)
+  args = parser.parse_args(argv)
+  return args.func(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

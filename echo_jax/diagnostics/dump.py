@@ -1,0 +1,192 @@
+"""Write diagnostics pytrees to the workdir, and read them back without the model code.
+
+Format (version `echo_jax.diagnostics.v1`), under `<workdir>/diagnostics/`:
+
+- `step_<step:06d>.npz`: one numpy archive per dumped step. Each entry is one leaf of the
+  diagnostics pytree; its key is the pytree path joined with `/`, e.g.
+  `grad_mean_abs/encoder.blocks.spectrogram.1.attna.q.kernel`, `seed/Q/decoder._blocks.0.attna`,
+  `rotary_theta/encoder.blocks.spectrogram.1.attna`. Values are float32 (scalars, or [B]/[B, T]
+  per-utterance arrays).
+- `index.json`: `{"format", "sparsity_threshold", "steps": [{"step", "file", "time"}...],
+  "keys": {key: {"shape", "dtype"}}}`, rewritten atomically after every dump.
+
+`np.load(path)` and `json.load` are all a reader needs; `load_run` below does exactly that.
+"""
+
+import concurrent.futures
+import json
+import os
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+FORMAT = "echo_jax.diagnostics.v1"
+SUBDIR = "diagnostics"
+INDEX = "index.json"
+
+
+def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
+  """Nested dicts -> {"a/b/c": leaf}; keys are taken as they are (dotted names stay dotted)."""
+  if isinstance(tree, Mapping):
+    out = {}
+    for key, value in tree.items():
+      if "/" in str(key):
+        raise ValueError(f"diagnostics key {key!r} under {prefix!r} contains '/'; use dots.")
+      out.update(flatten(value, f"{prefix}/{key}" if prefix else str(key)))
+    return out
+  return {prefix: tree}
+
+
+def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
+  out: Dict[str, Any] = {}
+  for key, value in flat.items():
+    node = out
+    parts = key.split("/")
+    for part in parts[:-1]:
+      node = node.setdefault(part, {})
+    node[parts[-1]] = value
+  return out
+
+
+def diagnostics_dir(run: str) -> str:
+  """`run` may be a workdir (holding diagnostics/) or the diagnostics folder itself."""
+  if os.path.exists(os.path.join(run, INDEX)):
+    return run
+  return os.path.join(run, SUBDIR)
+
+
+def _gather_if_needed(flat: Dict[str, Any]) -> Dict[str, Any]:
+  """Arrays split over processes (per-utterance values of a multi-host batch) are all-gathered;
+  a collective, so `write` runs on every process."""
+  import jax  # Imported here so that reading dumps never needs jax.
+  sharded = {k for k, v in flat.items()
+             if isinstance(v, jax.Array) and not v.is_fully_addressable}
+  if not sharded:
+    return flat
+  from jax.experimental import multihost_utils
+  gathered = multihost_utils.process_allgather({k: flat[k] for k in sorted(sharded)}, tiled=True)
+  return {**flat, **gathered}
+
+
+class DiagnosticsWriter:
+  """Dumps diagnostics pytrees asynchronously: `write(step, tree)` returns at once (after the
+  all-gather of process-split arrays), a background thread fetches the values and writes the
+  archive. Only process 0 writes; call `write` on every process. `close()` waits for all writes and
+  re-raises a failed write's error."""
+
+  def __init__(self, workdir: str, process_index: Optional[int] = None):
+    if process_index is None:
+      import jax
+      process_index = jax.process_index()
+    self.directory = os.path.join(workdir, SUBDIR)
+    self.is_writer = process_index == 0
+    self._lock = threading.Lock()
+    self._pending: List[concurrent.futures.Future] = []
+    self._executor = None
+    self._index = {"format": FORMAT, "sparsity_threshold": None, "steps": [], "keys": {}}
+    if self.is_writer:
+      os.makedirs(self.directory, exist_ok=True)
+      index_path = os.path.join(self.directory, INDEX)
+      if os.path.exists(index_path):  # A resumed run appends to its own index.
+        with open(index_path) as f:
+          self._index = json.load(f)
+      self._executor = concurrent.futures.ThreadPoolExecutor(
+          max_workers=1, thread_name_prefix="diagnostics-writer")
+
+  def write(self, step: int, tree: Any) -> None:
+    self._raise_failed()
+    flat = _gather_if_needed(flatten(tree))
+    if not self.is_writer:
+      return
+    self._pending.append(self._executor.submit(self._write_now, int(step), flat))
+
+  def _write_now(self, step: int, flat: Dict[str, Any]) -> str:
+    import jax
+    from echo_jax.diagnostics.collect import SPARSITY_THRESHOLD
+    host = {k: np.asarray(v, np.float32) for k, v in jax.device_get(flat).items()}
+    name = f"step_{step:06d}.npz"
+    path = os.path.join(self.directory, name)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **host)
+    os.replace(tmp, path)
+    with self._lock:
+      steps = [s for s in self._index["steps"] if s["step"] != step]
+      steps.append({"step": step, "file": name, "time": time.time()})
+      self._index["steps"] = sorted(steps, key=lambda s: s["step"])
+      self._index["sparsity_threshold"] = SPARSITY_THRESHOLD
+      self._index["keys"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+                             for k, v in sorted(host.items())}
+      index_path = os.path.join(self.directory, INDEX)
+      with open(index_path + ".tmp", "w") as f:
+        json.dump(self._index, f, indent=1)
+      os.replace(index_path + ".tmp", index_path)
+    return path
+
+  def _raise_failed(self) -> None:
+    done = [f for f in self._pending if f.done()]
+    self._pending = [f for f in self._pending if not f.done()]
+    for f in done:
+      f.result()
+
+  def wait(self) -> None:
+    pending, self._pending = self._pending, []
+    for f in pending:
+      f.result()
+
+  def close(self) -> None:
+    try:
+      self.wait()
+    finally:
+      if self._executor is not None:
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+
+def parse_steps(spec: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
+  """"A:B" -> (A, B), both ends inclusive and optional ("100:", ":500", "300")."""
+  if not spec:
+    return None, None
+  try:
+    if ":" not in spec:
+      return int(spec), int(spec)
+    lo, hi = spec.split(":", 1)
+    return (int(lo) if lo.strip() else None), (int(hi) if hi.strip() else None)
+  except ValueError:
+    raise ValueError(f"--steps {spec!r} is not A:B with integer steps (e.g. 100:500, 100:, :500)")
+
+
+def load_index(run: str) -> Dict[str, Any]:
+  path = os.path.join(diagnostics_dir(run), INDEX)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"no diagnostics index at {path}; train with config.diagnostics.every > 0 "
+        f"or pass the run's workdir.")
+  with open(path) as f:
+    index = json.load(f)
+  if index.get("format") != FORMAT:
+    raise ValueError(f"{path}: format {index.get('format')!r}, expected {FORMAT!r}")
+  return index
+
+
+def load_step(run: str, step: int) -> Dict[str, np.ndarray]:
+  path = os.path.join(diagnostics_dir(run), f"step_{step:06d}.npz")
+  with np.load(path) as archive:
+    return {k: archive[k] for k in archive.files}
+
+
+def load_run(run: str, steps: Optional[str] = None) -> Dict[int, Dict[str, np.ndarray]]:
+  """{step: {flat key: array}} for the dumped steps within `steps` ("A:B", inclusive)."""
+  lo, hi = parse_steps(steps)
+  index = load_index(run)
+  selected = [s["step"] for s in index["steps"]
+              if (lo is None or s["step"] >= lo) and (hi is None or s["step"] <= hi)]
+  if not selected:
+    available = [s["step"] for s in index["steps"]]
+    raise ValueError(f"no diagnostics dumps in steps {steps!r}; dumped steps: {available}")
+  return {step: load_step(run, step) for step in selected}
+
+
+def steps_of(dumps: Mapping[int, Any]) -> Iterable[int]:
+  return sorted(dumps)

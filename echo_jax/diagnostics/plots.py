@@ -1,0 +1,224 @@
+"""Pictures: rotary similarity grids, log-mel + F0, attention maps, training curves, theta vs F0.
+
+Every function writes one PNG (matplotlib Agg) and returns its path. Inputs are plain arrays or a
+run's files, so each picture can be regenerated from the command line (see __main__.py).
+"""
+
+import json
+import os
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 90
+
+
+def _save(fig, out_path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  fig.savefig(out_path, dpi=DPI, bbox_inches="tight")
+  plt.close(fig)
+  return out_path
+
+
+# ---------------------------------------------------------------- 1. rotary similarity (spec §3)
+
+def rotary_similarity(theta_mode: str, f0_mean: float, base_theta: float, positions: int,
+                      head_dim: int) -> np.ndarray:
+  """[T, T] cosine similarity between positions of the model's own rotary encoding.
+
+  A key of ones-and-zeros pairs (1, 0) rotated by `apply_rotary` at position t is
+  [cos(t w_k), sin(t w_k)]_k, so its cosine similarity with position s is mean_k cos((t-s) w_k).
+  """
+  import jax.numpy as jnp
+  from echo_jax.models import rotary
+
+  theta = rotary.utterance_theta(jnp.asarray([f0_mean], jnp.float32), theta_mode, base_theta)
+  inv_freq = rotary.inverse_frequencies(theta, head_dim, theta_mode)[:, None, :]  # [1, 1, hd/2]
+  rot = rotary.make_rotary(jnp.arange(positions), inv_freq)
+  unit = jnp.tile(jnp.asarray([1.0, 0.0], jnp.float32), head_dim // 2)
+  x = jnp.broadcast_to(unit, (1, positions, 1, head_dim))
+  v = np.asarray(rotary.apply_rotary(x, rot))[0, :, 0, :]
+  v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+  return v @ v.T
+
+
+def plot_rotary(out_path: str, theta_modes: Sequence[str] = ("fixed", "seed", "clamped", "mel"),
+                f0_values: Sequence[float] = (0.0, 100.0, 150.0, 220.0, 300.0),
+                base_theta: float = 10000.0, positions: int = 32, head_dim: int = 128) -> str:
+  """Rows: theta modes; columns: utterance mean F0, each panel the position-similarity matrix;
+  the last column overlays each panel's first row (similarity against position offset)."""
+  from echo_jax.models import rotary
+  import jax.numpy as jnp
+
+  sims = {(m, f): rotary_similarity(m, f, base_theta, positions, head_dim)
+          for m in theta_modes for f in f0_values}
+  low = min(float(s.min()) for s in sims.values())
+  fig, axes = plt.subplots(len(theta_modes), len(f0_values) + 1, squeeze=False,
+                           figsize=(1.9 * len(f0_values) + 3.4, 1.95 * len(theta_modes) + 0.5),
+                           gridspec_kw={"width_ratios": [1] * len(f0_values) + [1.7]})
+  image = None
+  colours = plt.cm.plasma(np.linspace(0.0, 0.85, len(f0_values)))
+  for r, mode in enumerate(theta_modes):
+    profile_ax = axes[r, -1]
+    for c, f0 in enumerate(f0_values):
+      sim = sims[(mode, f0)]
+      theta = float(rotary.utterance_theta(jnp.asarray([f0], jnp.float32), mode, base_theta)[0])
+      ax = axes[r, c]
+      image = ax.imshow(sim, cmap="viridis", vmin=low, vmax=1.0)
+      label = (f"bank x{theta / rotary.MEL_REFERENCE_HZ:.2f}" if mode == "mel"
+               else f"θ={theta:,.0f}")
+      ax.set_title(f"F0={f0:g} Hz: {label}", fontsize=7)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if c == 0:
+        ax.set_ylabel(mode, fontsize=9)
+      profile_ax.plot(np.arange(positions), sim[0], color=colours[c], lw=1.2, label=f"{f0:g} Hz")
+    profile_ax.set_ylim(low, 1.02)
+    profile_ax.tick_params(labelsize=7)
+    profile_ax.grid(alpha=0.3)
+    if r == 0:
+      profile_ax.set_title("similarity vs offset", fontsize=8)
+      profile_ax.legend(fontsize=6, ncol=2, title="F0", title_fontsize=6)
+    if r == len(theta_modes) - 1:
+      profile_ax.set_xlabel("offset (positions)", fontsize=8)
+  fig.suptitle(f"Rotary cosine similarity between positions 0..{positions - 1} "
+               f"(head dim {head_dim}); rows: theta_mode", fontsize=10)
+  fig.colorbar(image, ax=axes[:, :-1], shrink=0.5, label="cos similarity", location="bottom", pad=0.03, aspect=40)
+  return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------- 2. log-mel with F0 and voicing
+
+def plot_features(out_path: str, mel: np.ndarray, f0: np.ndarray, data_cfg,
+                  title: str = "") -> str:
+  """Log-mel [T, n_mels] as an image on a mel-frequency axis, F0 (Hz) drawn on it, voicing shaded."""
+  import librosa
+
+  mel = np.asarray(mel, np.float32)
+  f0 = np.asarray(f0, np.float32)
+  hop, sr = int(data_cfg.hop_length), int(data_cfg.sample_rate)
+  t = np.arange(mel.shape[0]) * hop / sr
+  n_mels = mel.shape[1]
+  # Band centres in Hz, so the F0 line sits on the same axis as the spectrogram.
+  edges_hz = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=float(data_cfg.fmin),
+                                     fmax=float(data_cfg.fmax), htk=True)
+  centres = edges_hz[1:-1]
+  fig, (ax, ax_v) = plt.subplots(2, 1, figsize=(9, 4.2), sharex=True,
+                                 gridspec_kw={"height_ratios": [6, 1]})
+  mesh = ax.pcolormesh(t, centres, mel.T, shading="nearest", cmap="magma")
+  ax.set_yscale("symlog", linthresh=500.0)
+  ax.set_ylim(centres[0], centres[-1])
+  voiced = f0 > 0
+  ax.plot(t, np.where(voiced, f0, np.nan), color="cyan", lw=1.6, label="F0 (DIO + StoneMask)")
+  ax.set_ylabel("frequency (Hz)")
+  ticks = [f for f in (100, 200, 500, 1000, 2000, 4000, 8000) if centres[0] <= f <= centres[-1]]
+  ax.set_yticks(ticks, [f"{f:g}" for f in ticks])
+  ax.legend(loc="upper right", fontsize=8)
+  fig.colorbar(mesh, ax=[ax, ax_v], label="log-mel (seed scaling)", shrink=0.8)
+  ax_v.fill_between(t, 0, voiced.astype(float), step="mid", color="tab:green", alpha=0.7)
+  ax_v.set_yticks([0, 1], ["unvoiced", "voiced"], fontsize=7)
+  ax_v.set_xlabel("time (s)")
+  mean_f0 = float(f0[voiced].mean()) if voiced.any() else 0.0
+  ax.set_title(f"{title} mean voiced F0 {mean_f0:.0f} Hz, {voiced.mean():.0%} voiced".strip())
+  return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------- 3. attention maps
+
+def plot_attention(out_path: str, maps: Mapping[str, np.ndarray], title: str = "") -> str:
+  """One panel per (name -> [Tq, Tk] weights); queries down, keys across."""
+  names = list(maps)
+  cols = min(len(names), 3)
+  rows = (len(names) + cols - 1) // cols
+  fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(3.6 * cols, 3.2 * rows))
+  for ax in axes.ravel()[len(names):]:
+    ax.axis("off")
+  for ax, name in zip(axes.ravel(), names):
+    w = np.asarray(maps[name], np.float32)
+    im = ax.imshow(w, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_title(name, fontsize=8)
+    ax.set_xlabel("key", fontsize=8)
+    ax.set_ylabel("query", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------- 4. training curves
+
+def read_metrics(path: str) -> List[Dict[str, float]]:
+  records = []
+  with open(path) as f:
+    for line_no, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{line_no} is not JSON ({e}); is this a metrics.jsonl?")
+  return records
+
+
+def _series(records, key):
+  pts = [(r["step"], r[key]) for r in records
+         if key in r and isinstance(r[key], (int, float)) and np.isfinite(r[key])]
+  return np.asarray(pts, np.float64).reshape(-1, 2)
+
+
+def plot_curves(out_path: str, metrics_path: str) -> str:
+  """Loss (train and eval), WER/CER and learning rate against step, from metrics.jsonl."""
+  records = read_metrics(metrics_path)
+  keys = sorted({k for r in records for k in r if k != "step"})
+  panels = [
+      ("loss", [k for k in keys if k.rsplit("/", 1)[-1] in ("loss", "nll")]),
+      ("error rate", [k for k in keys if k.rsplit("/", 1)[-1] in ("wer", "cer")]),
+      ("learning rate", [k for k in keys if k.rsplit("/", 1)[-1] in ("lr", "learning_rate")]),
+  ]
+  panels = [(name, ks) for name, ks in panels if ks]
+  if not panels:
+    raise ValueError(f"{metrics_path} has no loss/wer/cer/lr keys; found {keys}")
+  fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.2 * len(panels), 3.2))
+  for ax, (name, ks) in zip(axes[0], panels):
+    for k in ks:
+      pts = _series(records, k)
+      ax.plot(pts[:, 0], pts[:, 1], marker="o" if len(pts) < 30 else None, ms=3, label=k)
+    if name == "loss":
+      ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------- 5. theta per utterance vs F0
+
+def plot_theta(out_path: str, f0_means: np.ndarray, thetas: np.ndarray, theta_mode: str,
+               base_theta: float, title: str = "") -> str:
+  """Dots: the theta each utterance got (sown by the model) against its voiced mean F0;
+  line: the rotary module's formula for `theta_mode`."""
+  import jax.numpy as jnp
+  from echo_jax.models import rotary
+
+  f0_means = np.ravel(np.asarray(f0_means, np.float64))
+  thetas = np.ravel(np.asarray(thetas, np.float64))
+  hi = max(450.0, float(f0_means.max()) * 1.1 if f0_means.size else 0.0)
+  grid = np.linspace(0.0, hi, 200)
+  curve = np.asarray(rotary.utterance_theta(jnp.asarray(grid, jnp.float32), theta_mode, base_theta))
+  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  ax.plot(grid, curve, color="gray", lw=1.2, label=f"formula ({theta_mode})")
+  ax.scatter(f0_means, thetas, s=14, color="tab:red", zorder=3,
+             label=f"utterances (n={f0_means.size})")
+  ax.set_xlabel("voiced mean F0 (Hz)")
+  ax.set_ylabel("rotary θ" if theta_mode != "mel" else "mel-bank scale (Hz)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title(title or "rotary θ per utterance vs mean F0", fontsize=10)
+  fig.tight_layout()
+  return _save(fig, out_path)
