@@ -61,16 +61,6 @@ def param_shardings(mesh: Mesh, abstract_params: Any, mode: str = "replicated") 
   return _PARAM_SHARDING_RULES[mode](mesh, abstract_params)
 
 
-def check_batch_divisible(global_batch_size: int, mesh: Mesh, what: str) -> None:
-  """Clear start-up error when a global batch cannot be split evenly over the devices."""
-  num_devices = mesh.devices.size
-  if global_batch_size % num_devices:
-    raise ValueError(
-        f"{what}={global_batch_size} is not divisible by the {num_devices} devices of the mesh "
-        f"({jax.process_count()} process(es) x {jax.local_device_count()} local devices); "
-        f"set it to a multiple of {num_devices}.")
-
-
 def split_host_batch(batch: Mapping[str, np.ndarray]):
   """(device part, host part): host-only bookkeeping keys are kept out of the device batch."""
   device = {k: v for k, v in batch.items() if k not in HOST_ONLY_KEYS}

@@ -1,0 +1,188 @@
+"""Start-up validation of a whole config: every error names the field and the fix.
+
+`validate_config(config)` runs the model's validator and checks the data, train, eval, decode and
+distributed fields and their cross-constraints (e.g. model.n_mels == data.n_mels).
+`validate_batch_sizes(config, num_devices)` checks the batch sizes against the device mesh.
+"""
+
+import numbers
+from typing import Any, Sequence
+
+import ml_collections
+
+from echo_jax import sharding as sharding_lib
+
+TOKENIZERS = ("sentencepiece", "char")
+SPM_MODEL_TYPES = ("bpe", "unigram")
+
+
+class ConfigError(ValueError):
+  """A config field has a bad value; the message names it and says how to fix it."""
+
+
+def _fail(field: str, value: Any, fix: str) -> None:
+  raise ConfigError(f"config.{field}={value!r} is invalid: {fix}")
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _int_at_least(field: str, value: Any, minimum: int) -> None:
+  if not _is_int(value) or value < minimum:
+    _fail(field, value, f"use an integer >= {minimum}")
+
+
+def _number_in(field: str, value: Any, low: float, high: float, low_open=False,
+               high_open=False) -> None:
+  ok = _is_number(value) and (value > low if low_open else value >= low) and (
+      value < high if high_open else value <= high)
+  if not ok:
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    _fail(field, value, f"use a number in {lo}{low}, {high}{hi}")
+
+
+def _choice(field: str, value: Any, choices: Sequence[str]) -> None:
+  if value not in choices:
+    _fail(field, value, f"use one of {', '.join(map(repr, choices))}")
+
+
+def _int_sequence(field: str, value: Any) -> None:
+  if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value or not all(
+      _is_int(v) and v > 0 for v in value):
+    _fail(field, value, "use a non-empty tuple of positive integers")
+
+
+def _validate_model(config: ml_collections.ConfigDict) -> None:
+  from echo_jax.models.config import MIN_VOCAB, validate_model_config
+  model = config.model
+  if model.vocab_size == -1:
+    # Not known until the tokenizer exists; check everything else with a stand-in.
+    model = ml_collections.ConfigDict(model.to_dict())
+    model.vocab_size = max(int(config.data.vocab_size), MIN_VOCAB)
+  try:
+    validate_model_config(model)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def _validate_data(config: ml_collections.ConfigDict) -> None:
+  d, m = config.data, config.model
+  _choice("data.tokenizer", d.tokenizer, TOKENIZERS)
+  if d.tokenizer == "sentencepiece":
+    _choice("data.spm_model_type", d.spm_model_type, SPM_MODEL_TYPES)
+    _int_at_least("data.vocab_size", d.vocab_size, 5)
+  _int_at_least("data.sample_rate", d.sample_rate, 1000)
+  _int_at_least("data.n_fft", d.n_fft, 16)
+  _int_at_least("data.hop_length", d.hop_length, 1)
+  _int_at_least("data.n_mels", d.n_mels, 1)
+  _number_in("data.fmax", d.fmax, 0.0, d.sample_rate / 2, low_open=True)
+  _number_in("data.fmin", d.fmin, 0.0, float(d.fmax), high_open=True)
+  _number_in("data.max_audio_seconds", d.max_audio_seconds, 0.0, float("inf"), low_open=True)
+  _int_sequence("data.bucket_frames", d.bucket_frames)
+  _int_sequence("data.bucket_batch_sizes", d.bucket_batch_sizes)
+  if list(d.bucket_frames) != sorted(set(d.bucket_frames)):
+    _fail("data.bucket_frames", d.bucket_frames, "use strictly increasing bucket edges")
+  if len(d.bucket_batch_sizes) != len(d.bucket_frames):
+    _fail("data.bucket_batch_sizes", d.bucket_batch_sizes,
+          f"give one global batch size per bucket edge ({len(d.bucket_frames)} edges in "
+          "data.bucket_frames)")
+  _int_at_least("data.max_target_length", d.max_target_length, 3)
+  _int_at_least("data.eval_batch_size", d.eval_batch_size, 1)
+  _int_at_least("data.shuffle_buffer", d.shuffle_buffer, 1)
+  # Cross-checks with the model.
+  if m.n_mels != d.n_mels:
+    _fail("model.n_mels", m.n_mels, f"it must equal config.data.n_mels={d.n_mels}; set both")
+  if "waveform" in tuple(m.features) and m.hop_length != d.hop_length:
+    _fail("model.hop_length", m.hop_length,
+          f"it must equal config.data.hop_length={d.hop_length} (the mel frame rate); set both")
+  if d.max_target_length > m.text_ctx:
+    _fail("data.max_target_length", d.max_target_length,
+          f"it must be <= config.model.text_ctx={m.text_ctx}; lower it or raise model.text_ctx")
+  longest = max(d.bucket_frames)
+  if _is_int(m.spectrogram_downsample) and m.spectrogram_downsample > 0:
+    encoded = -(-longest // m.spectrogram_downsample)
+    if encoded > m.audio_ctx:
+      _fail("data.bucket_frames", d.bucket_frames,
+            f"the longest bucket ({longest} frames, {encoded} after model.spectrogram_downsample="
+            f"{m.spectrogram_downsample}) exceeds config.model.audio_ctx={m.audio_ctx}; lower the "
+            "edges or raise model.audio_ctx")
+
+
+def _validate_train(config: ml_collections.ConfigDict) -> None:
+  t = config.train
+  _int_at_least("train.num_steps", t.num_steps, 1)
+  _number_in("train.learning_rate", t.learning_rate, 0.0, float("inf"), low_open=True)
+  _int_at_least("train.warmup_steps", t.warmup_steps, 0)
+  _number_in("train.end_lr_fraction", t.end_lr_fraction, 0.0, 1.0)
+  _number_in("train.weight_decay", t.weight_decay, 0.0, float("inf"))
+  _number_in("train.b1", t.b1, 0.0, 1.0, high_open=True)
+  _number_in("train.b2", t.b2, 0.0, 1.0, high_open=True)
+  _number_in("train.eps", t.eps, 0.0, float("inf"), low_open=True)
+  _number_in("train.grad_clip_norm", t.grad_clip_norm, 0.0, float("inf"))
+  _int_at_least("train.log_every", t.log_every, 1)
+  _int_at_least("train.checkpoint_every", t.checkpoint_every, 1)
+  _int_at_least("train.keep_checkpoints", t.keep_checkpoints, 1)
+  _int_at_least("train.keep_best", t.keep_best, 0)
+  _choice("train.param_sharding", t.param_sharding, sharding_lib.available_param_shardings())
+  if not isinstance(t.init_from, str):
+    _fail("train.init_from", t.init_from, "use a path (workdir or checkpoint dir) or ''")
+
+
+def _validate_eval(config: ml_collections.ConfigDict) -> None:
+  e = config.eval
+  _int_at_least("eval.every", e.every, 0)
+  if not isinstance(e.split, str) or e.split not in config.data.tfds_splits:
+    _fail("eval.split", e.split,
+          f"use one of the splits in config.data.tfds_splits: {list(config.data.tfds_splits)}")
+  if not _is_int(e.max_examples) or (e.max_examples != -1 and e.max_examples < 1):
+    _fail("eval.max_examples", e.max_examples, "use -1 (whole split) or a positive integer")
+  dec = config.decode
+  _int_at_least("decode.max_length", dec.max_length, 2)
+  if dec.max_length > config.model.text_ctx:
+    _fail("decode.max_length", dec.max_length,
+          f"it must be <= config.model.text_ctx={config.model.text_ctx}")
+  _int_at_least("decode.beam_size", dec.beam_size, 1)
+
+
+def _validate_distributed(config: ml_collections.ConfigDict) -> None:
+  dist = config.distributed
+  _int_at_least("distributed.num_processes", dist.num_processes, 1)
+  if not _is_int(dist.process_id) or not 0 <= dist.process_id < dist.num_processes:
+    _fail("distributed.process_id", dist.process_id,
+          f"use an integer in [0, distributed.num_processes={dist.num_processes})")
+  if dist.coordinator_address and ":" not in dist.coordinator_address:
+    _fail("distributed.coordinator_address", dist.coordinator_address,
+          "use host:port of process 0, e.g. 10.0.0.1:8476")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first bad field and the fix; returns None when all is well."""
+  for part in ("model", "data", "train", "eval", "decode", "distributed"):
+    if part not in config:
+      raise ConfigError(f"config.{part} is missing; start from "
+                        "echo_jax.config_defaults.default_config()")
+  _validate_model(config)
+  _validate_data(config)
+  _validate_train(config)
+  _validate_eval(config)
+  _validate_distributed(config)
+
+
+def validate_batch_sizes(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Each global batch (per bucket, and eval) must split evenly over the `num_devices` devices."""
+  for edge, size in zip(config.data.bucket_frames, config.data.bucket_batch_sizes):
+    if size % num_devices:
+      raise ConfigError(
+          f"config.data.bucket_batch_sizes={tuple(config.data.bucket_batch_sizes)}: the global "
+          f"batch {size} of bucket {edge} is not divisible by the {num_devices} devices; use "
+          f"multiples of {num_devices}.")
+  if config.data.eval_batch_size % num_devices:
+    raise ConfigError(
+        f"config.data.eval_batch_size={config.data.eval_batch_size} is not divisible by the "
+        f"{num_devices} devices; use a multiple of {num_devices}.")

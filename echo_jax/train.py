@@ -1,0 +1,42 @@
+"""Train Echo: `python -m echo_jax.train --config configs/default.py --workdir runs/default`.
+
+Any config field can be overridden on the command line, e.g. `--config.train.num_steps=500`.
+Restarting the same command in the same workdir resumes from the latest checkpoint.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from echo_jax import trainer
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file with get_config().", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local path or gs://...).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  try:
+    summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except trainer.NonFiniteError as e:
+    logging.error("%s", e)
+    sys.exit(3)
+  if summary.get("preempted"):
+    logging.warning("stopped at step %d after a preemption signal; rerun to resume",
+                    summary["step"])
+  else:
+    evaluation = summary.get("eval") or {}
+    logging.info("done: step %d, eval %s, best WER %s", summary["step"],
+                 {k: v for k, v in evaluation.items() if isinstance(v, float)},
+                 summary.get("best_wer"))
+
+
+if __name__ == "__main__":
+  app.run(main)

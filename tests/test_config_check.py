@@ -1,0 +1,65 @@
+"""Config validation: shipped configs pass; bad fields fail at start naming the field and the fix."""
+
+import importlib
+
+import pytest
+
+from echo_jax import config_check
+from echo_jax.config_check import ConfigError
+
+
+def _config(name="tiny"):
+  return importlib.import_module(f"configs.{name}").get_config()
+
+
+@pytest.mark.parametrize("name", ["tiny", "default", "base"])
+def test_shipped_configs_are_valid(name):
+  config_check.validate_config(_config(name))
+
+
+@pytest.mark.parametrize("field,value,expect", [
+    ("model.n_mels", 40, "config.model.n_mels=40 is invalid: it must equal config.data.n_mels=32"),
+    ("model.d_model", 63, "config.model.d_model=63"),
+    ("model.theta_mode", "bogus", "config.model.theta_mode='bogus'"),
+    ("data.bucket_batch_sizes", (8, 8), "one global batch size per bucket edge"),
+    ("data.bucket_frames", (512, 256, 1024), "strictly increasing"),
+    ("data.max_target_length", 100, "<= config.model.text_ctx=64"),
+    ("data.bucket_frames", (256, 512, 4096), "exceeds config.model.audio_ctx=512"),
+    ("data.tokenizer", "bytes", "config.data.tokenizer='bytes'"),
+    ("train.learning_rate", 0.0, "config.train.learning_rate=0.0"),
+    ("train.param_sharding", "zero3", "config.train.param_sharding='zero3'"),
+    ("train.b2", 1.0, "config.train.b2=1.0"),
+    ("eval.split", "dev", "config.eval.split='dev'"),
+    ("decode.max_length", 65, "config.decode.max_length=65"),
+    ("distributed.process_id", 2, "config.distributed.process_id=2"),
+])
+def test_bad_field_is_named(field, value, expect):
+  config = _config()
+  part, name = field.split(".")
+  setattr(config[part], name, value)
+  with pytest.raises(ConfigError) as err:
+    config_check.validate_config(config)
+  assert expect in str(err.value)
+
+
+def test_unresolved_vocab_is_accepted_but_a_tiny_one_is_not():
+  config = _config()
+  assert config.model.vocab_size == -1
+  config_check.validate_config(config)
+  config.model.vocab_size = 3
+  with pytest.raises(ConfigError, match="config.model.vocab_size=3"):
+    config_check.validate_config(config)
+
+
+def test_indivisible_batch_names_bucket_and_device_count():
+  config = _config()
+  config.data.bucket_batch_sizes = (8, 6, 8)
+  config_check.validate_batch_sizes(config, 2)
+  with pytest.raises(ConfigError) as err:
+    config_check.validate_batch_sizes(config, 4)
+  message = str(err.value)
+  assert "bucket 512" in message and "4 devices" in message and "multiples of 4" in message
+  config.data.bucket_batch_sizes = (8, 8, 8)
+  config.data.eval_batch_size = 6
+  with pytest.raises(ConfigError, match="config.data.eval_batch_size=6 .* 4 devices"):
+    config_check.validate_batch_sizes(config, 4)
