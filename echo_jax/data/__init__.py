@@ -1,0 +1,1 @@
+"""Data: offline synthetic corpus, transcript text, tokenizer, features, TFDS builders, pipeline."""
