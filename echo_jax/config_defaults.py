@@ -20,6 +20,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   m.text_ctx = 448  # learned decoder positions (max decoder length)
   m.audio_ctx = 4096  # max encoder frames after the front-end (sinusoids table)
   m.spectrogram_downsample = 1  # 1 (reference), 2 or 4
+  m.pitch_downsample = 2  # pitch-stream front-end stride: 1, 2 (reference) or 4
   m.hop_length = 128  # waveform front-end strides to this hop
   # Rotary.
   m.theta_mode = "seed"  # fixed | seed | clamped | mel | per_frame
@@ -36,6 +37,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   m.fzero = "off"  # off | pad_scale
   m.causal_decoder = True
   m.embed_init = "scaled"  # scaled: N(0, d^-1/2) | normal: N(0, 1) (reference)
+  m.conv_init = "normal"  # normal: N(0, 0.02), zero bias | torch: PyTorch default uniform (reference)
   # Activations as in the reference.
   m.frontend_act = "gelu"
   m.encoder_act = "swish"

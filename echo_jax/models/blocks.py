@@ -1,0 +1,68 @@
+"""Residual: the reference's gated block.
+
+  x += attna(lna(x))                                   self-attention
+  c  = attnb(lnb(x), xa); b = sigmoid(blend)           only with cross-attention
+  x  = b * x + (1 - b) * c                             the reference's convex mix (blend init 0.5)
+  h  = lnc(x); x += sigmoid(mlp_gate(h)) * mlp(h)      per-token sigmoid gate
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from echo_jax.models.attention import MultiheadA
+from echo_jax.models.config import ModelSettings
+from echo_jax.models.layers import RMSNorm, activation, compute_dtype, dense
+from echo_jax.models.rotary import Rotary
+
+BLEND_INIT = 0.5
+
+
+class Mlp(nn.Module):
+  """Linear(d, ratio*d) -> act -> Linear(ratio*d, d); params mlp/fc1, mlp/fc2."""
+  settings: ModelSettings
+  act: str
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = compute_dtype(self.settings)
+    h = activation(self.act)(dense(self.settings.mlp_dim, "fc1", dtype)(x))
+    return dense(self.settings.d_model, "fc2", dtype)(h)
+
+
+class Residual(nn.Module):
+  settings: ModelSettings
+  act: str
+  cross_attention: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, key_valid: jax.Array, rotary: Optional[Rotary] = None,
+               causal: bool = False, additive_bias: Optional[jax.Array] = None,
+               pitch_z: Optional[jax.Array] = None, decode: bool = False,
+               xa: Optional[jax.Array] = None, xa_valid: Optional[jax.Array] = None,
+               cross_q_rotary: Optional[Rotary] = None,
+               cross_k_rotary: Optional[Rotary] = None) -> jax.Array:
+    s = self.settings
+    dtype = compute_dtype(s)
+    x = x + MultiheadA(s, name="attna")(
+        RMSNorm(dtype, name="lna")(x), key_valid=key_valid, q_rotary=rotary, k_rotary=rotary,
+        causal=causal, additive_bias=additive_bias, pitch_z=pitch_z, decode=decode)
+    if self.cross_attention:
+      if xa is None or xa_valid is None:
+        raise ValueError("a cross-attention Residual needs xa and xa_valid")
+      c = MultiheadA(s, name="attnb")(
+          RMSNorm(dtype, name="lnb")(x), kv=xa, key_valid=xa_valid, q_rotary=cross_q_rotary,
+          k_rotary=cross_k_rotary)
+      b = jax.nn.sigmoid(self.param("blend", nn.initializers.constant(BLEND_INIT), (),
+                                    jnp.float32)).astype(dtype)
+      x = b * x + (1 - b) * c
+    h = RMSNorm(dtype, name="lnc")(x)
+    m = Mlp(s, self.act, name="mlp")(h)
+    gate_logit = dense(1, "mlp_gate", dtype)(h)
+    self.sow("intermediates", "mlp_activation", m)
+    self.sow("intermediates", "gate_activation", gate_logit)
+    x = x + jax.nn.sigmoid(gate_logit) * m
+    self.sow("intermediates", "residual_output", x)
+    return x

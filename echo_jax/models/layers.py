@@ -1,0 +1,106 @@
+"""Primitives: RMSNorm, initialisers (spec §5.10), sinusoids, activations, dtypes."""
+
+import functools
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from echo_jax.models.config import ModelSettings
+
+RMS_EPS = 1e-8  # the reference's epsilon
+CONV_INIT_STD = 0.02
+POSITIONAL_INIT_STD = 0.02
+
+_ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # erf GELU like torch
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "swish": jax.nn.silu,
+    "silu": jax.nn.silu,
+    "tanhshrink": lambda x: x - jnp.tanh(x),
+    "softplus": jax.nn.softplus,
+    "softshrink": lambda x: jnp.sign(x) * jnp.maximum(jnp.abs(x) - 0.5, 0.0),
+    "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.01),
+    "elu": jax.nn.elu,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  if name not in _ACTIVATIONS:
+    raise ValueError(f"unknown activation {name!r}; use one of {', '.join(_ACTIVATIONS)}")
+  return _ACTIVATIONS[name]
+
+
+def compute_dtype(settings: ModelSettings) -> jnp.dtype:
+  return jnp.dtype(settings.dtype)
+
+
+class RMSNorm(nn.Module):
+  """x / sqrt(mean(x^2) + 1e-8) * w, w initialised to 1, no bias; computed in float32."""
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + RMS_EPS)
+    return (y * scale).astype(self.dtype)
+
+
+def dense(features: int, name: str, dtype: jnp.dtype, use_bias: bool = True) -> nn.Dense:
+  """The reference's Linear wrapper: xavier-uniform weights, zero bias, float32 params."""
+  return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+                  kernel_init=nn.initializers.xavier_uniform(),
+                  bias_init=nn.initializers.zeros, name=name)
+
+
+def _torch_conv_bias_init(fan_in: int):
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+def conv(features: int, kernel: int, stride: int, name: str, settings: ModelSettings,
+         in_features: int, groups: int = 1) -> nn.Conv:
+  """1-D conv with 'same'-style padding (k//2, or stride-1 for the waveform kernels 2s-1)."""
+  pad = kernel // 2
+  if settings.conv_init == "torch":  # U(+-1/sqrt(fan_in)) for weight and bias
+    kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    bias_init = _torch_conv_bias_init(in_features // groups * kernel)
+  else:
+    kernel_init = nn.initializers.normal(CONV_INIT_STD)
+    bias_init = nn.initializers.zeros
+  return nn.Conv(features, kernel_size=(kernel,), strides=(stride,), padding=((pad, pad),),
+                 feature_group_count=groups, dtype=compute_dtype(settings),
+                 param_dtype=jnp.float32, kernel_init=kernel_init, bias_init=bias_init, name=name)
+
+
+def sinusoids(length: int, channels: int) -> np.ndarray:
+  """[length, channels] float32: sin in the first half, cos in the second (reference formula)."""
+  half = channels // 2
+  inc = math.log(10000.0) / max(half - 1, 1)
+  inv = np.exp(-inc * np.arange(half, dtype=np.float64))
+  t = np.arange(length, dtype=np.float64)[:, None] * inv[None, :]
+  return np.concatenate([np.sin(t), np.cos(t)], axis=1).astype(np.float32)
+
+
+def embedding_init(settings: ModelSettings):
+  """N(0, d^-1/2) (scaled, default) or N(0, 1) (reference); row 0 (pad) zeroed like the reference."""
+  std = 1.0 if settings.embed_init == "normal" else settings.d_model ** -0.5
+  base = nn.initializers.normal(std)
+
+  def init(key, shape, dtype=jnp.float32):
+    table = base(key, shape, dtype)
+    return table.at[0].set(0.0)
+  return init
+
+
+def inverse_softplus(y: float) -> float:
+  return float(np.log(np.expm1(y)))
