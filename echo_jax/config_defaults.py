@@ -54,6 +54,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   d.corpus_dir = ""  # default: <root>/echo_speech_corpus
   d.tfds_data_dir = ""  # default: <root>/tfds
   d.manifest_path = ""  # for dataset=manifest: TSV/JSONL of (path, transcript[, split])
+  d.catalog_data_dir = ""  # dataset = a TFDS catalog name: where it was downloaded (default: TFDS's)
   d.tfds_splits = ml_collections.ConfigDict(
       {"train": "train", "validation": "validation", "test": "test"})
   # Synthetic corpus.
