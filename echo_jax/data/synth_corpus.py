@@ -287,13 +287,14 @@ def read_manifest(corpus_dir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _clear_outputs(out_dir: str) -> None:
+def _clear_outputs(out_dir: str, keep_wavs: bool) -> None:
+  """Remove the manifest, summary and temp files (and the wavs unless `keep_wavs`)."""
   for name in (MANIFEST, SUMMARY):
     if os.path.exists(os.path.join(out_dir, name)):
       os.remove(os.path.join(out_dir, name))
   wav_dir = os.path.join(out_dir, WAV_DIR)
   for name in os.listdir(wav_dir):
-    if name.startswith("utt") and (name.endswith(".wav") or ".wav.tmp" in name):
+    if name.startswith("utt") and (".wav.tmp" in name or (name.endswith(".wav") and not keep_wavs)):
       os.remove(os.path.join(wav_dir, name))
 
 
@@ -358,9 +359,12 @@ def build_corpus(out_dir: str, num_utterances: int, seed: int = 0,
     if progress:
       print(f"corpus in {out_dir} is complete for these parameters; nothing to do")
     return done
+  # Same parameters as the unfinished run that left wavs here: keep them (resume); otherwise
+  # start afresh. Either way the manifest is rewritten only once every job has finished.
   state = _read_json(os.path.join(out_dir, STATE))
-  if not state or state.get("fingerprint") != fingerprint:
-    _clear_outputs(out_dir)
+  resume = bool(state) and state.get("fingerprint") == fingerprint
+  _clear_outputs(out_dir, keep_wavs=resume)
+  if not resume:
     _write_json_atomically(os.path.join(out_dir, STATE), {"fingerprint": fingerprint})
 
   unavailable = {}

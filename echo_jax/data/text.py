@@ -32,9 +32,8 @@ _ORDINAL_WORDS = {"one": "first", "two": "second", "three": "third", "five": "fi
 
 # Words the engines expand (mr -> mister) or spell: a sentence containing one is not synthesised.
 ABBREVIATIONS = frozenset(
-    "mr mrs ms dr st jr sr vs etc eg ie prof rev gen col lt sgt capt mt ft esq inc ltd corp dept "
-    "univ approx jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun "
-    "ok tv pc ad bc".split())
+    "mr mrs ms dr st jr sr vs etc eg ie prof rev lt sgt capt mt ft esq inc ltd corp dept univ "
+    "approx feb apr jun jul aug sep sept oct nov tue thu fri ok tv pc bc".split())
 SINGLE_LETTER_WORDS = frozenset({"a", "i"})
 _TTS_ALLOWED = re.compile(r"^[A-Za-z\s.,;:!?'\"()\-]*$")
 _VOWELS = set("aeiouy")
