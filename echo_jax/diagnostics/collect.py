@@ -13,7 +13,8 @@ float32 arrays; every innermost key is a dotted module name as the seed printed 
                                 (q k v o mlp mlp_gate norms blends encoder_frontend)
   activation_mean_abs/<module>.<name>   mean |a| of a sown activation
   activation_sparsity/<module>.<name>   fraction of |a| < SPARSITY_THRESHOLD
-  rotary_theta/<module>         the sown per-utterance theta ([B] or [B, T])
+  rotary_theta/<module>         the sown per-utterance theta ([B] or [B, T]); `model` when the
+                                root module sowed it
   pitch_bias_scale/<module>     the sown pitch-bias scale
   f0_mean_voiced                per-utterance mean F0 over voiced frames (needs `batch`)
 
@@ -130,9 +131,9 @@ def _position_mask(module: str, array: jax.Array, batch: Mapping[str, Any]) -> O
       return None
     return (targets != 0) & rows[:, None]
   if module.startswith("encoder") and "num_frames" in batch and "mel" in batch:
-    # An encoder tensor of length t covers the T mel frames; num_frames/T of it is valid.
-    total = batch["mel"].shape[1]
-    valid_len = jnp.ceil(batch["num_frames"].astype(jnp.float32) * (t / total))
+    # A stream downsampled by `factor` has ceil(num_frames / factor) valid frames.
+    factor = max(1, round(batch["mel"].shape[1] / t))
+    valid_len = (jnp.asarray(batch["num_frames"], jnp.int32) + factor - 1) // factor
     return (jnp.arange(t)[None, :] < valid_len[:, None]) & rows[:, None]
   return None
 
@@ -174,7 +175,7 @@ def activation_diagnostics(intermediates, batch=None) -> Dict[str, Any]:
       out["activation_sparsity"][key] = sparsity
     elif name in PER_UTTERANCE_NAMES:
       # One call per module in a step; later calls of a shared module repeat the first.
-      out.setdefault(name, {})[module] = _f32(arrays[0])
+      out.setdefault(name, {})[module or "model"] = _f32(arrays[0])
   return out
 
 

@@ -59,10 +59,12 @@ def diagnostics_dir(run: str) -> str:
 
 def _gather_if_needed(flat: Dict[str, Any]) -> Dict[str, Any]:
   """Arrays split over processes (per-utterance values of a multi-host batch) are all-gathered;
-  a collective, so `write` runs on every process."""
+  a collective, so then `write` must run on every process. Replicated arrays (the trainer's
+  out_shardings) need no gather: process 0 may call `write` alone."""
   import jax  # Imported here so that reading dumps never needs jax.
   sharded = {k for k, v in flat.items()
-             if isinstance(v, jax.Array) and not v.is_fully_addressable}
+             if isinstance(v, jax.Array) and not v.is_fully_addressable
+             and not v.is_fully_replicated}
   if not sharded:
     return flat
   from jax.experimental import multihost_utils

@@ -1,0 +1,132 @@
+"""Attention weights of every MultiheadA for one forward pass, without changing the model.
+
+The model does not sow its softmax weights, so the forward pass runs with a method interceptor
+that tracks which attention module is executing and a wrapper around `jax.nn.softmax` that records
+its output under that module: the weights are the model's own, not a re-implementation.
+"""
+
+import contextlib
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from echo_jax.diagnostics import naming
+
+
+@contextlib.contextmanager
+def _recording_softmax(records: Dict[str, list]):
+  from echo_jax.models.attention import MultiheadA
+
+  active: list = []
+  original = jax.nn.softmax
+
+  def interceptor(next_fun, args, kwargs, context):
+    if isinstance(context.module, MultiheadA) and context.method_name == "__call__":
+      active.append(naming.dotted(context.module.path))
+      try:
+        return next_fun(*args, **kwargs)
+      finally:
+        active.pop()
+    return next_fun(*args, **kwargs)
+
+  def softmax(x, *args, **kwargs):
+    out = original(x, *args, **kwargs)
+    if active:
+      records.setdefault(active[-1], []).append(out)
+    return out
+
+  jax.nn.softmax = softmax
+  try:
+    with nn.intercept_methods(interceptor):
+      yield
+  finally:
+    jax.nn.softmax = original
+
+
+def attention_weights(model, variables, batch: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+  """{dotted attention module: weights [B, H, Tq, Tk] float32} of `model.apply(variables, batch)`."""
+  records: Dict[str, list] = {}
+  with _recording_softmax(records):
+    model.apply(variables, batch)
+  if not records:
+    raise RuntimeError("no attention weights were recorded: MultiheadA no longer calls "
+                       "jax.nn.softmax; update echo_jax/diagnostics/attention_maps.py")
+  return {name: np.asarray(calls[0], np.float32) for name, calls in records.items()}
+
+
+def default_layers(names: Sequence[str]) -> list:
+  """First and last encoder self-attention and first and last decoder cross-attention."""
+  enc = sorted([n for n in names if n.startswith("encoder") and n.endswith("attna")],
+               key=naming_key)
+  cross = sorted([n for n in names if n.startswith("decoder") and n.endswith("attnb")],
+                 key=naming_key)
+  picked = []
+  for group in (enc, cross):
+    for n in (group[:1] + group[-1:]):
+      if n not in picked:
+        picked.append(n)
+  return picked
+
+
+def naming_key(name: str):
+  from echo_jax.diagnostics.report import natural_key
+  return natural_key(name)
+
+
+def select_maps(weights: Mapping[str, np.ndarray], batch: Mapping[str, Any],
+                layers: Optional[Sequence[str]] = None, heads: Optional[Sequence[int]] = None,
+                row: int = 0) -> Dict[str, np.ndarray]:
+  """{"<module> head h": [Tq_valid, Tk_valid]} for utterance `row`, cut to its valid lengths."""
+  layers = list(layers) if layers else default_layers(list(weights))
+  missing = [l for l in layers if l not in weights]
+  if missing:
+    raise ValueError(f"--layers {missing} not found; attention modules: {sorted(weights)}")
+  n_tokens = int(np.sum(np.asarray(batch["decoder_input_tokens"])[row] != 0))
+  n_frames = int(np.asarray(batch["num_frames"])[row])
+  maps = {}
+  for layer in layers:
+    w = weights[layer][row]  # [H, Tq, Tk]
+    tq, tk = w.shape[1], w.shape[2]
+    factor = max(1, round(np.asarray(batch["mel"]).shape[1] / tk))
+    frames = -(-n_frames // factor)
+    q_len = n_tokens if layer.startswith("decoder") else frames
+    k_len = frames if layer.endswith("attnb") or layer.startswith("encoder") else n_tokens
+    for h in (heads if heads is not None else range(w.shape[0])):
+      maps[f"{layer} head {h}"] = w[h, :min(q_len, tq), :min(k_len, tk)]
+  return maps
+
+
+def from_wave(config, wave: np.ndarray, workdir: Optional[str] = None, text: Optional[str] = None,
+              layers: Optional[str] = None, heads: Optional[str] = None) -> Dict[str, np.ndarray]:
+  """Maps for one recording: a trained run's checkpoint (`workdir`) or fresh parameters from
+  `config`; decoder queries are the teacher-forced `text` (run tokenizer) or BOS alone."""
+  from echo_jax import trainer
+  from echo_jax.data.features import compute_features
+
+  if workdir:
+    from echo_jax import inference
+    run = inference.load_run(workdir, None)
+    config, model, variables, tokenizer = run.config, run.model, run.variables, run.tokenizer
+  else:
+    config.model.vocab_size = max(int(config.model.vocab_size), 64)
+    model = trainer.build_model(config)
+    variables, tokenizer = None, None
+  feats = compute_features(wave, config.data)
+  frames = feats["mel"].shape[0]
+  edge = -(-frames // 64) * 64
+  batch = trainer.example_batch(config, 1, edge)
+  batch["mel"][0, :frames] = feats["mel"]
+  batch["f0"][0, :frames] = feats["f0"]
+  batch["num_frames"][0] = frames
+  ids = [] if (text is None or tokenizer is None) else list(tokenizer.encode(text))
+  length = batch["decoder_input_tokens"].shape[1]
+  ids = ids[:length - 1]
+  batch["decoder_input_tokens"][0, :len(ids) + 1] = [1] + ids
+  if variables is None:
+    variables = model.init(jax.random.PRNGKey(0), batch)
+  weights = attention_weights(model, variables, batch)
+  return select_maps(weights, batch,
+                     layers=layers.split(",") if layers else None,
+                     heads=[int(h) for h in heads.split(",")] if heads else None)
