@@ -1,5 +1,6 @@
 """Sentences for the synthetic corpus, taken from Debian's `fortunes` package."""
 
+import functools
 import os
 import re
 
@@ -47,6 +48,12 @@ def load_sentences(fortunes_dir: str = FORTUNES_DIR, min_words: int = MIN_WORDS,
 
   Order is deterministic: files by name, fortunes and sentences in file order.
   """
+  sentences, rejected = _load_sentences(fortunes_dir, min_words, max_words)
+  return list(sentences), dict(rejected)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sentences(fortunes_dir: str, min_words: int, max_words: int):
   sentences, seen, rejected = [], set(), {}
   for path in fortune_files(fortunes_dir):
     for fortune in _fortunes_in(path):
@@ -59,4 +66,4 @@ def load_sentences(fortunes_dir: str = FORTUNES_DIR, min_words: int = MIN_WORDS,
           continue
         seen.add(text_lib.normalise_transcript(sentence))
         sentences.append(text_lib.engine_text(sentence))
-  return sentences, rejected
+  return tuple(sentences), tuple(rejected.items())
