@@ -54,7 +54,7 @@ class TrainState:
 
 
 def build_model(config: ml_collections.ConfigDict):
-  from echo_jax.models.echo import EchoModel  # the model package is optional at import time
+  from echo_jax.models import EchoModel
   return EchoModel(config=config.model)
 
 
@@ -129,18 +129,18 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
     def loss_fn(params):
       if with_diagnostics:
-        logits, mutated = model.apply({"params": params}, batch, rngs={"dropout": rng},
-                                      mutable=["intermediates"])
+        logits, mutated = model.apply({"params": params}, batch, train=True,
+                                      rngs={"dropout": rng}, mutable=["intermediates"])
         intermediates = mutated.get("intermediates", {})
       else:
-        logits = model.apply({"params": params}, batch, rngs={"dropout": rng})
+        logits = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
         intermediates = None
       sums = metrics_lib.token_sums(logits, batch["decoder_target_tokens"])
       loss = sums["loss_sum"] / jnp.maximum(sums["num_tokens"], 1.0)
       return loss, (sums, intermediates)
 
     (loss, (sums, intermediates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
 
