@@ -114,6 +114,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.keep_best = 1
   c.train.init_from = ""
   c.train.param_sharding = "replicated"  # replicated | fsdp
+  c.train.fsdp_min_size = 1 << 14  # fsdp: parameters with fewer elements stay replicated
   c.train.compilation_cache_dir = ""
 
   c.eval = ml_collections.ConfigDict()

@@ -50,6 +50,8 @@ def _replicate_all(mesh: Mesh, abstract_tree: Any) -> Any:
 
 
 register_param_sharding("replicated", _replicate_all)
+from echo_jax import param_sharding as _fsdp  # noqa: E402  FSDP-style rule "fsdp"
+register_param_sharding("fsdp", _fsdp.fsdp_rule(_fsdp.DEFAULT_MIN_SIZE))
 
 
 def param_shardings(mesh: Mesh, abstract_params: Any, mode: str = "replicated") -> Any:
