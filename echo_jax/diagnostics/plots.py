@@ -170,17 +170,23 @@ def _series(records, key):
   return np.asarray(pts, np.float64).reshape(-1, 2)
 
 
-def plot_curves(out_path: str, metrics_path: str) -> str:
-  """Loss (train and eval), WER/CER and learning rate against step, from metrics.jsonl."""
-  records = read_metrics(metrics_path)
+def curve_panels(records: Sequence[Mapping[str, float]]) -> List[tuple]:
+  """[(panel title, [metric keys])] for loss, error rate and learning rate, when present."""
   keys = sorted({k for r in records for k in r if k != "step"})
   panels = [
       ("loss", [k for k in keys if k.rsplit("/", 1)[-1] in ("loss", "nll")]),
       ("error rate", [k for k in keys if k.rsplit("/", 1)[-1] in ("wer", "cer")]),
       ("learning rate", [k for k in keys if k.rsplit("/", 1)[-1] in ("lr", "learning_rate")]),
   ]
-  panels = [(name, ks) for name, ks in panels if ks]
+  return [(name, ks) for name, ks in panels if ks]
+
+
+def plot_curves(out_path: str, metrics_path: str) -> str:
+  """Loss (train and eval), WER/CER and learning rate against step, from metrics.jsonl."""
+  records = read_metrics(metrics_path)
+  panels = curve_panels(records)
   if not panels:
+    keys = sorted({k for r in records for k in r})
     raise ValueError(f"{metrics_path} has no loss/wer/cer/lr keys; found {keys}")
   fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.2 * len(panels), 3.2))
   for ax, (name, ks) in zip(axes[0], panels):

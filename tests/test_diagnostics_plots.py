@@ -1,0 +1,103 @@
+"""Pictures: the rotary similarity is the spec's matrix from the model's own rotary code, the
+attention capture records the model's own softmax weights without changing its output, and each
+plot command writes a readable PNG."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import matplotlib.image
+import numpy as np
+import pytest
+
+from echo_jax.diagnostics import __main__ as cli
+from echo_jax.diagnostics import attention_maps, dump, plots
+from echo_jax.models import testing
+from echo_jax.models.echo import EchoModel
+
+
+def test_rotary_similarity_is_the_spec_matrix():
+  head_dim, positions = 64, 12
+  sim = plots.rotary_similarity("seed", 150.0, 10000.0, positions, head_dim)
+  # Spec §1.2: f0_mean 150 -> theta 15008; §3: sim[i, j] = mean_k cos((i - j) w_k).
+  theta = 10000.0 + 9200.0 * np.log1p(150.0 / 700.0) / np.log1p(300.0 / 700.0)
+  assert round(theta) == 15008
+  omega = theta ** (-np.arange(0, head_dim, 2) / head_dim)
+  offsets = np.arange(positions)[:, None] - np.arange(positions)[None, :]
+  expected = np.cos(offsets[..., None] * omega).mean(-1)
+  np.testing.assert_allclose(sim, expected, atol=2e-5)
+  np.testing.assert_allclose(np.diag(sim), 1.0, atol=1e-6)
+  # A higher F0 gives a larger theta, lower frequencies, so a wider band (higher similarity).
+  higher = plots.rotary_similarity("seed", 300.0, 10000.0, positions, head_dim)
+  assert np.all(higher[0, 1:] > sim[0, 1:])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  cfg = testing.tiny_model_config()
+  batch = testing.random_batch(cfg, num_frames=[40, 23], num_tokens=[7, 4], frames=40, tokens=8)
+  batch = {k: v for k, v in batch.items() if k not in ("waveform", "num_samples", "example_index")}
+  model = EchoModel(cfg)
+  variables = model.init(jax.random.PRNGKey(0), batch)
+  return model, variables, batch
+
+
+def test_attention_capture_records_the_models_softmax(tiny):
+  model, variables, batch = tiny
+  weights = attention_maps.attention_weights(model, variables, batch)
+  assert sorted(weights) == ["decoder._blocks.0.attna", "decoder.blocks.spectrogram.0.attna",
+                             "decoder.blocks.spectrogram.0.attnb",
+                             "encoder.blocks.spectrogram.1.attna"]
+  tokens = batch["decoder_input_tokens"] != 0
+  frames = np.arange(40)[None, :] < batch["num_frames"][:, None]
+  for name, w in weights.items():
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+    keys = frames if (name.startswith("encoder") or name.endswith("attnb")) else tokens
+    assert np.all(w[~np.broadcast_to(keys[:, None, None, :], w.shape)] == 0.0), name
+    if name.startswith("decoder") and name.endswith("attna"):
+      assert np.all(np.triu(w[0, 0], k=1) == 0.0), name  # causal decoder self-attention
+  # Recording is transparent: the model's output is unchanged.
+  with attention_maps._recording_softmax({}):
+    recorded = model.apply(variables, batch)
+  np.testing.assert_array_equal(recorded, model.apply(variables, batch))
+  maps = attention_maps.select_maps(weights, batch, row=1, heads=[1])
+  assert maps["encoder.blocks.spectrogram.1.attna head 1"].shape == (23, 23)
+  assert maps["decoder.blocks.spectrogram.0.attnb head 1"].shape == (4, 23)
+  with pytest.raises(ValueError, match="not found"):
+    attention_maps.select_maps(weights, batch, layers=["decoder.nothing"])
+
+
+def _png(path):
+  image = matplotlib.image.imread(path)
+  assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+  return image
+
+
+def test_plot_commands_write_pngs(tmp_path, capsys):
+  cli.main(["plot", "rotary", "--out", str(tmp_path), "--f0", "0", "200", "--positions", "8",
+            "--head-dim", "16", "--theta-modes", "seed", "mel"])
+  _png(tmp_path / "rotary.png")
+
+  records = [{"step": 10, "train/loss": 3.0, "train/learning_rate": 1e-3},
+             {"step": 20, "train/loss": 2.0, "train/learning_rate": 2e-3},
+             {"step": 20, "eval/loss": 2.5, "eval/wer": 0.9, "eval/cer": 0.5}]
+  (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+  assert plots.curve_panels(records) == [
+      ("loss", ["eval/loss", "train/loss"]), ("error rate", ["eval/cer", "eval/wer"]),
+      ("learning rate", ["train/learning_rate"])]
+  cli.main(["plot", "curves", str(tmp_path), "--out", str(tmp_path)])
+  _png(tmp_path / "curves.png")
+
+  f0 = np.array([0.0, 120.0, 240.0], np.float32)
+  writer = dump.DiagnosticsWriter(str(tmp_path), process_index=0)
+  writer.write(0, {"f0_mean_voiced": f0, "rotary_theta": {"model": 10000.0 + f0}})
+  writer.close()
+  cli.main(["plot", "theta", str(tmp_path), "--out", str(tmp_path), "--config",
+            "configs/tiny.py"])
+  _png(tmp_path / "theta.png")
+
+  rng = np.random.default_rng(0)
+  plots.plot_attention(str(tmp_path / "attention.png"),
+                       {"a head 0": rng.random((5, 9)), "b head 1": rng.random((9, 9))})
+  _png(tmp_path / "attention.png")
+  assert capsys.readouterr().out.count(".png") == 3
