@@ -22,20 +22,23 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax/tfds info logs drown the progress bar
   try:
     summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except trainer.NonFiniteError as e:
     logging.error("%s", e)
     sys.exit(3)
   if summary.get("preempted"):
-    logging.warning("stopped at step %d after a preemption signal; rerun to resume",
-                    summary["step"])
+    trainer.say(f"stopped at step {summary['step']} after a preemption signal; rerun the same "
+                "command to resume")
   else:
     evaluation = summary.get("eval") or {}
-    logging.info("done: step %d, eval %s, best WER %s", summary["step"],
-                 {k: v for k, v in evaluation.items() if isinstance(v, float)},
-                 summary.get("best_wer"))
+    numbers = ", ".join(f"{k}={v:.4f}" for k, v in evaluation.items() if isinstance(v, float))
+    best = summary.get("best_wer", float("inf"))
+    best = f"{best:.4f}" if best != float("inf") else "n/a"
+    trainer.say(f"done: step {summary['step']}; eval: {numbers or 'off'}; best WER {best}; "
+                f"checkpoints in {_WORKDIR.value}/checkpoints")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 from jax.experimental import multihost_utils
 
 from echo_jax import checkpointing
@@ -213,6 +212,15 @@ def ids_to_text(tokenizer, ids: np.ndarray) -> str:
   return tokenizer.decode(out)
 
 
+def fetch(tree: Any) -> Any:
+  """Host copies of replicated device values; works when arrays span other processes' devices."""
+  def leaf(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+  return jax.tree.map(leaf, tree)
+
+
 def to_host(x: jax.Array) -> np.ndarray:
   """The whole global array on every process."""
   if jax.process_count() == 1:
@@ -243,7 +251,7 @@ def evaluate(config: ml_collections.ConfigDict, params, eval_step, generate, mes
   if totals is None:
     raise ValueError(f"eval split {config.eval.split!r} produced no batches; check "
                      "config.eval.split and the prepared data.")
-  totals = jax.device_get(totals)
+  totals = fetch(totals)
   count = max(float(totals["num_tokens"]), 1.0)
   result = {"loss": float(totals["loss_sum"]) / count,
             "token_accuracy": float(totals["num_correct"]) / count,
@@ -253,6 +261,12 @@ def evaluate(config: ml_collections.ConfigDict, params, eval_step, generate, mes
     result["examples"] = [{"reference": r, "hypothesis": h}
                           for r, h in list(zip(references, hypotheses))[:3]]
   return result
+
+
+def say(message: str) -> None:
+  """A console line from process 0 (library logs stay at WARNING; see train.py)."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
 
 def write_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -384,11 +398,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     best_metrics = ckpt.metrics(best) if best is not None else None
     if best_metrics and checkpointing.BEST_METRIC in best_metrics:
       best_wer = float(best_metrics[checkpointing.BEST_METRIC])
-    logging.info("resumed from step %d in %s", start, ckpt.directory)
+    say(f"resumed from step {start} in {ckpt.directory}")
   elif config.train.init_from:
     params = checkpointing.restore_params(str(config.train.init_from), state.params)
     state = state.replace(params=params)
-    logging.info("initialised params from %s", config.train.init_from)
+    say(f"initialised params from {config.train.init_from}")
   start = int(start or 0)
 
   train_iter = pipeline.make_train_iterator(config, prepared, jax.process_index(),
@@ -414,7 +428,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     nonlocal last_logged_step
     if not pending.steps:
       return
-    fetched = jax.device_get(pending.metrics)
+    fetched = fetch(pending.metrics)
     for step, step_metrics, ids in zip(pending.steps, fetched, pending.example_index):
       if not bool(step_metrics["finite"]):
         path = write_nonfinite_dump(workdir, step, step_metrics, ids, ckpt.latest_step())
@@ -477,29 +491,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       if diag_step is not None and step % diag_every == 0:
         state, step_metrics, diagnostics = diag_step(state, batch)
         if diag_writer is not None:
-          diag_writer.write(step, diagnostics)
+          diag_writer.write(step, diagnostics if jax.process_count() == 1 else fetch(diagnostics))
       else:
         state, step_metrics = train_step(state, batch)
       pending.add(step, step_metrics, host.get("example_index", np.zeros([0], np.int64)))
       step += 1
       if step % log_every == 0:
         flush()
+      if step == num_steps:
+        break  # the final eval + checkpoint follow the loop
       eval_metrics = None
-      if eval_every > 0 and step % eval_every == 0 and step < num_steps:
+      if eval_every > 0 and step % eval_every == 0:
         eval_metrics = run_eval(step)
       if step % ckpt_every == 0 or eval_metrics is not None:
         save(step, eval_metrics)
-      if watcher.should_stop(step) and step < num_steps:
+      if watcher.should_stop(step):
         if last_saved_step != step:
           save(step)
         summary["preempted"] = True
-        logging.warning("preemption signal: saved step %d, exiting", step)
+        say(f"preemption signal: saved step {step}, exiting")
         break
     if not summary["preempted"]:
       flush()
-      if last_saved_step != num_steps or summary["eval"] is None:
-        eval_metrics = run_eval(num_steps) if eval_every >= 0 else None
-        save(num_steps, eval_metrics)
+      final_eval = eval_every > 0  # eval.every = 0 turns evaluation off entirely
+      if last_saved_step != num_steps:
+        save(num_steps, run_eval(num_steps) if final_eval else None)
+      elif final_eval and summary["eval"] is None:
+        run_eval(num_steps)  # resumed a finished run: report its numbers again
   finally:
     watcher.close()
   ckpt.close()
