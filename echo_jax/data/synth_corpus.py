@@ -93,7 +93,9 @@ def plan_corpus(num_utterances: int, seed: int, voices: Sequence[Voice], sentenc
                 sox_pitch: bool = True) -> tuple[list[PlannedUtterance], list[str]]:
   """Every utterance's split, voice, sentence and settings, drawn from `seed`.
 
-  Returns the plan and the splits that had no voice (their share goes to train).
+  Returns the plan and the splits that had no voice (their share goes to train). Sentences of a
+  split come from that split's hash bucket; only a list too small to fill a bucket (tests) falls
+  back to all sentences.
   """
   rng = np.random.default_rng(seed)
   voices_by_split = {s: [v for v in voices if v.split == s] for s in SPLITS}
