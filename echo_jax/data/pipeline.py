@@ -1,0 +1,369 @@
+"""The tf.data input pipeline: per-host shards of length-bucketed, padded numpy batches.
+
+Every host computes the same *global* batch plan from the split's frame counts (stored at prepare
+time), so all hosts take the same bucket at the same step (one compiled shape per bucket, global
+arrays assemble) and each host reads only its own contiguous rows of every global batch:
+
+- train: for epoch e, the split (examples longer than the last bucket edge dropped, counted) is
+  permuted with rng(seed, e); each bucket's examples are cut into global batches of its size
+  (remainder dropped), and the batches of all buckets are permuted. Host p of P takes rows
+  [p*b, (p+1)*b) with b = global / P. Epochs repeat forever. The position is one number, the
+  count of batches handed out, so `get_state()` / `make_train_iterator(..., state=...)` resume
+  with exactly the batches an uninterrupted run would have seen next.
+- eval: examples sorted by length, bucketed, cut into global batches of data.eval_batch_size;
+  the last batch of a bucket is filled with copies of its first row marked valid=False and
+  example_index=-1, so every example is seen exactly once over all hosts.
+
+Reading goes through the TFDS ArrayRecord data source (random access) inside a tf.numpy_function;
+tf.data runs batch assembly on parallel threads and prefetches. With
+data.on_the_fly_features (or data prepared without features) the same numpy function computes
+log-mel and F0 from the stored waveform with `features.compute_features`, so both paths give
+identical arrays.
+
+Tokens: decoder_input_tokens = [BOS] + ids, decoder_target_tokens = ids + [EOS], padded with 0 to
+data.max_target_length; longer transcripts are cut to max_target_length - 1 ids and still end
+with EOS.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import threading
+from typing import Iterator
+
+import numpy as np
+
+BOS_ID, EOS_ID, PAD_ID = 1, 2, 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning (pure numpy, identical on every host).
+
+
+def bucket_ids(num_frames: np.ndarray, edges) -> np.ndarray:
+  """Index of the smallest edge >= num_frames; len(edges) for examples longer than the last."""
+  return np.searchsorted(np.asarray(edges, np.int64), np.asarray(num_frames, np.int64), side="left")
+
+
+def local_batch_size(global_size: int, process_count: int, what: str) -> int:
+  if global_size % process_count:
+    raise ValueError(f"{what}={global_size} is not divisible by the {process_count} processes; "
+                     f"use a multiple of {process_count}")
+  return global_size // process_count
+
+
+def batches_per_epoch(num_frames: np.ndarray, edges, global_sizes) -> int:
+  ids = bucket_ids(num_frames, edges)
+  return int(sum(int(np.sum(ids == b)) // int(g) for b, g in enumerate(global_sizes)))
+
+
+def epoch_plan(num_frames: np.ndarray, edges, global_sizes, seed: int, epoch: int
+               ) -> list[tuple[int, np.ndarray]]:
+  """[(bucket, record positions of one global batch)] of one training epoch, in order."""
+  rng = np.random.default_rng([int(seed), int(epoch)])
+  ids = bucket_ids(num_frames, edges)
+  perm = rng.permutation(np.flatnonzero(ids < len(edges)))
+  batches = []
+  for b, size in enumerate(global_sizes):
+    members = perm[ids[perm] == b]
+    for i in range(len(members) // int(size)):
+      batches.append((b, members[i * size:(i + 1) * size]))
+  order = rng.permutation(len(batches))
+  return [batches[i] for i in order]
+
+
+def eval_plan(num_frames: np.ndarray, edges, global_size: int) -> list[tuple[int, np.ndarray]]:
+  """[(bucket, positions with -1 for padding rows)]: every in-range record exactly once."""
+  ids = bucket_ids(num_frames, edges)
+  order = np.argsort(num_frames, kind="stable")
+  batches = []
+  for b in range(len(edges)):
+    members = order[ids[order] == b]
+    for start in range(0, len(members), global_size):
+      chunk = members[start:start + global_size]
+      batches.append((b, np.concatenate([chunk, -np.ones(global_size - len(chunk), np.int64)])))
+  return batches
+
+
+def host_rows(positions: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
+  size = len(positions) // process_count
+  return positions[process_index * size:(process_index + 1) * size]
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch assembly (numpy).
+
+
+def target_tokens(ids: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+  """(decoder inputs, decoder targets), each [max_length] int32: BOS+ids / ids+EOS, 0-padded."""
+  ids = np.asarray(ids, np.int32)[:max_length - 1]
+  inputs = np.zeros(max_length, np.int32)
+  targets = np.zeros(max_length, np.int32)
+  inputs[0] = BOS_ID
+  inputs[1:1 + len(ids)] = ids
+  targets[:len(ids)] = ids
+  targets[len(ids)] = EOS_ID
+  return inputs, targets
+
+
+class _Assembler:
+  """Reads records of one split and pads them into a batch dict for a bucket edge."""
+
+  def __init__(self, config, prepared, split: str):
+    from echo_jax.data import features as features_lib
+
+    self.prepared = prepared
+    self.split = split
+    self.params = features_lib.FeatureParams(**prepared.feature_params)
+    self.max_length = int(config.data.max_target_length)
+    self.with_waveform = "waveform" in tuple(config.model.features)
+    self.on_the_fly = bool(config.data.on_the_fly_features) or not prepared.store_features
+    if (self.with_waveform or self.on_the_fly) and not prepared.store_waveform:
+      raise ValueError(
+          "the model reads the waveform (model.features) or data.on_the_fly_features is set, but "
+          f"{prepared.builder_dir} was prepared without waveforms; set data.store_waveform=True "
+          "and prepare again")
+    self._local = threading.local()  # one data source per reader thread
+
+  @property
+  def source(self):
+    if not hasattr(self._local, "source"):
+      self._local.source = self.prepared.data_source(self.split)
+    return self._local.source
+
+  def features_of(self, record) -> tuple[np.ndarray, np.ndarray]:
+    if self.on_the_fly:
+      from echo_jax.data import features as features_lib
+
+      feats = features_lib.compute_features(record["waveform"], self.params)
+      return feats["mel"], feats["f0"]
+    return record["mel"], record["f0"]
+
+  def keys(self) -> list[str]:
+    keys = ["mel", "f0", "num_frames", "decoder_input_tokens", "decoder_target_tokens",
+            "example_index", "valid"]
+    if self.with_waveform:
+      keys += ["waveform", "num_samples"]
+    return keys
+
+  def dtypes(self) -> list[np.dtype]:
+    table = {"mel": np.float32, "f0": np.float32, "num_frames": np.int32,
+             "decoder_input_tokens": np.int32, "decoder_target_tokens": np.int32,
+             "example_index": np.int64, "valid": np.bool_, "waveform": np.float32,
+             "num_samples": np.int32}
+    return [table[k] for k in self.keys()]
+
+  def assemble(self, positions: np.ndarray, edge: int) -> dict[str, np.ndarray]:
+    """Batch of the records at `positions` (-1: a padding row) padded to `edge` frames."""
+    rows = len(positions)
+    real = [int(p) for p in positions if p >= 0]
+    if not real:
+      raise ValueError("a batch without real rows")
+    source = self.source
+    records = source.__getitems__(real) if hasattr(source, "__getitems__") else [source[p] for p in real]
+    by_position = dict(zip(real, records))
+    hop = self.params.hop_length
+    batch = {
+        "mel": np.zeros([rows, edge, self.params.n_mels], np.float32),
+        "f0": np.zeros([rows, edge], np.float32),
+        "num_frames": np.zeros([rows], np.int32),
+        "decoder_input_tokens": np.zeros([rows, self.max_length], np.int32),
+        "decoder_target_tokens": np.zeros([rows, self.max_length], np.int32),
+        "example_index": np.full([rows], -1, np.int64),
+        "valid": np.zeros([rows], np.bool_),
+    }
+    if self.with_waveform:
+      batch["waveform"] = np.zeros([rows, edge * hop], np.float32)
+      batch["num_samples"] = np.zeros([rows], np.int32)
+    for row, position in enumerate(positions):
+      valid = position >= 0
+      record = by_position[int(position) if valid else real[0]]
+      mel, f0 = self.features_of(record)
+      frames = int(record["num_frames"])
+      if frames > edge or mel.shape[0] != frames:
+        raise ValueError(f"record {record['id']!r}: {mel.shape[0]} frames (stored {frames}) do not "
+                         f"fit bucket edge {edge}")
+      batch["mel"][row, :frames] = mel
+      batch["f0"][row, :frames] = f0
+      batch["num_frames"][row] = frames
+      batch["decoder_input_tokens"][row], batch["decoder_target_tokens"][row] = target_tokens(
+          record["tokens"], self.max_length)
+      batch["example_index"][row] = int(record["index"]) if valid else -1
+      batch["valid"][row] = valid
+      if self.with_waveform:
+        wave = record["waveform"]
+        batch["waveform"][row, :wave.size] = wave
+        batch["num_samples"][row] = wave.size
+    return batch
+
+
+def _tf_dataset(assembler: _Assembler, steps, batch_of, num_parallel: int, prefetch: int):
+  """tf.data over step numbers -> assembled batch dicts (numpy_function), ordered, prefetched."""
+  import tensorflow as tf
+
+  keys = assembler.keys()
+  dtypes = assembler.dtypes()
+
+  def load(step):
+    batch = batch_of(int(step))
+    return tuple(batch[k] for k in keys)
+
+  def to_dict(step):
+    arrays = tf.numpy_function(load, [step], [tf.as_dtype(d) for d in dtypes], stateful=False)
+    return dict(zip(keys, arrays))
+
+  ds = steps.map(to_dict, num_parallel_calls=max(int(num_parallel), 1), deterministic=True)
+  options = tf.data.Options()
+  options.experimental_optimization.map_parallelization = False
+  options.threading.private_threadpool_size = max(int(num_parallel), 1) + 1
+  return ds.with_options(options).prefetch(max(int(prefetch), 1))
+
+
+def _prepared_for(config, prepared):
+  if prepared is not None and hasattr(prepared, "builder_dir"):
+    return prepared
+  from echo_jax.data.prepare import ensure_prepared
+
+  return ensure_prepared(config)
+
+
+# ----------------------------------------------------------------------------------------------
+# Train.
+
+
+class TrainIterator:
+  """Endless iterator of this host's training batches; `get_state()` is its JSON position."""
+
+  def __init__(self, config, prepared, process_index: int, process_count: int, state=None,
+               split: str = "train", num_parallel: int = 2):
+    data = config.data
+    self.edges = [int(e) for e in data.bucket_frames]
+    self.global_sizes = [int(g) for g in data.bucket_batch_sizes]
+    if len(self.edges) != len(self.global_sizes) or list(self.edges) != sorted(set(self.edges)):
+      raise ValueError(f"data.bucket_frames={tuple(data.bucket_frames)} must be increasing and match "
+                       f"data.bucket_batch_sizes={tuple(data.bucket_batch_sizes)} in length")
+    self.local_sizes = [local_batch_size(g, process_count, f"data.bucket_batch_sizes[{b}]")
+                        for b, g in enumerate(self.global_sizes)]
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    self.process_index, self.process_count = int(process_index), int(process_count)
+    self.seed = int(data.seed)
+    self.prepared = prepared
+    index, self.num_frames = prepared.split_lengths(split)
+    too_long = int(np.sum(bucket_ids(self.num_frames, self.edges) == len(self.edges)))
+    self.num_dropped = too_long
+    if too_long:
+      logging.warning("train: %d of %d examples are longer than the last bucket edge %d frames and "
+                      "are never used; raise data.bucket_frames or lower data.max_audio_seconds",
+                      too_long, len(self.num_frames), self.edges[-1])
+    self.per_epoch = batches_per_epoch(self.num_frames, self.edges, self.global_sizes)
+    if self.per_epoch == 0:
+      raise ValueError(
+          f"train split has {len(self.num_frames)} usable examples, too few for one global batch of "
+          f"any bucket (sizes {self.global_sizes}, edges {self.edges}); lower "
+          "data.bucket_batch_sizes or make more data")
+    self.fingerprint = hashlib.sha256(json.dumps(
+        [index.tolist(), self.num_frames.tolist(), self.edges, self.global_sizes, self.seed,
+         self.process_count]).encode()).hexdigest()[:16]
+    self.position = 0
+    if state is not None:
+      self.position = int(state["position"])
+      if state.get("fingerprint") != self.fingerprint:
+        logging.warning("train pipeline state %s was saved for another data/bucket/seed setting "
+                        "(%s now); continuing at batch %d of the new plan", state.get("fingerprint"),
+                        self.fingerprint, self.position)
+    self._assembler = _Assembler(config, prepared, split)
+    self._plan = functools.lru_cache(maxsize=4)(self._epoch_plan)
+    import tensorflow as tf
+
+    steps = tf.data.Dataset.range(self.position, 2**62)
+    self._dataset = _tf_dataset(self._assembler, steps, self.batch_at, num_parallel,
+                                int(data.prefetch))
+    self._iterator = iter(self._dataset.as_numpy_iterator())
+
+  def _epoch_plan(self, epoch: int):
+    return epoch_plan(self.num_frames, self.edges, self.global_sizes, self.seed, epoch)
+
+  def batch_at(self, position: int) -> dict[str, np.ndarray]:
+    """This host's batch number `position` (counted from the start of training)."""
+    epoch, k = divmod(int(position), self.per_epoch)
+    bucket, positions = self._plan(epoch)[k]
+    rows = host_rows(positions, self.process_index, self.process_count)
+    return self._assembler.assemble(rows, self.edges[bucket])
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._iterator)
+    self.position += 1
+    return batch
+
+  def get_state(self) -> dict:
+    """JSON-able position: the next batch to hand out (prefetched batches are not counted)."""
+    return {"position": int(self.position), "fingerprint": self.fingerprint,
+            "batches_per_epoch": int(self.per_epoch), "epoch": int(self.position // self.per_epoch)}
+
+
+def make_train_iterator(config, prepared=None, process_index: int = 0, process_count: int = 1,
+                        state: dict | None = None) -> TrainIterator:
+  """This host's endless training batches (numpy dicts, docs/architecture.md), resumable from
+  `state` (a previous iterator's get_state())."""
+  return TrainIterator(config, _prepared_for(config, prepared), process_index, process_count, state)
+
+
+# ----------------------------------------------------------------------------------------------
+# Eval.
+
+
+def make_eval_batches(config, split: str, process_index: int = 0, process_count: int = 1,
+                      prepared=None, max_examples: int | None = None
+                      ) -> Iterator[dict[str, np.ndarray]]:
+  """This host's eval batches over `split`: each example exactly once over all hosts.
+
+  max_examples (default config.eval.max_examples; -1 = all) keeps the split's first examples.
+  Every host yields the same number of batches with the same shapes.
+  """
+  prepared = _prepared_for(config, prepared)
+  data = config.data
+  edges = [int(e) for e in data.bucket_frames]
+  global_size = int(data.eval_batch_size)
+  local_batch_size(global_size, process_count, "data.eval_batch_size")
+  _, num_frames = prepared.split_lengths(split)
+  if max_examples is None:
+    max_examples = int(config.eval.max_examples)
+  if max_examples >= 0:
+    num_frames = num_frames[:max_examples]
+  too_long = int(np.sum(bucket_ids(num_frames, edges) == len(edges)))
+  if too_long:
+    logging.warning("eval %s: %d of %d examples are longer than the last bucket edge %d frames and "
+                    "are not evaluated", split, too_long, len(num_frames), edges[-1])
+  plan = eval_plan(num_frames, edges, global_size)
+  assembler = _Assembler(config, prepared, split)
+
+  def batch_of(k: int):
+    bucket, positions = plan[k]
+    return assembler.assemble(host_rows(positions, process_index, process_count), edges[bucket])
+
+  if not plan:
+    return iter(())
+  import tensorflow as tf
+
+  ds = _tf_dataset(assembler, tf.data.Dataset.range(len(plan)), batch_of, 2, int(data.prefetch))
+  return ds.as_numpy_iterator()
+
+
+def iterate_examples(config, split: str, prepared=None) -> Iterator[dict]:
+  """The split's stored examples one by one (mel/f0 computed when prepared without features)."""
+  prepared = _prepared_for(config, prepared)
+  assembler = _Assembler(config, prepared, split)
+  source = assembler.source
+  for position in range(len(source)):
+    record = dict(source[position])
+    if "mel" not in record or assembler.on_the_fly:
+      record["mel"], record["f0"] = assembler.features_of(record)
+      record["voiced"] = record["f0"] > 0
+    yield record
