@@ -311,3 +311,18 @@ def test_cli_builds_and_prints_summary(tmp_path, capsys):
   assert all(r["sox_pitch_cents"] == 0 for r in rows)
   with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
     assert json.load(f)["params"]["noise_snr_db"] == 20.0
+
+
+def test_build_from_config_maps_the_data_fields(tmp_path):
+  from echo_jax import config_defaults  # pylint: disable=import-outside-toplevel
+  data = config_defaults.default_data_config()
+  data.root = str(tmp_path)
+  data.synth_num_utterances = 3
+  data.synth_engines = ("espeak-ng",)
+  data.synth_noise_snr_db = -1.0  # < 0: no noise
+  data.synth_sox_pitch = False
+  summary = synth_corpus.build_from_config(data, progress=False)
+  assert summary["written"] == 3 and summary["params"]["noise_snr_db"] is None
+  assert summary["params"]["engines"] == ["espeak-ng"] and not summary["params"]["sox_pitch"]
+  rows = synth_corpus.read_manifest(str(tmp_path / "echo_speech_corpus"))
+  assert len(rows) == 3 and all(r["engine"] == "espeak-ng" for r in rows)

@@ -53,7 +53,7 @@ def test_long_digit_strings_are_spelled_digit_by_digit():
 def test_normalised_alphabet_and_idempotence_on_all_fortunes():
   sentences, _ = fortunes.load_sentences(min_words=1, max_words=10_000)
   # Include unfiltered raw text too: normalisation must be total.
-  raw_fortunes = [f for path in fortunes.fortune_files()[:5] for f in fortunes._fortunes_in(path)]  # pylint: disable=protected-access
+  raw_fortunes = [f for path in fortunes.fortune_files()[:5] for f in fortunes.fortunes_in(path)]
   for raw in sentences + raw_fortunes:
     norm = normalise_transcript(raw)
     assert NORMALISED.match(norm), (raw, norm)

@@ -29,14 +29,15 @@ def fortune_files(fortunes_dir: str = FORTUNES_DIR) -> list[str]:
   return names
 
 
-def _fortunes_in(path: str) -> list[str]:
+def fortunes_in(path: str) -> list[str]:
+  """The fortunes of one file, each joined into one line of prose."""
   with open(path, encoding="utf-8", errors="replace") as f:
     content = f.read()
   fortunes = []
   for block in re.split(r"^%\s*$", content, flags=re.MULTILINE):
     # Drop attribution lines ("-- Mark Twain") and indented verse/code; keep running prose.
-    lines = [ln for ln in block.splitlines()
-             if ln.strip() and not ln.lstrip().startswith("--") and not ln.startswith(("\t", "    "))]
+    lines = [ln for ln in block.splitlines() if ln.strip()
+             and not ln.lstrip().startswith("--") and not ln.startswith(("\t", "    "))]
     if lines:
       fortunes.append(" ".join(lines))
   return fortunes
@@ -56,7 +57,7 @@ def load_sentences(fortunes_dir: str = FORTUNES_DIR, min_words: int = MIN_WORDS,
 def _load_sentences(fortunes_dir: str, min_words: int, max_words: int):
   sentences, seen, rejected = [], set(), {}
   for path in fortune_files(fortunes_dir):
-    for fortune in _fortunes_in(path):
+    for fortune in fortunes_in(path):
       for sentence in text_lib.split_sentences(fortune):
         reason = text_lib.tts_rejection_reason(sentence, min_words, max_words)
         if reason is None and text_lib.normalise_transcript(sentence) in seen:

@@ -1,6 +1,6 @@
 """Offline multi-speaker synthetic speech corpus: TTS voices x fortunes sentences -> wav + manifest.
 
-    python -m echo_jax.data.synth_corpus --out data/echo_speech_corpus --num-utterances 1200 --seed 0
+    python -m echo_jax.data.synth_corpus --out data/echo_speech_corpus --num-utterances 1200
 
 Writes `<out>/wavs/<id>.wav` (16 kHz mono PCM16), `<out>/manifest.jsonl` and `<out>/summary.json`.
 The whole plan (split, voice, sentence, pitch, rate, sox shift of every utterance) is drawn from the
@@ -327,7 +327,7 @@ def build_corpus(out_dir: str, num_utterances: int, seed: int = 0,
   interrupted part-way resumes (finished wavs are kept); different parameters start afresh.
   """
   started = time.time()
-  engines = tuple(engines)
+  engines = (engines,) if isinstance(engines, str) else tuple(engines)
   unknown = [e for e in engines if e not in tts_engines.ENGINES]
   if unknown or not engines:
     raise ValueError(f"engines {unknown or list(engines)} not usable; choose from "

@@ -129,8 +129,8 @@ class Tokenizer:
             os.replace(tmp_prefix + ext, prefix + ext)
         break
       except RuntimeError as e:
-        too_high = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)",
-                             str(e))
+        too_high = re.search(
+            r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", str(e))
         too_low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
         if too_high:
           new_size = int(too_high.group(1))
