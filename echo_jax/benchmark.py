@@ -1,0 +1,684 @@
+"""Benchmarks: matmul peak, train throughput and MFU, decode speed, input pipeline, features, compiles.
+
+  python -m echo_jax.benchmark --config configs/default.py [--shape small|seed] \
+      [--what peak,train,diagnostics,decode,pipeline,features,recompiles] --out bench.json
+
+Every rate is measured in this run next to the float32 matmul peak of this machine (a 2048^2
+jnp matmul, best of several, measured at the start and again at the end; the better one is the
+peak), so ratios stay meaningful on a shared, noisy machine. See docs/performance.md.
+
+Shapes: `--shape small` (d 256, 4 heads, 2+2 layers, 1000 frames, 64 tokens, batch 4) and
+`--shape seed` (d 512, 4 heads, 4+4 layers, 1500 frames, 128 tokens, batch 2), both at vocab 4000,
+128 mels and no spectrogram downsampling, replace the config's model sizes and batch; without
+`--shape` the train batch is the config's longest bucket (edge and global batch size) at
+data.max_target_length tokens.
+"""
+
+import argparse
+import contextlib
+import functools
+import importlib.util
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+SECTIONS = ("peak", "train", "diagnostics", "decode", "pipeline", "features", "recompiles")
+DEFAULT_SECTIONS = ("peak", "train", "decode", "pipeline", "features", "recompiles")
+
+# The fixed benchmark shapes (issue 7): model sizes, frames, tokens, global batch.
+SHAPES = {
+    "small": dict(d_model=256, num_heads=4, encoder_layers=2, decoder_layers=2, frames=1000,
+                  tokens=64, batch=4, vocab_size=4000),
+    "seed": dict(d_model=512, num_heads=4, encoder_layers=4, decoder_layers=4, frames=1500,
+                 tokens=128, batch=2, vocab_size=4000),
+}
+PEAK_SIZE = 2048
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+# ----------------------------------------------------------------------------------------------
+# Config and shapes.
+
+
+def load_config(path: str):
+  """get_config() of a config file (configs/*.py)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--config {path!r} does not exist; pass e.g. configs/default.py")
+  spec = importlib.util.spec_from_file_location("echo_benchmark_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"--config {path!r} has no get_config()")
+  return module.get_config()
+
+
+def apply_shape(config, shape: Optional[str]):
+  """(config copy with the benchmark shape applied, frames, tokens, batch) for the train step."""
+  import ml_collections
+
+  config = ml_collections.ConfigDict(config.to_dict())
+  m, d = config.model, config.data
+  if int(m.vocab_size) <= 0:
+    m.vocab_size = int(d.vocab_size)  # what the tokenizer would give; the benchmark has none
+  if shape is None:
+    frames, batch = int(d.bucket_frames[-1]), int(d.bucket_batch_sizes[-1])
+    tokens = int(d.max_target_length)
+  else:
+    if shape not in SHAPES:
+      raise ValueError(f"--shape {shape!r} is unknown; use one of {sorted(SHAPES)}")
+    spec = SHAPES[shape]
+    for name in ("d_model", "num_heads", "encoder_layers", "decoder_layers", "vocab_size"):
+      setattr(m, name, spec[name])
+    m.n_mels = d.n_mels = 128
+    m.features = ("spectrogram",)
+    m.spectrogram_downsample = 1
+    frames, tokens, batch = spec["frames"], spec["tokens"], spec["batch"]
+    d.bucket_frames = (frames,)
+    d.bucket_batch_sizes = (batch,)
+    d.max_target_length = tokens
+    d.vocab_size = spec["vocab_size"]
+    config.decode.max_length = tokens
+  m.text_ctx = max(int(m.text_ctx), tokens)
+  m.audio_ctx = max(int(m.audio_ctx), frames)
+  return config, frames, tokens, batch
+
+
+def full_batch(model_cfg, batch: int, frames: int, tokens: int, seed: int = 0,
+               num_frames: Optional[Sequence[int]] = None,
+               num_tokens: Optional[Sequence[int]] = None) -> Dict[str, np.ndarray]:
+  """A random batch in the contract format (every row full length unless given)."""
+  from echo_jax.models.testing import random_batch
+
+  num_frames = [frames] * batch if num_frames is None else list(num_frames)
+  num_tokens = [tokens] * batch if num_tokens is None else list(num_tokens)
+  out = random_batch(model_cfg, num_frames, num_tokens, frames, tokens, seed=seed)
+  if "waveform" not in tuple(model_cfg.features):
+    out.pop("waveform")
+    out.pop("num_samples")
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurement helpers.
+
+
+def peak_rss_mib() -> float:
+  """Peak resident set size of this process so far (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def device_memory() -> Optional[Dict[str, float]]:
+  """Peak device memory on accelerators (None on CPU, where peak RSS is the measure)."""
+  import jax
+
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    return None
+  stats = device.memory_stats() or {}
+  return {k: float(v) / 2**20 for k, v in stats.items() if "bytes" in k and "peak" in k}
+
+
+def time_calls(fn: Callable[[], Any], repeats: int) -> List[float]:
+  """Seconds of each of `repeats` calls of fn (which blocks until its result is ready)."""
+  times = []
+  for _ in range(max(int(repeats), 1)):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def summary(times: Sequence[float]) -> Dict[str, float]:
+  return {"median_s": float(np.median(times)), "min_s": float(np.min(times)),
+          "max_s": float(np.max(times)), "n": len(times)}
+
+
+class CompileCounter:
+  """Counts XLA backend compilations (every jit cache miss compiles once) while active."""
+
+  def __init__(self):
+    self.count = 0
+    self.seconds = 0.0
+    self._active = False
+
+  def _listener(self, event: str, duration: float, **_) -> None:
+    if self._active and event == BACKEND_COMPILE_EVENT:
+      self.count += 1
+      self.seconds += float(duration)
+
+  def __enter__(self):
+    import jax
+
+    jax.monitoring.register_event_duration_secs_listener(self._listener)
+    self._active = True
+    return self
+
+  def __exit__(self, *exc):
+    from jax._src import monitoring
+
+    self._active = False
+    monitoring.unregister_event_duration_listener(self._listener)
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Peak.
+
+
+def measure_peak(size: int = PEAK_SIZE, repeats: int = 10) -> Dict[str, float]:
+  """float32 [size, size] @ [size, size] under jit: best GFLOP/s of `repeats` calls."""
+  import jax
+  import jax.numpy as jnp
+
+  keys = jax.random.split(jax.random.PRNGKey(0))
+  a = jax.random.normal(keys[0], (size, size), jnp.float32)
+  b = jax.random.normal(keys[1], (size, size), jnp.float32)
+  matmul = jax.jit(lambda x, y: x @ y)
+  jax.block_until_ready(matmul(a, b))
+  times = time_calls(lambda: jax.block_until_ready(matmul(a, b)), repeats)
+  flops = 2.0 * size ** 3
+  return {"size": size, "flops": flops, "best_s": min(times), "median_s": float(np.median(times)),
+          "gflops": flops / min(times) / 1e9, "median_gflops": flops / np.median(times) / 1e9}
+
+
+def matmul_rate(rows: int, inner: int, cols: int, repeats: int = 5) -> float:
+  """Best GFLOP/s of one [rows, inner] @ [inner, cols] float32 matmul (a model-shaped GEMM)."""
+  import jax
+  import jax.numpy as jnp
+
+  a = jnp.ones((rows, inner), jnp.float32)
+  b = jnp.ones((inner, cols), jnp.float32)
+  matmul = jax.jit(lambda x, y: x @ y)
+  jax.block_until_ready(matmul(a, b))
+  best = min(time_calls(lambda: jax.block_until_ready(matmul(a, b)), repeats))
+  return 2.0 * rows * inner * cols / best / 1e9
+
+
+# ----------------------------------------------------------------------------------------------
+# Train.
+
+
+def _train_setup(config, frames: int, tokens: int, batch_size: int, with_diagnostics: bool):
+  import jax
+
+  from echo_jax import optim, trainer
+  from echo_jax import sharding as sharding_lib
+
+  mesh = sharding_lib.make_mesh()
+  model = trainer.build_model(config)
+  tx = optim.make_optimizer(config.train)
+  schedule = optim.learning_rate_schedule(config.train)
+  state, shardings = trainer.create_train_state(model, tx, config, mesh)
+  step = trainer.make_train_step(model, tx, schedule, mesh, shardings,
+                                 with_diagnostics=with_diagnostics)
+  host = full_batch(config.model, batch_size, frames, tokens)
+  device_part, _ = sharding_lib.split_host_batch(host)
+  batch = sharding_lib.global_batch(device_part, mesh)
+  jax.block_until_ready(state)
+  return model, state, step, batch
+
+
+def time_train_step(config, frames: int, tokens: int, batch_size: int, steps: int,
+                    with_diagnostics: bool = False, warmup: int = 2) -> Dict[str, Any]:
+  """Compiles the trainer's step ahead of time, runs `warmup` steps, then times `steps` steps."""
+  import jax
+
+  from echo_jax import flops as flops_lib
+
+  _, state, step, batch = _train_setup(config, frames, tokens, batch_size, with_diagnostics)
+  start = time.perf_counter()
+  lowered = step.lower(state, batch)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+  cost = flops_lib.xla_cost(compiled)
+  hlo_dot_conv = flops_lib.dot_conv_flops_from_hlo(compiled.as_text())
+  holder = [state]
+
+  def one_step():
+    out = compiled(holder[0], batch)
+    holder[0] = out[0]
+    jax.block_until_ready(out)
+
+  first = time_calls(one_step, 1)[0]
+  if warmup > 1:
+    time_calls(one_step, warmup - 1)
+  times = time_calls(one_step, steps)
+  return {"lower_s": lower_s, "compile_s": compile_s, "first_step_s": first,
+          "xla_flops": float(cost.get("flops", float("nan"))),
+          "xla_bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
+          "xla_transcendentals": float(cost.get("transcendentals", float("nan"))),
+          "hlo_dot_conv_flops": float(hlo_dot_conv), "step": summary(times)}
+
+
+def bench_train(config, frames: int, tokens: int, batch_size: int, steps: int,
+                peak_gflops: float) -> Dict[str, Any]:
+  from echo_jax import flops as flops_lib
+  from echo_jax.models import count_params
+  from echo_jax.models.echo import expected_param_count
+
+  result = time_train_step(config, frames, tokens, batch_size, steps)
+  step_s = result["step"]["median_s"]
+  analytic = flops_lib.train_step_flops(config.model, batch_size, frames, tokens)
+  forward = flops_lib.forward_flops(config.model, batch_size, frames, tokens)
+  hop, sr = int(config.data.hop_length), int(config.data.sample_rate)
+  result.update({
+      "frames": frames, "tokens": tokens, "batch": batch_size,
+      "params": int(expected_param_count(config.model)),
+      "frames_per_s": batch_size * frames / step_s,
+      "tokens_per_s": batch_size * tokens / step_s,
+      "examples_per_s": batch_size / step_s,
+      "audio_seconds_per_s": batch_size * frames * hop / sr / step_s,
+      "analytic_flops": float(analytic),
+      "analytic_forward_flops": {k: float(v) for k, v in forward.items()},
+      "xla_over_analytic": result["xla_flops"] / analytic,
+      "hlo_dot_conv_over_analytic": result["hlo_dot_conv_flops"] / analytic,
+      "achieved_gflops": analytic / step_s / 1e9,
+      "mfu": analytic / step_s / 1e9 / peak_gflops,
+      "mfu_xla_flops": result["xla_flops"] / step_s / 1e9 / peak_gflops,
+      "peak_rss_mib": peak_rss_mib(),
+      "device_memory_mib": device_memory(),
+  })
+  del count_params
+  # What the model's own GEMM shapes reach on this machine (bounds the MFU from above).
+  s_rows = batch_size * frames // int(config.model.spectrogram_downsample)
+  d = int(config.model.d_model)
+  result["gemm_gflops"] = {
+      f"{s_rows}x{d}x{d}": matmul_rate(s_rows, d, d),
+      f"{s_rows}x{d}x{4 * d}": matmul_rate(s_rows, d, 4 * d),
+      f"{s_rows}x{4 * d}x{d}": matmul_rate(s_rows, 4 * d, d),
+  }
+  return result
+
+
+def bench_diagnostics(config, frames: int, tokens: int, batch_size: int, steps: int,
+                      plain: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+  """The train step with the diagnostics outputs vs without, same shapes, same run."""
+  plain = plain or time_train_step(config, frames, tokens, batch_size, steps)
+  diag = time_train_step(config, frames, tokens, batch_size, steps, with_diagnostics=True)
+  return {"plain_step_s": plain["step"]["median_s"], "diagnostics_step_s": diag["step"]["median_s"],
+          "ratio": diag["step"]["median_s"] / plain["step"]["median_s"],
+          "diagnostics_compile_s": diag["compile_s"], "plain_compile_s": plain["compile_s"],
+          "diagnostics_xla_flops": diag["xla_flops"], "plain_xla_flops": plain["xla_flops"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# Decode.
+
+
+def _never_eos(variables):
+  """Zeroes the tied embedding row of EOS: its logit is 0 while the max over ~V random logits is
+  positive, so random-init decoding runs to max_length in both variants (comparable work)."""
+  import jax
+
+  from echo_jax.decoding import EOS_ID
+
+  def fix(path, leaf):
+    names = [str(getattr(k, "key", k)) for k in path]
+    if "token_embedding" in names and names[-1] == "embedding":
+      return leaf.at[EOS_ID].set(0.0)
+    return leaf
+  return jax.tree_util.tree_map_with_path(fix, variables)
+
+
+def bench_decode(config, frames: int, batch_sizes: Sequence[int], beam_size: int,
+                 max_length: int, repeats: int) -> List[Dict[str, Any]]:
+  import jax
+
+  from echo_jax import flops as flops_lib
+  from echo_jax import trainer
+  from echo_jax.decoding import measure_decode_speed
+
+  model = trainer.build_model(config)
+  results = []
+  variables = None
+  for batch_size in batch_sizes:
+    batch = full_batch(config.model, batch_size, frames, max_length, seed=1)
+    batch = {k: v for k, v in batch.items()
+             if k not in ("decoder_input_tokens", "decoder_target_tokens", "example_index")}
+    if variables is None:
+      init_batch = full_batch(config.model, 1, frames, max_length)
+      variables = _never_eos(model.init(jax.random.PRNGKey(0), init_batch))
+      variables = {"params": variables["params"]}
+    for beam in sorted({1, int(beam_size)}):
+      pair = {}
+      for use_cache in (True, False):
+        r = measure_decode_speed(model, variables, batch, max_length, beam_size=beam,
+                                 use_cache=use_cache, repeats=repeats,
+                                 sample_rate=int(config.data.sample_rate),
+                                 hop_length=int(config.data.hop_length))
+        steps = max(1, r["generated_tokens"] // max(batch_size, 1))
+        r["analytic_flops"] = float(flops_lib.decode_flops(
+            config.model, batch_size * beam, frames, max_length, steps, use_cache)["total"])
+        r["peak_rss_mib"] = peak_rss_mib()
+        pair["cached" if use_cache else "uncached"] = r
+      per_step = {name: flops_lib.decode_flops(config.model, batch_size * beam, frames,
+                                               max_length, 1, name == "cached")
+                  for name in ("cached", "uncached")}
+      results.append({
+          "batch": batch_size, "beam": beam, "frames": frames, "max_length": max_length,
+          **pair,
+          "speedup": pair["uncached"]["seconds"] / pair["cached"]["seconds"],
+          "analytic_step_flops": {k: float(v["per_step"]) for k, v in per_step.items()},
+          "analytic_cross_kv_share_of_cached_step": float(
+              per_step["cached"]["cross_kv_per_step"] / per_step["cached"]["per_step"]),
+          "analytic_speedup_bound": float(per_step["uncached"]["per_step"] /
+                                          per_step["cached"]["per_step"]),
+          "analytic_speedup_bound_cross_kv_cached": float(
+              per_step["uncached"]["per_step"] /
+              (per_step["cached"]["per_step"] - per_step["cached"]["cross_kv_per_step"])),
+      })
+  return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: a synthetic manifest dataset, features, pipeline.
+
+
+def synthetic_wave(seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+  """Voiced/unvoiced speech-like audio: harmonic tones with a gliding F0, noise bursts between."""
+  n = int(seconds * sample_rate)
+  t = np.arange(n) / sample_rate
+  f0 = rng.uniform(90, 250) * (1.0 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t))
+  phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+  voiced = np.sum([np.sin(k * phase) / k for k in range(1, 8)], axis=0)
+  gate = (np.sin(2 * np.pi * rng.uniform(1, 4) * t) > -0.3).astype(np.float64)
+  wave = 0.3 * voiced * gate + 0.02 * rng.normal(size=n) * (1 - gate)
+  return wave.astype(np.float32)
+
+
+def bench_features(config, total_seconds: float = 30.0, utterance_seconds: float = 5.0
+                   ) -> Dict[str, Any]:
+  """F0 (DIO + StoneMask) and log-mel speed, audio seconds per CPU second of this process."""
+  from echo_jax.data import features as features_lib
+
+  params = features_lib.FeatureParams.from_config(config.data)
+  rng = np.random.default_rng(0)
+  count = max(1, int(round(total_seconds / utterance_seconds)))
+  waves = [synthetic_wave(utterance_seconds, params.sample_rate, rng) for _ in range(count)]
+  audio = count * utterance_seconds
+  features_lib.log_mel(waves[0][:params.sample_rate], params)  # imports and filter bank
+  features_lib.f0_track(waves[0][:params.sample_rate], params)
+  out = {"audio_seconds": audio, "utterance_seconds": utterance_seconds}
+  for name, fn in (("log_mel", features_lib.log_mel), ("f0", features_lib.f0_track),
+                   ("both", features_lib.compute_features)):
+    cpu, wall = time.process_time(), time.perf_counter()
+    for wave in waves:
+      fn(wave, params)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    out[name] = {"cpu_s": cpu, "wall_s": wall, "audio_s_per_cpu_s": audio / cpu,
+                 "audio_s_per_wall_s": audio / wall}
+  return out
+
+
+def make_synthetic_dataset(config, workdir: str, num_utterances: int, seed: int = 0):
+  """Writes wavs + manifest.jsonl (durations spread over the buckets) and prepares it (TFDS)."""
+  import ml_collections
+  import soundfile
+
+  from echo_jax.data.prepare import ensure_prepared
+
+  d = config.data
+  sample_rate, hop = int(d.sample_rate), int(d.hop_length)
+  longest = min(float(d.max_audio_seconds), (int(d.bucket_frames[-1]) - 1) * hop / sample_rate)
+  shortest = min(1.0, longest / 2)
+  corpus = os.path.join(workdir, "synthetic_corpus")
+  manifest = os.path.join(corpus, "manifest.jsonl")
+  rng = np.random.default_rng(seed)
+  words = ["pitch", "echo", "rotary", "speech", "model", "voice", "frame", "token", "signal",
+           "sound"]
+  if not os.path.exists(manifest):
+    os.makedirs(corpus, exist_ok=True)
+    lines = []
+    for i in range(num_utterances):
+      seconds = float(rng.uniform(shortest, longest))
+      path = f"utt{i:04d}.wav"
+      soundfile.write(os.path.join(corpus, path), synthetic_wave(seconds, sample_rate, rng),
+                      sample_rate, subtype="PCM_16")
+      text = " ".join(rng.choice(words, size=max(2, int(seconds * 2.5))))
+      split = "train" if i % 10 else "validation"
+      lines.append(json.dumps({"id": f"utt{i:04d}", "path": path, "text": text, "split": split,
+                               "speaker": f"s{i % 4}"}))
+    with open(manifest + ".tmp", "w") as f:
+      f.write("\n".join(lines) + "\n")
+    os.replace(manifest + ".tmp", manifest)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.dataset = "manifest"
+  config.data.manifest_path = manifest
+  config.data.root = workdir
+  config.data.corpus_dir = ""
+  config.data.tfds_data_dir = ""
+  config.data.tokenizer = "char"
+  return config, ensure_prepared(config)
+
+
+def bench_pipeline(config, workdir: str, batches: int, num_utterances: int,
+                   consumed: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+  """Batches/s, examples/s and audio-seconds/s the tf.data train iterator delivers."""
+  from echo_jax.data import pipeline
+
+  start = time.perf_counter()
+  config, prepared = make_synthetic_dataset(config, workdir, num_utterances)
+  prepare_s = time.perf_counter() - start
+  iterator = pipeline.make_train_iterator(config, prepared)
+  next(iterator)  # start-up (threads, data source) is not steady state
+  hop, sr = int(config.data.hop_length), int(config.data.sample_rate)
+  examples = frames = 0
+  start = time.perf_counter()
+  for _ in range(batches):
+    batch = next(iterator)
+    examples += int(batch["num_frames"].shape[0])
+    frames += int(np.sum(batch["num_frames"]))
+  seconds = time.perf_counter() - start
+  out = {"batches": batches, "seconds": seconds, "batches_per_s": batches / seconds,
+         "examples_per_s": examples / seconds, "audio_seconds_per_s": frames * hop / sr / seconds,
+         "mean_batch_examples": examples / batches, "prepare_s": prepare_s,
+         "train_split_size": int(prepared.split_sizes.get("train", 0))}
+  if consumed is not None:
+    out["step_consumes"] = {"examples_per_s": consumed["examples_per_s"],
+                            "audio_seconds_per_s": consumed["audio_seconds_per_s"]}
+    out["delivered_over_consumed_audio"] = (out["audio_seconds_per_s"] /
+                                            consumed["audio_seconds_per_s"])
+    out["delivered_over_consumed_examples"] = out["examples_per_s"] / consumed["examples_per_s"]
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Recompiles.
+
+
+def bucket_schedule(num_buckets: int, steps: int, seed: int = 0) -> List[int]:
+  """A random bucket per step in which every bucket occurs (as the pipeline's epoch plan mixes)."""
+  rng = np.random.default_rng(seed)
+  order = list(range(num_buckets)) + list(rng.integers(0, num_buckets, max(steps - num_buckets, 0)))
+  rng.shuffle(order)
+  return [int(b) for b in order[:steps]]
+
+
+def bench_recompiles(config, steps: int = 50, small_model: bool = True) -> Dict[str, Any]:
+  """Compilations over `steps` train steps whose batches cycle through the config's buckets with
+  varying real lengths inside each bucket; must equal the number of buckets (0 after warm-up)."""
+  import jax
+  import ml_collections
+
+  from echo_jax import optim, trainer
+  from echo_jax import sharding as sharding_lib
+
+  config = ml_collections.ConfigDict(config.to_dict())
+  if small_model:  # shapes, not sizes, decide compilations: keep 50 steps cheap
+    m = config.model
+    m.d_model, m.num_heads, m.encoder_layers, m.decoder_layers = 64, 2, 1, 1
+  edges = [int(e) for e in config.data.bucket_frames]
+  sizes = [int(b) for b in config.data.bucket_batch_sizes]
+  tokens = int(config.data.max_target_length)
+  mesh = sharding_lib.make_mesh()
+  model = trainer.build_model(config)
+  tx = optim.make_optimizer(config.train)
+  schedule = optim.learning_rate_schedule(config.train)
+  state, shardings = trainer.create_train_state(model, tx, config, mesh)
+  step = trainer.make_train_step(model, tx, schedule, mesh, shardings)
+  rng = np.random.default_rng(1)
+  plan = bucket_schedule(len(edges), steps)
+  host_batches = []
+  for i, b in enumerate(plan):
+    low = edges[b - 1] + 1 if b > 0 else max(edges[0] // 2, 1)
+    num_frames = rng.integers(low, edges[b] + 1, sizes[b])
+    num_tokens = rng.integers(2, tokens + 1, sizes[b])
+    host = full_batch(config.model, sizes[b], edges[b], tokens, seed=i, num_frames=num_frames,
+                      num_tokens=num_tokens)
+    host_batches.append(sharding_lib.split_host_batch(host)[0])
+  per_step = []
+  first_seen = set()
+  with CompileCounter() as total:
+    for b, host in zip(plan, host_batches):
+      with CompileCounter() as this_step:
+        batch = sharding_lib.global_batch(host, mesh)
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+      per_step.append(this_step.count)
+      first_seen.add(b)
+  warm = [c for i, c in enumerate(per_step) if plan[i] in set(plan[:i])]
+  return {"steps": steps, "buckets": len(edges), "bucket_frames": edges, "bucket_batch_sizes": sizes,
+          "compilations": total.count, "compile_seconds": total.seconds,
+          "compilations_after_warmup": int(sum(warm)),
+          "jit_cache_size": int(step._cache_size()),  # pylint: disable=protected-access
+          "compilations_per_step": per_step, "bucket_per_step": plan,
+          "model": {"d_model": int(config.model.d_model), "layers": int(config.model.encoder_layers)}}
+
+
+# ----------------------------------------------------------------------------------------------
+# The run.
+
+
+def machine() -> Dict[str, Any]:
+  import jax
+
+  info = {"platform": platform.platform(), "python": sys.version.split()[0],
+          "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+          "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
+          "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    info["cpu_model"] = names[0] if names else ""
+  except OSError:
+    pass
+  return info
+
+
+def run(args) -> Dict[str, Any]:
+  what = [w.strip() for w in args.what.split(",") if w.strip()]
+  unknown = sorted(set(what) - set(SECTIONS))
+  if unknown:
+    raise ValueError(f"--what has unknown sections {unknown}; choose from {list(SECTIONS)}")
+  base_config = load_config(args.config)
+  config, frames, tokens, batch = apply_shape(base_config, args.shape)
+  result: Dict[str, Any] = {"config": args.config, "shape": args.shape, "what": what,
+                            "machine": machine(), "command": " ".join(sys.argv)}
+
+  def save():
+    if args.out:
+      with open(args.out + ".tmp", "w") as f:
+        json.dump(result, f, indent=1, default=float)
+      os.replace(args.out + ".tmp", args.out)
+
+  def section(name, fn):
+    start = time.perf_counter()
+    print(f"[benchmark] {name} ...", file=sys.stderr, flush=True)
+    result[name] = fn()
+    result.setdefault("section_seconds", {})[name] = time.perf_counter() - start
+    save()
+    print(f"[benchmark] {name}: {json.dumps(result[name], default=float)[:600]}",
+          file=sys.stderr, flush=True)
+
+  section("peak_start", measure_peak)
+  peak = lambda: max(result["peak_start"]["gflops"], result.get("peak_end", {}).get("gflops", 0))
+  if "train" in what:
+    section("train", lambda: bench_train(config, frames, tokens, batch, args.steps, peak()))
+  if "diagnostics" in what:
+    section("diagnostics", lambda: bench_diagnostics(config, frames, tokens, batch, args.steps))
+  if "decode" in what:
+    batch_sizes = [int(b) for b in args.decode_batches.split(",")]
+    length = int(args.decode_length or config.decode.max_length)
+    section("decode", lambda: bench_decode(config, frames, batch_sizes, args.beam, length,
+                                           args.decode_repeats))
+  if "features" in what:
+    section("features", lambda: bench_features(config))
+  if "pipeline" in what:
+    workdir = args.workdir or os.path.join(tempfile.gettempdir(), "echo_jax_benchmark")
+    section("pipeline", lambda: bench_pipeline(base_config, workdir, args.pipeline_batches,
+                                               args.pipeline_utterances, result.get("train")))
+  if "recompiles" in what:
+    bucketed = apply_shape(base_config, None)[0]  # the config's own buckets
+    section("recompiles", lambda: bench_recompiles(bucketed, args.recompile_steps))
+  section("peak_end", measure_peak)
+  result["peak_gflops"] = peak()
+  if "train" in what:  # the final MFU uses the better of the two peak measurements
+    t = result["train"]
+    t["mfu"] = t["achieved_gflops"] / result["peak_gflops"]
+    t["mfu_xla_flops"] = t["xla_flops"] / t["step"]["median_s"] / 1e9 / result["peak_gflops"]
+  result["peak_rss_mib"] = peak_rss_mib()
+  result["targets"] = targets(result)
+  save()
+  return result
+
+
+def targets(result: Dict[str, Any]) -> Dict[str, Any]:
+  """The issue's targets, met or not, from whatever sections ran."""
+  out = {}
+  if "train" in result:
+    out["train_mfu_ge_0.7"] = {"value": result["train"]["mfu"], "met": result["train"]["mfu"] >= 0.7}
+  if "decode" in result:
+    worst = min(r["speedup"] for r in result["decode"])
+    out["decode_cache_speedup_ge_10"] = {"value": worst, "met": worst >= 10}
+  if "pipeline" in result and "delivered_over_consumed_audio" in result["pipeline"]:
+    ratio = result["pipeline"]["delivered_over_consumed_audio"]
+    out["pipeline_over_step_ge_5"] = {"value": ratio, "met": ratio >= 5}
+  if "recompiles" in result:
+    r = result["recompiles"]
+    out["recompiles"] = {"value": r["compilations_after_warmup"],
+                         "met": r["compilations_after_warmup"] == 0 and
+                         r["compilations"] == r["buckets"]}
+  return out
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", required=True, help="config file, e.g. configs/default.py")
+  parser.add_argument("--what", default=",".join(DEFAULT_SECTIONS),
+                      help=f"comma-separated sections of {','.join(SECTIONS)}")
+  parser.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                      help="fixed benchmark shape replacing the config's model sizes and batch")
+  parser.add_argument("--out", default="", help="JSON file for the results")
+  parser.add_argument("--steps", type=int, default=5, help="timed train steps (after warm-up)")
+  parser.add_argument("--decode-batches", default="1,8")
+  parser.add_argument("--beam", type=int, default=4)
+  parser.add_argument("--decode-length", type=int, default=0,
+                      help="decode max_length (default: config.decode.max_length / shape tokens)")
+  parser.add_argument("--decode-repeats", type=int, default=2)
+  parser.add_argument("--pipeline-batches", type=int, default=40)
+  parser.add_argument("--pipeline-utterances", type=int, default=96)
+  parser.add_argument("--recompile-steps", type=int, default=50)
+  parser.add_argument("--workdir", default="", help="where the synthetic pipeline data is kept")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  args = parse_args(argv)
+  result = run(args)
+  print(json.dumps({"peak_gflops": result["peak_gflops"], "targets": result["targets"]},
+                   indent=1, default=float))
+
+
+if __name__ == "__main__":
+  main()
