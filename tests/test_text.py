@@ -104,6 +104,6 @@ def test_fortune_sentences_are_tts_safe_and_unique():
   assert len(sentences) > 5000
   transcripts = [normalise_transcript(s) for s in sentences]
   assert len(set(transcripts)) == len(transcripts)
-  assert all(4 <= len(t.split()) <= 20 for t in transcripts)
+  assert all(4 <= len(t.split()) <= 20 and len(t) <= fortunes.MAX_CHARS for t in transcripts)
   assert all(text_lib.tts_rejection_reason(s) is None for s in sentences)
   assert rejected["digit"] > 0 and rejected["word_count"] > 0

@@ -11,6 +11,8 @@ FORTUNES_DIR = "/usr/share/games/fortunes"
 EXCLUDED_FILES = frozenset({"ascii-art", "art", "translate-me"})
 MIN_WORDS = 4
 MAX_WORDS = 20
+# Transcripts fit data.max_target_length = 128 tokens (with BOS and EOS) even with the char tokenizer.
+MAX_CHARS = 126
 
 
 def fortune_files(fortunes_dir: str = FORTUNES_DIR) -> list[str]:
@@ -60,6 +62,8 @@ def _load_sentences(fortunes_dir: str, min_words: int, max_words: int):
     for fortune in fortunes_in(path):
       for sentence in text_lib.split_sentences(fortune):
         reason = text_lib.tts_rejection_reason(sentence, min_words, max_words)
+        if reason is None and len(text_lib.normalise_transcript(sentence)) > MAX_CHARS:
+          reason = "too_many_characters"
         if reason is None and text_lib.normalise_transcript(sentence) in seen:
           reason = "duplicate"
         if reason is not None:
