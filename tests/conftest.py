@@ -16,3 +16,57 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
   return REPO
+
+
+# ------------------------------------------------------------------------------------------------
+# Data fixtures: one tiny synthetic corpus and one prepared TFDS dataset per test session.
+
+TINY_CORPUS_UTTERANCES = 20
+
+
+def _tiny_config():
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("tiny_config_for_data", REPO / "configs" / "tiny.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data.synth_num_utterances = TINY_CORPUS_UTTERANCES
+  return config
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> str:
+  """A 20-utterance synthetic corpus over all engines (folder with manifest.jsonl + wavs)."""
+  from echo_jax.data.prepare import ensure_corpus
+
+  config = _tiny_config()
+  config.data.corpus_dir = str(tmp_path_factory.mktemp("tiny_corpus"))
+  return ensure_corpus(config)
+
+
+@pytest.fixture(scope="session")
+def _tiny_prepared_session(tmp_path_factory, tiny_corpus):
+  from echo_jax.data.prepare import ensure_prepared
+
+  config = _tiny_config()
+  config.data.root = str(tmp_path_factory.mktemp("tiny_data"))
+  config.data.corpus_dir = tiny_corpus
+  config.data.store_waveform = True  # lets tests compare on-the-fly with stored features
+  config.data.prepare_workers = 2
+  config.data.bucket_batch_sizes = (4, 4, 2)  # the 16 train utterances fill several batches
+  return config, ensure_prepared(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(_tiny_prepared_session):
+  """PreparedData of the tiny config on `tiny_corpus` (features + waveforms), built once."""
+  return _tiny_prepared_session[1]
+
+
+@pytest.fixture
+def tiny_data_config(_tiny_prepared_session):
+  """A fresh, mutable copy of the config `tiny_prepared` was made with."""
+  import ml_collections
+
+  return ml_collections.ConfigDict(_tiny_prepared_session[0].to_dict())

@@ -1,4 +1,4 @@
-"""Audio loading: any file soundfile (or librosa) reads -> float32 mono at the wanted rate.
+"""Audio loading: any file soundfile reads -> float32 mono at the wanted rate.
 
 Every way an input can be unusable raises `AudioError(path, reason)` with one of the reasons in
 `SKIP_REASONS`, so a prepare run can skip the item, count the reason and carry on.
@@ -39,23 +39,16 @@ class AudioError(ValueError):
 
 
 def _read(path: str) -> tuple[np.ndarray, int]:
-  """Decodes a file to [samples, channels] float64 and its sample rate."""
+  """Decodes a file (anything libsndfile reads: wav, flac, ogg, mp3, ...) to [samples, channels]."""
   import soundfile
 
+  if not os.path.exists(path):
+    raise AudioError(path, UNREADABLE, "file not found")
   try:
     data, rate = soundfile.read(path, dtype="float64", always_2d=True)
-    return data, int(rate)
-  except Exception as sf_error:  # noqa: BLE001 - any decoder failure is "unreadable"
-    if not os.path.exists(path):
-      raise AudioError(path, UNREADABLE, "file not found") from sf_error
-    try:  # formats libsndfile lacks (e.g. m4a) through librosa's audioread fallback
-      import librosa
-
-      data, rate = librosa.load(path, sr=None, mono=False, dtype=np.float64)
-    except Exception as fallback_error:  # noqa: BLE001
-      raise AudioError(path, UNREADABLE, f"{type(sf_error).__name__}: {sf_error}") from fallback_error
-    data = np.atleast_2d(data).T  # librosa gives [channels, samples]
-    return data, int(rate)
+  except Exception as e:  # noqa: BLE001 - any decoder failure is "unreadable"
+    raise AudioError(path, UNREADABLE, f"{type(e).__name__}: {e}") from e
+  return data, int(rate)
 
 
 def condition_waveform(samples: np.ndarray,

@@ -64,8 +64,10 @@ def log_mel(wave: np.ndarray, data_cfg) -> np.ndarray:
   import librosa
 
   wave = np.asarray(wave, dtype=np.float32)
-  stft = librosa.stft(wave, n_fft=int(data_cfg.n_fft), hop_length=int(data_cfg.hop_length),
-                      window="hann", center=True, pad_mode="constant")
+  with warnings.catch_warnings():  # inputs shorter than n_fft are fine: the padding is zeros
+    warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal")
+    stft = librosa.stft(wave, n_fft=int(data_cfg.n_fft), hop_length=int(data_cfg.hop_length),
+                        window="hann", center=True, pad_mode="constant")
   power = np.abs(stft)**2
   basis = _mel_basis(int(data_cfg.sample_rate), int(data_cfg.n_fft), int(data_cfg.n_mels),
                      float(data_cfg.fmin), float(data_cfg.fmax))

@@ -56,12 +56,16 @@ def corpus_dir(config) -> str:
 def ensure_corpus(config) -> str:
   """Synthesises the corpus (build_corpus is a quick no-op when it is complete); returns its folder.
 
-  build_corpus keys the folder's contents by the synthesis settings: changed settings rebuild it.
+  In the default folder build_corpus keys the contents by the synthesis settings, so changed
+  settings rebuild it. An explicit data.corpus_dir that already has a manifest.jsonl is used as
+  it is (never rebuilt over).
   """
   from echo_jax.data.synth_corpus import build_corpus
 
   d = config.data
   out = corpus_dir(config)
+  if d.corpus_dir and os.path.exists(os.path.join(out, "manifest.jsonl")):
+    return out
   snr = float(d.synth_noise_snr_db)
   build_corpus(out, int(d.synth_num_utterances), seed=int(d.synth_seed),
                engines=tuple(d.synth_engines), sox_pitch=bool(d.synth_sox_pitch),
