@@ -1,0 +1,66 @@
+"""Checkpointer: round trip of params/train state/pipeline position, keep-last-K + keep-best-by-WER,
+restore_params for init_from, SIGTERM flag."""
+
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from echo_jax import checkpointing, sharding
+
+
+def _trees(value):
+  params = {"dense": {"kernel": jnp.full([4, 3], value, jnp.float32),
+                      "bias": jnp.arange(3, dtype=jnp.float32) + value}}
+  train = {"step": jnp.asarray(int(value), jnp.int32), "rng": jax.random.PRNGKey(int(value)),
+           "opt_state": {"mu": jnp.full([4, 3], -value, jnp.float32)}}
+  return params, train
+
+
+def _placed(tree, mesh):
+  return jax.device_put(tree, sharding.replicated(mesh))
+
+
+def test_round_trip_and_retention(tmp_path):
+  mesh = sharding.make_mesh()
+  ckpt = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), keep_last=2, keep_best=1)
+  wers = {2: 0.1, 4: 0.3}
+  for step in range(1, 6):
+    params, train = _placed(_trees(float(step)), mesh)
+    metrics = {"wer": wers[step]} if step in wers else None
+    ckpt.save(step, params, train, {"position": step * 10}, metrics=metrics)
+  ckpt.wait()
+  # Last two (4, 5) plus the best WER (2); 1 and 3 are gone.
+  assert ckpt.all_steps() == [2, 4, 5]
+  assert ckpt.best_step() == 2 and ckpt.latest_step() == 5
+  like_params, like_train = _placed(_trees(0.0), mesh)
+  params, train, pipeline = ckpt.restore(4, like_params, like_train)
+  expected_params, expected_train = _trees(4.0)
+  for got, want in zip(jax.tree.leaves((params, train)),
+                       jax.tree.leaves((expected_params, expected_train))):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  assert params["dense"]["kernel"].sharding.is_equivalent_to(sharding.replicated(mesh), 2)
+  assert pipeline == {"position": 40}
+  ckpt.close()
+
+  # init_from: another run's best params, given its workdir, checkpoints dir or a step dir.
+  for path in (tmp_path, tmp_path / "checkpoints"):
+    restored = checkpointing.restore_params(str(path), like_params)
+    np.testing.assert_array_equal(np.asarray(restored["dense"]["kernel"]), 2.0)
+  restored = checkpointing.restore_params(str(tmp_path / "checkpoints" / "5"), like_params)
+  np.testing.assert_array_equal(np.asarray(restored["dense"]["bias"]), np.arange(3) + 5.0)
+  with pytest.raises(FileNotFoundError, match="no checkpoint found"):
+    checkpointing.restore_params(str(tmp_path / "empty"), like_params)
+
+
+def test_sigterm_sets_the_stop_flag_and_handler_is_restored():
+  before = signal.getsignal(signal.SIGTERM)
+  watcher = checkpointing.PreemptionWatcher()
+  assert not watcher.should_stop(1)
+  os.kill(os.getpid(), signal.SIGTERM)
+  assert watcher.should_stop(2)
+  watcher.close()
+  assert signal.getsignal(signal.SIGTERM) is before
