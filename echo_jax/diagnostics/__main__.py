@@ -14,6 +14,9 @@ import os
 import sys
 
 
+DEFAULT_CONFIG = "configs/default.py"
+
+
 def _load_config(path: str):
   """A config file's get_config() (the same files echo_jax.train takes)."""
   import importlib.util
@@ -23,6 +26,14 @@ def _load_config(path: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def _run_config(args) -> str:
+  """--config, else the run's resolved config.py, else configs/default.py."""
+  if args.config:
+    return args.config
+  resolved = os.path.join(args.run or "", "config.py")
+  return resolved if args.run and os.path.exists(resolved) else DEFAULT_CONFIG
 
 
 def _report(args) -> int:
@@ -71,7 +82,7 @@ def _read_wave(args, sample_rate):
 def _plot_features(args, out):
   from echo_jax.data.features import compute_features
   from echo_jax.diagnostics import plots
-  config = _load_config(args.config)
+  config = _load_config(args.config or DEFAULT_CONFIG)
   wave = _read_wave(args, int(config.data.sample_rate))
   feats = compute_features(wave, config.data)
   return plots.plot_features(out, feats["mel"], feats["f0"], config.data,
@@ -95,7 +106,7 @@ def _plot_theta(args, out):
     theta = theta.reshape(theta.shape[0], -1).mean(axis=1)  # per_frame mode: mean over frames
     f0s.append(flat["f0_mean_voiced"])
     thetas.append(theta)
-  model_cfg = _load_config(args.config).model
+  model_cfg = _load_config(_run_config(args)).model
   return plots.plot_theta(out, np.concatenate(f0s), np.concatenate(thetas),
                           str(model_cfg.theta_mode), float(model_cfg.theta),
                           title=f"rotary θ per utterance vs mean F0 ({len(dumps)} dumps)")
@@ -103,7 +114,7 @@ def _plot_theta(args, out):
 
 def _plot_attention(args, out):
   from echo_jax.diagnostics import attention_maps, plots
-  config = _load_config(args.config)
+  config = _load_config(args.config or DEFAULT_CONFIG)
   maps = attention_maps.from_wave(config, _read_wave(args, int(config.data.sample_rate)),
                                   workdir=args.workdir, text=args.text, layers=args.layers,
                                   heads=args.heads)
@@ -124,7 +135,8 @@ def main(argv=None) -> int:
   plot.add_argument("what", choices=["rotary", "features", "attention", "curves", "theta"])
   plot.add_argument("run", nargs="?", default=None, help="workdir (curves, theta)")
   plot.add_argument("--out", required=True, help="output folder (or a .png path)")
-  plot.add_argument("--config", default="configs/default.py")
+  plot.add_argument("--config", default=None,
+                    help="config file (default: RUN/config.py for theta, else configs/default.py)")
   plot.add_argument("--steps", default=None)
   plot.add_argument("--wav", default=None)
   plot.add_argument("--text", default=None, help="transcript for teacher-forced decoder maps")

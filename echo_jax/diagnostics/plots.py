@@ -14,13 +14,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-DPI = 90
+DPI = 80
 
 
 def _save(fig, out_path: str) -> str:
+  """PNG with a 256-colour palette: a fraction of the RGBA size, visually the same."""
+  import io
+  from PIL import Image
+
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  fig.savefig(out_path, dpi=DPI, bbox_inches="tight")
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
   plt.close(fig)
+  buffer.seek(0)
+  image = Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+  image.save(out_path, optimize=True)
   return out_path
 
 
@@ -68,7 +76,7 @@ def plot_rotary(out_path: str, theta_modes: Sequence[str] = ("fixed", "seed", "c
       sim = sims[(mode, f0)]
       theta = float(rotary.utterance_theta(jnp.asarray([f0], jnp.float32), mode, base_theta)[0])
       ax = axes[r, c]
-      image = ax.imshow(sim, cmap="viridis", vmin=low, vmax=1.0)
+      image = ax.imshow(sim, cmap="viridis", vmin=low, vmax=1.0, interpolation="nearest")
       label = (f"bank x{theta / rotary.MEL_REFERENCE_HZ:.2f}" if mode == "mel"
                else f"θ={theta:,.0f}")
       ax.set_title(f"F0={f0:g} Hz: {label}", fontsize=7)
@@ -107,7 +115,7 @@ def plot_features(out_path: str, mel: np.ndarray, f0: np.ndarray, data_cfg,
   edges_hz = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=float(data_cfg.fmin),
                                      fmax=float(data_cfg.fmax), htk=True)
   centres = edges_hz[1:-1]
-  fig, (ax, ax_v) = plt.subplots(2, 1, figsize=(9, 4.2), sharex=True,
+  fig, (ax, ax_v) = plt.subplots(2, 1, figsize=(8, 3.8), sharex=True,
                                  gridspec_kw={"height_ratios": [6, 1]})
   mesh = ax.pcolormesh(t, centres, mel.T, shading="nearest", cmap="magma")
   ax.set_yscale("symlog", linthresh=500.0)
@@ -132,7 +140,7 @@ def plot_features(out_path: str, mel: np.ndarray, f0: np.ndarray, data_cfg,
 def plot_attention(out_path: str, maps: Mapping[str, np.ndarray], title: str = "") -> str:
   """One panel per (name -> [Tq, Tk] weights); queries down, keys across."""
   names = list(maps)
-  cols = min(len(names), 3)
+  cols = 2 if len(names) == 4 else min(len(names), 3)
   rows = (len(names) + cols - 1) // cols
   fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(3.6 * cols, 3.2 * rows))
   for ax in axes.ravel()[len(names):]:
@@ -141,8 +149,10 @@ def plot_attention(out_path: str, maps: Mapping[str, np.ndarray], title: str = "
     w = np.asarray(maps[name], np.float32)
     im = ax.imshow(w, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_title(name, fontsize=8)
-    ax.set_xlabel("key", fontsize=8)
-    ax.set_ylabel("query", fontsize=8)
+    decoder_queries = name.startswith("decoder")
+    frame_keys = not decoder_queries or ".attnb" in name
+    ax.set_xlabel("key (encoder frame)" if frame_keys else "key (token)", fontsize=8)
+    ax.set_ylabel("query (token)" if decoder_queries else "query (encoder frame)", fontsize=8)
     fig.colorbar(im, ax=ax, shrink=0.8)
   if title:
     fig.suptitle(title, fontsize=10)
@@ -193,8 +203,6 @@ def plot_curves(out_path: str, metrics_path: str) -> str:
     for k in ks:
       pts = _series(records, k)
       ax.plot(pts[:, 0], pts[:, 1], marker="o" if len(pts) < 30 else None, ms=3, label=k)
-    if name == "loss":
-      ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_title(name)
     ax.grid(alpha=0.3)
