@@ -46,6 +46,7 @@ class Example:
   items: List[Dict[str, np.ndarray]]  # chunk features (one item unless long manifest audio)
   bounds: List[tuple]  # chunk sample bounds (for stitching)
   result: Optional[transcribe.FileResult] = None
+  token_ids: Optional[np.ndarray] = None  # stored target ids (prepared splits); else encoded
 
 
 def normalise(text: str) -> str:
@@ -72,17 +73,14 @@ def utterance_wer(reference: str, hypothesis: str) -> float:
   return float(jiwer.process_words(normalise(reference), normalise(hypothesis)).wer)
 
 
-def target_tokens(text: str, tokenizer, max_length: int):
-  """(decoder_input_tokens, decoder_target_tokens) [max_length] for a transcript: BOS ids / ids EOS,
-  truncated to max_length, pad 0."""
-  ids = list(tokenizer.encode(normalise(text)))[:max_length - 1]
-  inputs = np.zeros((max_length,), np.int32)
-  targets = np.zeros((max_length,), np.int32)
-  inputs[0] = decoding.BOS_ID
-  inputs[1:len(ids) + 1] = ids
-  targets[:len(ids)] = ids
-  targets[len(ids)] = decoding.EOS_ID
-  return inputs, targets
+def example_tokens(example: Example, tokenizer, max_length: int):
+  """(decoder_input_tokens, decoder_target_tokens) [max_length] as the training pipeline builds
+  them: BOS + ids / ids + EOS, pad 0; ids are the stored ones, else the normalised reference's."""
+  from echo_jax.data.pipeline import target_tokens
+  ids = example.token_ids
+  if ids is None:
+    ids = np.asarray(tokenizer.encode(normalise(example.reference)), np.int32)
+  return target_tokens(ids, max_length)
 
 
 class TeacherForcing:
@@ -110,7 +108,7 @@ class TeacherForcing:
         group = group_all[start:start + self.batch_size]
         batch = transcribe.pad_batch([ex.items[0] for ex in group], edge, self.batch_size,
                                      self.config)
-        tokens = [target_tokens(ex.reference, self.tokenizer, self.max_length) for ex in group]
+        tokens = [example_tokens(ex, self.tokenizer, self.max_length) for ex in group]
         tokens += [tokens[0]] * (self.batch_size - len(group))
         batch["decoder_input_tokens"] = np.stack([t[0] for t in tokens])
         batch["decoder_target_tokens"] = np.stack([t[1] for t in tokens])
@@ -184,7 +182,8 @@ def split_examples(config, split: str, max_examples: int = -1) -> List[Example]:
     key = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
     text = record["text"].decode() if isinstance(record["text"], bytes) else str(record["text"])
     examples.append(Example(key, text, [item], [(0, 0)],
-                            transcribe.FileResult(path=key, num_chunks=1)))
+                            transcribe.FileResult(path=key, num_chunks=1),
+                            token_ids=np.asarray(record["tokens"], np.int32)))
   return examples
 
 

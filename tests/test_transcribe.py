@@ -114,3 +114,215 @@ def test_stitch_texts_uses_the_real_overlap_of_each_pair():
   words = text.split()
   parts = [" ".join(words[0:4]), " ".join(words[3:7]), " ".join(words[5:10])]
   assert longform.stitch_texts(parts, [(0, 400), (300, 700), (600, 1000)], sample_rate) == text
+
+
+# ----------------------------------------------------------------------------------------------
+# The file pipeline with a tiny randomly initialised run saved like a training run.
+
+SAMPLE_RATE = 16000
+
+
+def tiny_config():
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
+  spec = importlib.util.spec_from_file_location("tiny_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def voice(seconds: float, f0: float, seed: int) -> np.ndarray:
+  """A speech-like test signal: harmonics of a gliding F0 under a syllable envelope, plus noise."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+  pitch = f0 * (1.0 + 0.1 * np.sin(2 * np.pi * 1.5 * t))
+  phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
+  wave = sum(np.sin(k * phase) / k for k in range(1, 8))
+  envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t) ** 2
+  return (0.2 * wave * envelope + 0.005 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def build_tiny_run(workdir, step: int = 5):
+  """A workdir as the trainer leaves it (resolved config, tokenizer copy, one checkpoint) holding
+  a random tiny model; returns (config, tokenizer, model, params)."""
+  import shutil
+
+  import jax
+
+  from echo_jax import checkpointing, trainer
+  from echo_jax.data.tokenizer import Tokenizer
+
+  workdir = str(workdir)
+  tokenizer = Tokenizer.train(["the cat sat on the mat", "hello world"],
+                              f"{workdir}/tok/chars", kind="char")
+  shutil.copy(tokenizer.path, f"{workdir}/tokenizer.json")
+  config = tiny_config()
+  config.model.vocab_size = tokenizer.vocab_size
+  config.data.bucket_frames = (128,)
+  config.data.bucket_batch_sizes = (4,)
+  config.data.eval_batch_size = 4
+  config.decode.max_length = 8
+  config.decode.chunk_seconds = 1.0
+  config.decode.chunk_overlap_seconds = 0.25
+  trainer.write_resolved_config(config, workdir)
+  model = trainer.build_model(config)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), trainer.example_batch(config, 1))["params"]
+  # Sharpen the random decoder (larger learned positions) so transcripts vary with the input.
+  params = jax.tree_util.tree_map(lambda x: x, params)
+  params["decoder"]["positional_embedding"] = params["decoder"]["positional_embedding"] * 30.0
+  saver = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), keep_last=1,
+                                     keep_best=0, async_save=False)
+  saver.save(step, params, {"step": np.int32(step)}, {"position": 0})
+  saver.close()
+  return config, tokenizer, model, params
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  config, tokenizer, model, params = build_tiny_run(workdir)
+  return workdir, config, tokenizer, model, params
+
+
+@pytest.fixture(scope="session")
+def audio_files(tmp_path_factory):
+  import soundfile as sf
+  folder = tmp_path_factory.mktemp("audio")
+  a = voice(0.6, 140.0, 0)
+  b = voice(0.8, 210.0, 1)
+  files = {}
+  files["a"] = str(folder / "a.wav")
+  sf.write(files["a"], a, SAMPLE_RATE)
+  files["b_stereo_44k"] = str(folder / "b.flac")  # b resampled to 44.1 kHz, two equal channels
+  import soxr
+  b44 = soxr.resample(b, SAMPLE_RATE, 44100, quality="VHQ")
+  sf.write(files["b_stereo_44k"], np.stack([b44, b44], axis=1), 44100)
+  files["b"] = str(folder / "b_mono.wav")
+  sf.write(files["b"], b, SAMPLE_RATE, subtype="FLOAT")  # exact samples
+  files["c"] = str(folder / "sub" / "c.ogg")
+  (folder / "sub").mkdir()
+  sf.write(files["c"], voice(0.5, 120.0, 2), SAMPLE_RATE, format="OGG", subtype="VORBIS")
+  files["d"] = str(folder / "sub" / "d.mp3")
+  sf.write(files["d"], voice(0.7, 180.0, 3), SAMPLE_RATE, format="MP3")
+  # A long input built by concatenating utterances: 2.9 s, four 1 s chunks.
+  files["long"] = str(folder / "long.wav")
+  long_wave = np.concatenate([a, b, voice(0.9, 160.0, 4), a])
+  sf.write(files["long"], long_wave, SAMPLE_RATE, subtype="FLOAT")
+  files["empty"] = str(folder / "empty.wav")
+  sf.write(files["empty"], np.zeros(0, np.float32), SAMPLE_RATE)
+  files["silent"] = str(folder / "silent.wav")
+  sf.write(files["silent"], np.zeros(8000, np.float32), SAMPLE_RATE)
+  files["garbage"] = str(folder / "garbage.wav")
+  with open(files["garbage"], "wb") as handle:
+    handle.write(b"this is not audio at all" * 10)
+  files["missing"] = str(folder / "missing.wav")
+  return folder, files, {"a": a, "b": b, "long": long_wave}
+
+
+@pytest.fixture(scope="session")
+def transcriber(tiny_run):
+  from echo_jax import transcribe
+  _, config, tokenizer, model, params = tiny_run
+  return transcribe.BatchTranscriber(config, model, {"params": params}, tokenizer, beam_size=1,
+                                     batch_size=4)
+
+
+def test_load_run_restores_what_was_saved(tiny_run):
+  import jax
+  from echo_jax import inference
+  workdir, config, tokenizer, _, params = tiny_run
+  run = inference.load_run(str(workdir))
+  assert run.step == 5
+  assert run.tokenizer.vocab_size == tokenizer.vocab_size
+  assert tuple(run.config.data.bucket_frames) == (128,)
+  assert run.config.decode.chunk_seconds == 1.0
+  for saved, loaded in zip(jax.tree_util.tree_leaves(params),
+                           jax.tree_util.tree_leaves(run.variables["params"])):
+    np.testing.assert_array_equal(np.asarray(saved), np.asarray(loaded))
+  with pytest.raises(ValueError, match="step 7"):
+    inference.load_run(str(workdir), 7)
+  with pytest.raises(FileNotFoundError, match="config"):
+    inference.load_run(str(workdir / "tok"))
+
+
+def test_prepare_file_downmixes_resamples_and_computes_training_features(tiny_run, audio_files):
+  from echo_jax import transcribe
+  from echo_jax.data.features import compute_features
+  _, config, *_ = tiny_run
+  _, files, waves = audio_files
+  mono = transcribe.prepare_file(files["b"], config)
+  stereo = transcribe.prepare_file(files["b_stereo_44k"], config)
+  assert mono.result.error is None and stereo.result.error is None
+  expected = compute_features(waves["b"], config.data)
+  np.testing.assert_allclose(mono.items[0]["mel"], expected["mel"], atol=1e-6)
+  np.testing.assert_allclose(mono.items[0]["f0"], expected["f0"], atol=1e-6)
+  # 44.1 kHz stereo of the same signal: same frame count, nearly the same log-mel and F0.
+  assert stereo.items[0]["mel"].shape == mono.items[0]["mel"].shape
+  assert np.mean(np.abs(stereo.items[0]["mel"] - mono.items[0]["mel"])) < 0.02
+  both = (stereo.items[0]["f0"] > 0) & (mono.items[0]["f0"] > 0)
+  assert both.mean() > 0.5
+  np.testing.assert_allclose(stereo.items[0]["f0"][both], mono.items[0]["f0"][both], rtol=0.02)
+  # Long audio: chunks are the features of the overlapping slices (1 s chunks, 0.25 s overlap).
+  long = transcribe.prepare_file(files["long"], config)
+  assert long.bounds == longform.chunk_bounds(len(waves["long"]), 16000, 4000)
+  assert long.result.num_chunks == len(long.bounds) == 4  # 2.9 s: starts 0, .75, 1.5, 1.9 s
+  for (start, end), item in zip(long.bounds, long.items):
+    np.testing.assert_allclose(item["mel"],
+                               compute_features(waves["long"][start:end], config.data)["mel"],
+                               atol=1e-6)
+
+
+def test_transcribe_reports_bad_files_and_completes_the_others(tiny_run, audio_files, transcriber):
+  from echo_jax import transcribe
+  _, config, *_ = tiny_run
+  folder, files, _ = audio_files
+  order = ["a", "empty", "b_stereo_44k", "silent", "garbage", "c", "missing", "d", "long"]
+  prepared = [transcribe.prepare_file(files[name], config) for name in order]
+  results = transcribe.transcribe_prepared(prepared, transcriber, SAMPLE_RATE)
+  by_name = dict(zip(order, results))
+  assert by_name["empty"].error == "empty"
+  assert by_name["silent"].error == "silent"
+  assert by_name["garbage"].error == "unreadable"
+  assert by_name["missing"].error == "unreadable" and "not found" in by_name["missing"].detail
+  for name in ("a", "b_stereo_44k", "c", "d", "long"):
+    assert by_name[name].error is None and isinstance(by_name[name].text, str), name
+    assert set(by_name[name].text) <= set("abcdefghijklmnopqrstuvwxyz' ") | set(
+        "".join(["the cat sat on the mat", "hello world"]))
+  assert by_name["long"].num_chunks == 4 and by_name["a"].num_chunks == 1
+  # Batching must not change any transcript: each file alone gives the same text.
+  for name in ("a", "c", "long"):
+    alone = transcribe.transcribe_prepared([transcribe.prepare_file(files[name], config)],
+                                           transcriber, SAMPLE_RATE)[0]
+    assert alone.text == by_name[name].text
+  # The long file's text is the stitched transcripts of its chunks.
+  long = transcribe.prepare_file(files["long"], config)
+  chunk_texts = transcriber(long.items)
+  assert by_name["long"].text == longform.stitch_texts(chunk_texts, long.bounds, SAMPLE_RATE)
+  # Every batch had one shape (one bucket, padded to the batch size): compiled once.
+  assert transcriber.decoder.traces() == 1
+  assert transcribe.expand_inputs([str(folder / "sub")]) == [files["c"], files["d"]]
+
+
+def test_transcribe_cli_plain_and_json(tiny_run, audio_files, capsys):
+  import json
+  from echo_jax import transcribe
+  workdir = str(tiny_run[0])
+  folder, files, _ = audio_files
+  code = transcribe.main(["--workdir", workdir, "--json", files["a"], files["silent"],
+                          str(folder / "sub"), files["missing"]])
+  out, err = capsys.readouterr()
+  assert code == 1
+  rows = [json.loads(line) for line in out.strip().splitlines()]
+  assert [r["path"] for r in rows] == [files["a"], files["silent"], files["c"], files["d"],
+                                       files["missing"]]
+  assert rows[1]["error"] == "silent" and rows[4]["error"] == "unreadable"
+  assert all(isinstance(r["text"], str) and r["chunks"] == 1 for r in (rows[0], rows[2], rows[3]))
+  assert f"{files['silent']}: silent" in err and f"{files['missing']}: unreadable" in err
+  assert "2 of 5 files failed" in err
+  code = transcribe.main(["--workdir", workdir, "--checkpoint", "5", files["a"], files["d"]])
+  out, err = capsys.readouterr()
+  assert code == 0
+  lines = out.rstrip("\n").split("\n")
+  assert [line.split("\t")[0] for line in lines] == [files["a"], files["d"]]
+  assert lines[0].split("\t", 1)[1] == rows[0]["text"]

@@ -1,0 +1,112 @@
+"""Load a trained run for inference: resolved config, tokenizer, model and parameters.
+
+  run = load_run("runs/default")            # best-by-WER checkpoint, else the latest
+  run = load_run("runs/default", step=2000)
+  run.model, run.variables, run.tokenizer, run.config, run.step
+
+The run's workdir holds the resolved config (`config.py`/`config.json`, written by the trainer),
+`checkpoints/<step>/params`, and possibly a copy of the tokenizer file
+(`tokenizer.model` or `tokenizer.json`). Without that copy the tokenizer is the one the data
+preparation step keeps for the config's dataset (echo_jax.data.prepare).
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+
+
+@dataclasses.dataclass
+class Run:
+  workdir: str
+  config: ml_collections.ConfigDict
+  model: Any
+  variables: dict
+  tokenizer: Any
+  step: int
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config the trainer saved in `workdir` (config.py keeps tuples; else config.json)."""
+  py_path = os.path.join(workdir, "config.py")
+  json_path = os.path.join(workdir, "config.json")
+  if os.path.isfile(py_path):
+    spec = importlib.util.spec_from_file_location("echo_jax_run_config", py_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return ml_collections.ConfigDict(module.get_config())
+  if os.path.isfile(json_path):
+    with open(json_path, encoding="utf-8") as handle:
+      return ml_collections.ConfigDict(json.load(handle))
+  raise FileNotFoundError(f"{workdir!r} has no config.py or config.json; pass the workdir of a "
+                          "training run (python -m echo_jax.train --workdir ...)")
+
+
+def tokenizer_path(workdir: str, config) -> str:
+  for name in TOKENIZER_FILES:
+    path = os.path.join(workdir, name)
+    if os.path.isfile(path):
+      return path
+  from echo_jax.data.prepare import ensure_prepared
+  return ensure_prepared(config).tokenizer_path
+
+
+def load_tokenizer(workdir: str, config):
+  from echo_jax.data.tokenizer import Tokenizer
+  tokenizer = Tokenizer.load(tokenizer_path(workdir, config))
+  vocab = int(config.model.vocab_size)
+  if vocab not in (-1, tokenizer.vocab_size):
+    raise ValueError(f"the run's model has vocab_size={vocab} but tokenizer {tokenizer.path} has "
+                     f"{tokenizer.vocab_size} ids; the workdir's tokenizer does not match its model")
+  return tokenizer
+
+
+def choose_step(workdir: str, step: Optional[int] = None) -> int:
+  """`step` if it exists, else the best-by-WER checkpoint, else the latest."""
+  from echo_jax import checkpointing
+  directory = checkpointing.checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoints in {directory!r}; train first or pass the right "
+                            "--workdir")
+  checkpointer = checkpointing.Checkpointer(directory, keep_last=1, keep_best=0, async_save=False)
+  try:
+    steps = checkpointer.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"no checkpoints in {directory!r}")
+    if step is not None:
+      if int(step) not in steps:
+        raise ValueError(f"checkpoint step {step} not in {directory!r}; available: {sorted(steps)}")
+      return int(step)
+    best = checkpointer.best_step()
+    return int(best if best is not None else checkpointer.latest_step())
+  finally:
+    checkpointer.close()
+
+
+def abstract_params(model, config):
+  """Parameter shapes/dtypes of `model` (traced, nothing computed): the restore target."""
+  from echo_jax import trainer
+  batch = trainer.example_batch(config, batch_size=1)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
+  return shapes["params"]
+
+
+def load_run(workdir: str, step: Optional[int] = None) -> Run:
+  from echo_jax import checkpointing, trainer
+  config = load_config(workdir)
+  tokenizer = load_tokenizer(workdir, config)
+  if int(config.model.vocab_size) == -1:
+    config.model.vocab_size = tokenizer.vocab_size
+  model = trainer.build_model(config)
+  chosen = choose_step(workdir, step)
+  like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), abstract_params(model, config))
+  params = checkpointing.restore_params(workdir, like, step=chosen)
+  return Run(workdir=workdir, config=config, model=model, variables={"params": params},
+             tokenizer=tokenizer, step=chosen)
