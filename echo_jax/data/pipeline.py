@@ -156,15 +156,23 @@ class _Assembler:
              "num_samples": np.int32}
     return [table[k] for k in self.keys()]
 
-  def assemble(self, positions: np.ndarray, edge: int) -> dict[str, np.ndarray]:
-    """Batch of the records at `positions` (-1: a padding row) padded to `edge` frames."""
+  def assemble(self, positions: np.ndarray, edge: int, filler: int | None = None
+               ) -> dict[str, np.ndarray]:
+    """Batch of the records at `positions` padded to `edge` frames.
+
+    A position -1 is a padding row: a copy of record `filler` (default: the first real row) with
+    valid=False and example_index=-1, so every row stays finite through the model.
+    """
     rows = len(positions)
     real = [int(p) for p in positions if p >= 0]
-    if not real:
-      raise ValueError("a batch without real rows")
+    filler = int(filler) if filler is not None else (real[0] if real else -1)
+    if filler < 0:
+      raise ValueError("a batch without real rows needs a filler record")
+    wanted = sorted(set(real) | {filler})
     source = self.source
-    records = source.__getitems__(real) if hasattr(source, "__getitems__") else [source[p] for p in real]
-    by_position = dict(zip(real, records))
+    records = (source.__getitems__(wanted) if hasattr(source, "__getitems__")
+               else [source[p] for p in wanted])
+    by_position = dict(zip(wanted, records))
     hop = self.params.hop_length
     batch = {
         "mel": np.zeros([rows, edge, self.params.n_mels], np.float32),
@@ -180,7 +188,7 @@ class _Assembler:
       batch["num_samples"] = np.zeros([rows], np.int32)
     for row, position in enumerate(positions):
       valid = position >= 0
-      record = by_position[int(position) if valid else real[0]]
+      record = by_position[int(position) if valid else filler]
       mel, f0 = self.features_of(record)
       frames = int(record["num_frames"])
       if frames > edge or mel.shape[0] != frames:
@@ -346,7 +354,8 @@ def make_eval_batches(config, split: str, process_index: int = 0, process_count:
 
   def batch_of(k: int):
     bucket, positions = plan[k]
-    return assembler.assemble(host_rows(positions, process_index, process_count), edges[bucket])
+    return assembler.assemble(host_rows(positions, process_index, process_count), edges[bucket],
+                              filler=positions[0])  # a host whose rows are all padding
 
   if not plan:
     return iter(())
@@ -357,12 +366,16 @@ def make_eval_batches(config, split: str, process_index: int = 0, process_count:
 
 
 def iterate_examples(config, split: str, prepared=None) -> Iterator[dict]:
-  """The split's stored examples one by one (mel/f0 computed when prepared without features)."""
+  """The split's stored examples in record order as numpy dicts, text fields as str (mel/f0
+  computed when the data was prepared without features)."""
   prepared = _prepared_for(config, prepared)
   assembler = _Assembler(config, prepared, split)
   source = assembler.source
   for position in range(len(source)):
     record = dict(source[position])
+    for key in ("id", "text", "speaker"):
+      if isinstance(record.get(key), bytes):
+        record[key] = record[key].decode("utf-8")
     if "mel" not in record or assembler.on_the_fly:
       record["mel"], record["f0"] = assembler.features_of(record)
       record["voiced"] = record["f0"] > 0

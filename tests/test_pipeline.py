@@ -1,0 +1,184 @@
+"""tf.data pipeline: host sharding, bucket shapes, tokens, resumable position, eval coverage."""
+
+import json
+
+import numpy as np
+import pytest
+
+from echo_jax.data import pipeline
+
+
+def take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def assert_batches_equal(a, b):
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def expected_coverage(num_frames, edges, sizes):
+  ids = pipeline.bucket_ids(num_frames, edges)
+  return sum(int(np.sum(ids == b)) // g * g for b, g in enumerate(sizes))
+
+
+def test_two_hosts_split_each_epoch_without_overlap(tiny_prepared, tiny_data_config):
+  config = tiny_data_config
+  config.data.bucket_batch_sizes = (2, 2, 2)
+  hosts = [pipeline.make_train_iterator(config, tiny_prepared, p, 2) for p in range(2)]
+  per_epoch = hosts[0].per_epoch
+  index, num_frames = tiny_prepared.split_lengths("train")
+  seen = [[], []]
+  for _ in range(per_epoch):
+    batches = [next(h) for h in hosts]
+    assert batches[0]["mel"].shape == batches[1]["mel"].shape  # same bucket at the same step
+    assert batches[0]["mel"].shape[0] == 1  # global 2 over 2 hosts
+    for p in range(2):
+      seen[p] += batches[p]["example_index"].tolist()
+  assert not set(seen[0]) & set(seen[1])
+  union = set(seen[0]) | set(seen[1])
+  assert len(seen[0]) + len(seen[1]) == len(union)  # nothing twice within the epoch
+  assert union <= set(index.tolist())
+  assert len(union) == expected_coverage(num_frames, config.data.bucket_frames, (2, 2, 2))
+
+
+def test_one_host_sees_what_two_hosts_see_together(tiny_prepared, tiny_data_config):
+  config = tiny_data_config
+  config.data.bucket_batch_sizes = (2, 2, 2)
+  single = take(pipeline.make_train_iterator(config, tiny_prepared, 0, 1), 4)
+  halves = [take(pipeline.make_train_iterator(config, tiny_prepared, p, 2), 4) for p in range(2)]
+  for whole, first, second in zip(single, *halves):
+    for key in whole:
+      np.testing.assert_array_equal(whole[key], np.concatenate([first[key], second[key]]), key)
+
+
+def test_batch_shapes_come_only_from_the_bucket_set(tiny_prepared, tiny_data_config):
+  config = tiny_data_config
+  edges = list(config.data.bucket_frames)
+  sizes = dict(zip(edges, config.data.bucket_batch_sizes))
+  n_mels, length = config.data.n_mels, config.data.max_target_length
+  iterator = pipeline.make_train_iterator(config, tiny_prepared, 0, 1)
+  for batch in take(iterator, 3 * iterator.per_epoch):
+    rows, frames = batch["mel"].shape[:2]
+    assert frames in sizes and rows == sizes[frames]
+    assert batch["mel"].shape == (rows, frames, n_mels)
+    assert batch["f0"].shape == (rows, frames)
+    assert batch["decoder_input_tokens"].shape == batch["decoder_target_tokens"].shape == (rows, length)
+    assert batch["valid"].all()
+    lower = ([0] + edges)[edges.index(frames)]
+    assert np.all((batch["num_frames"] > lower) & (batch["num_frames"] <= frames))
+    pad = np.arange(frames)[None, :] >= batch["num_frames"][:, None]
+    assert not batch["mel"][pad].any() and not batch["f0"][pad].any()
+    assert {k: v.dtype for k, v in batch.items()} == {
+        "mel": np.float32, "f0": np.float32, "num_frames": np.int32,
+        "decoder_input_tokens": np.int32, "decoder_target_tokens": np.int32,
+        "example_index": np.int64, "valid": np.bool_}
+
+
+def test_tokens_are_bos_ids_and_ids_eos(tiny_prepared, tiny_data_config):
+  tokenizer = tiny_prepared.load_tokenizer()
+  texts = {int(r["index"]): r["text"] for r in pipeline.iterate_examples(
+      tiny_data_config, "train", prepared=tiny_prepared)}
+  batch = next(pipeline.make_train_iterator(tiny_data_config, tiny_prepared, 0, 1))
+  for inputs, targets, index in zip(batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+                                    batch["example_index"]):
+    n = int(np.sum(targets != 0))
+    assert targets[n - 1] == pipeline.EOS_ID and inputs[0] == pipeline.BOS_ID
+    np.testing.assert_array_equal(inputs[1:n], targets[:n - 1])
+    assert tokenizer.decode(targets[:n - 1].tolist()) == texts[int(index)]
+
+
+def test_long_transcripts_are_cut_but_keep_eos():
+  inputs, targets = pipeline.target_tokens(np.arange(10, 30), 8)
+  np.testing.assert_array_equal(inputs, [1, 10, 11, 12, 13, 14, 15, 16])
+  np.testing.assert_array_equal(targets, [10, 11, 12, 13, 14, 15, 16, 2])
+  inputs, targets = pipeline.target_tokens(np.array([7, 8]), 5)
+  np.testing.assert_array_equal(inputs, [1, 7, 8, 0, 0])
+  np.testing.assert_array_equal(targets, [7, 8, 2, 0, 0])
+
+
+def test_resumed_iterator_continues_with_the_same_batches(tiny_prepared, tiny_data_config):
+  config = tiny_data_config
+  first = pipeline.make_train_iterator(config, tiny_prepared, 1, 2)
+  k = first.per_epoch + 1  # resume across an epoch boundary
+  take(first, k)
+  state = json.loads(json.dumps(first.get_state()))  # survives the checkpoint's JSON
+  assert state["position"] == k
+  expected = take(first, 3)
+  resumed = pipeline.make_train_iterator(config, tiny_prepared, 1, 2, state=state)
+  for a, b in zip(expected, take(resumed, 3)):
+    assert_batches_equal(a, b)
+
+
+def test_shuffle_is_deterministic_by_seed_and_changes_by_epoch():
+  num_frames = np.random.default_rng(0).integers(50, 1000, 64)
+  plan = lambda seed, epoch: [p.tolist() for _, p in pipeline.epoch_plan(  # noqa: E731
+      num_frames, (256, 512, 1024), (4, 4, 2), seed, epoch)]
+  assert plan(0, 0) == plan(0, 0)
+  assert plan(0, 0) != plan(0, 1)
+  assert plan(0, 0) != plan(1, 0)
+  assert sorted(sum(plan(0, 0), [])) != sum(plan(0, 0), [])  # shuffled, not sorted
+
+
+def test_examples_longer_than_the_last_edge_are_dropped_and_counted():
+  num_frames = np.array([100, 300, 2000, 600, 5000])
+  plan = pipeline.epoch_plan(num_frames, (256, 1024), (1, 1), seed=0, epoch=0)
+  assert sorted(int(p[0]) for _, p in plan) == [0, 1, 3]
+  assert pipeline.batches_per_epoch(num_frames, (256, 1024), (1, 1)) == 3
+
+
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_eval_sees_each_example_exactly_once(tiny_prepared, tiny_data_config, process_count):
+  config = tiny_data_config
+  config.data.eval_batch_size = 4
+  index, _ = tiny_prepared.split_lengths("train")
+  per_host = [list(pipeline.make_eval_batches(config, "train", p, process_count,
+                                              prepared=tiny_prepared, max_examples=-1))
+              for p in range(process_count)]
+  assert len({len(b) for b in per_host}) == 1  # every host runs the same number of steps
+  seen = []
+  for step in zip(*per_host):
+    assert len({b["mel"].shape for b in step}) == 1
+    for b in step:
+      assert b["mel"].shape[0] == 4 // process_count
+      assert b["mel"].shape[1] in config.data.bucket_frames
+      seen += b["example_index"][b["valid"]].tolist()
+      assert np.all(b["example_index"][~b["valid"]] == -1)
+  assert sorted(seen) == sorted(index.tolist())
+
+
+def test_eval_max_examples_keeps_the_first_examples(tiny_prepared, tiny_data_config):
+  index, _ = tiny_prepared.split_lengths("train")
+  batches = pipeline.make_eval_batches(tiny_data_config, "train", 0, 1, prepared=tiny_prepared,
+                                       max_examples=5)
+  seen = sorted(i for b in batches for i in b["example_index"][b["valid"]].tolist())
+  assert seen == sorted(index[:5].tolist())
+
+
+def test_on_the_fly_features_equal_precomputed(tiny_prepared, tiny_data_config):
+  config = tiny_data_config
+  stored = take(pipeline.make_train_iterator(config, tiny_prepared, 0, 1), 3)
+  config.data.on_the_fly_features = True
+  computed = take(pipeline.make_train_iterator(config, tiny_prepared, 0, 1), 3)
+  for a, b in zip(stored, computed):
+    assert_batches_equal(a, b)
+
+
+def test_waveform_stream_matches_frames(tiny_prepared, tiny_data_config):
+  config = tiny_data_config
+  config.model.features = ("spectrogram", "waveform")
+  hop = config.data.hop_length
+  batch = next(pipeline.make_train_iterator(config, tiny_prepared, 0, 1))
+  rows, frames = batch["mel"].shape[:2]
+  assert batch["waveform"].shape == (rows, frames * hop)
+  np.testing.assert_array_equal(batch["num_frames"], batch["num_samples"] // hop + 1)
+  after = np.arange(frames * hop)[None, :] >= batch["num_samples"][:, None]
+  assert not batch["waveform"][after].any()
+  assert np.all(np.abs(batch["waveform"]).max(axis=1) > 1e-3)
+
+
+def test_bucket_batch_sizes_must_split_over_hosts(tiny_prepared, tiny_data_config):
+  tiny_data_config.data.bucket_batch_sizes = (4, 3, 2)
+  with pytest.raises(ValueError, match="bucket_batch_sizes"):
+    pipeline.make_train_iterator(tiny_data_config, tiny_prepared, 0, 2)
