@@ -209,3 +209,38 @@ def test_dumps_hold_the_dumped_steps_only(run):
   d0, d2 = run["dumps"][0], run["dumps"][2]
   assert d0.keys() == d2.keys()
   assert not np.allclose(d0["global_norm/param"], d2["global_norm/param"])
+
+
+@pytest.mark.parametrize("downsample", [1, 2, 4])
+def test_encoder_activation_mask_matches_the_models_valid_frames(downsample):
+  """Activation statistics pool exactly the model's valid frames of a downsampled stream."""
+  from echo_jax.diagnostics import collect
+  num_frames = np.array([64, 37, 5, 1], np.int32)
+  length = -(-FRAMES // downsample)
+  batch = {"mel": np.zeros((4, FRAMES, 2), np.float32), "num_frames": num_frames,
+           "valid": np.array([True, True, True, False])}
+  act = np.zeros((4, length, 3), np.float32)
+  mask = np.asarray(collect._position_mask("encoder.blocks.spectrogram.1", act, batch))
+  model_valid = np.asarray(pitch.frame_validity(pitch.downsampled_length(num_frames, downsample),
+                                                length))
+  np.testing.assert_array_equal(mask, model_valid & batch["valid"][:, None])
+
+
+def test_sown_values_without_a_model():
+  """Per-utterance values keep their shape; a repeated sow pools; rows with valid=False drop."""
+  from echo_jax.diagnostics import collect
+  a = jnp.asarray([[[0.005, 1.0]], [[3.0, 3.0]]], jnp.float32)  # [B=2, T=1, 2]
+  intermediates = {
+      "rotary_theta": (jnp.asarray([11000.0, 12000.0]),),
+      "decoder": {"_blocks_0": {"attna": {"pitch_bias_scale": (jnp.float32(0.5),)},
+                                "mlp_activation": (a, a * 2)}},
+  }
+  batch = {"decoder_target_tokens": np.array([[5], [6]], np.int32),
+           "valid": np.array([True, False])}
+  out = collect.activation_diagnostics(intermediates, batch)
+  np.testing.assert_array_equal(out["rotary_theta"]["model"], [11000.0, 12000.0])
+  assert float(out["pitch_bias_scale"]["decoder._blocks.0.attna"]) == 0.5
+  key = "decoder._blocks.0.mlp_activation"
+  # Row 0 only, both calls: |a| = 0.005, 1.0, 0.01, 2.0 -> mean 0.75375, one value below 0.01.
+  np.testing.assert_allclose(out["activation_mean_abs"][key], 0.75375, rtol=1e-6)
+  np.testing.assert_allclose(out["activation_sparsity"][key], 0.25)

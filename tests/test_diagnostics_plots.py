@@ -101,3 +101,15 @@ def test_plot_commands_write_pngs(tmp_path, capsys):
                        {"a head 0": rng.random((5, 9)), "b head 1": rng.random((9, 9))})
   _png(tmp_path / "attention.png")
   assert capsys.readouterr().out.count(".png") == 3
+
+
+def test_features_command_plots_a_recording(tmp_path, capsys):
+  import soundfile
+  sr = 16000
+  t = np.arange(int(0.6 * sr)) / sr
+  wave = sum(np.sin(2 * np.pi * 150.0 * h * t) / h for h in range(1, 6)) * 0.2
+  soundfile.write(tmp_path / "tone.wav", wave.astype(np.float32), sr)
+  cli.main(["plot", "features", "--wav", str(tmp_path / "tone.wav"), "--config",
+            "configs/tiny.py", "--out", str(tmp_path / "pics" / "f.png")])
+  assert capsys.readouterr().out.strip().endswith("f.png")
+  _png(tmp_path / "pics" / "f.png")
