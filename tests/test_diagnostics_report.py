@@ -200,6 +200,8 @@ def test_dotted_names_follow_the_reference():
   assert naming.dotted(["decoder", "_blocks_2", "lna", "scale"]) == "decoder._blocks.2.ln_a.scale"
   assert naming.dotted(["encoder", "frontend_spectrogram", "conv2", "kernel"]) == \
       "encoder.blocks.spectrogram.0.conv2.kernel"
+  assert naming.dotted(["decoder", "blend_spectrogram"]) == "decoder.blend.spectrogram"
+  assert naming.component_of("decoder.blend.spectrogram") is None  # not a Residual's blend
   assert naming.component_of("decoder._blocks.0.attna.q.bias") is None
   assert naming.component_of("decoder._blocks.0.attna.k.kernel") == "K"
   assert naming.component_of("decoder.blocks.spectrogram.0.blend") == "BLEND"
@@ -278,5 +280,6 @@ def test_cli_report_json_selects_steps(tmp_path):
   with contextlib.redirect_stdout(text):
     cli.main(["report", os.path.join(str(tmp_path), "diagnostics"), "--steps", ":0"])
   assert MOD + ": Q=1.0000, K=2.0000, V=4.0000, Sum=7.0000" in text.getvalue()
+  assert cli._finite_or_null({"r": [float("inf"), 1.0]}) == {"r": [None, 1.0]}
   with pytest.raises(ValueError, match="no diagnostics dumps"):
     dump.load_run(str(tmp_path), "100:200")

@@ -36,12 +36,24 @@ def _run_config(args) -> str:
   return resolved if args.run and os.path.exists(resolved) else DEFAULT_CONFIG
 
 
+def _finite_or_null(obj):
+  """Strict JSON: NaN/inf (a ratio with a zero denominator) become null."""
+  import math
+  if isinstance(obj, dict):
+    return {k: _finite_or_null(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_finite_or_null(v) for v in obj]
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  return obj
+
+
 def _report(args) -> int:
   from echo_jax.diagnostics import dump, report
   dumps = dump.load_run(args.run, args.steps)
   summary = report.summarize(dumps)
   if args.json:
-    json.dump(summary, sys.stdout, indent=1)
+    json.dump(_finite_or_null(summary), sys.stdout, indent=1, allow_nan=False)
     sys.stdout.write("\n")
   else:
     sys.stdout.write(report.format_report(summary, title=f"Diagnostics of {args.run}"))

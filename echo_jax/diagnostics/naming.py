@@ -7,6 +7,7 @@ names (`encoder.blocks.spectrogram.1.attna.q.kernel`):
   front-end at index 0 of the same ModuleList; `blocks.<feature>.<i>` in the decoder.
 - `_blocks_<i>` -> `_blocks.<i>`.
 - `lna`/`lnb`/`lnc` -> `ln_a`/`ln_b`/`ln_c` (the names the seed's report printed).
+- the decoder's per-feature `blend_<feature>` -> `blend.<feature>` (the reference's `blend[f]`).
 - an encoder front-end module (`frontend_<feature>`, `<feature>_frontend`, `fencoder_<feature>` ...)
   -> `blocks.<feature>.0`.
 Anything else keeps its name, so unknown modules still get a stable, readable key.
@@ -20,6 +21,7 @@ NORM_NAMES = {"lna": "ln_a", "lnb": "ln_b", "lnc": "ln_c"}
 
 _BLOCK_RE = re.compile(r"^blocks_(%s)_(\d+)$" % "|".join(FEATURES))
 _SHARED_BLOCK_RE = re.compile(r"^_blocks_(\d+)$")
+_FEATURE_BLEND_RE = re.compile(r"^blend_(%s)$" % "|".join(FEATURES))
 _FRONTEND_RE = re.compile(
     r"^(?:(?:frontend|front_end|fencoder|wencoder|pencoder|stem)_(%s)|(%s)_(?:frontend|front_end|stem))$"
     % ("|".join(FEATURES), "|".join(FEATURES)))
@@ -51,7 +53,10 @@ def dotted(names: Iterable[str]) -> str:
     block = _BLOCK_RE.match(name)
     shared = _SHARED_BLOCK_RE.match(name)
     frontend = _FRONTEND_RE.match(name) if top == "encoder" else None
-    if block:
+    feature_blend = _FEATURE_BLEND_RE.match(name) if top == "decoder" else None
+    if feature_blend:
+      out.append(f"blend.{feature_blend.group(1)}")
+    elif block:
       offset = 1 if top == "encoder" else 0
       out.append(f"blocks.{block.group(1)}.{int(block.group(2)) + offset}")
     elif shared:
