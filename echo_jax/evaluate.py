@@ -128,36 +128,14 @@ class TeacherForcing:
 
 
 def read_manifest(path: str, split: Optional[str] = None) -> List[Dict[str, str]]:
-  """TSV (path, transcript[, split]; optional header) or JSONL ({"path", "text"|"transcript",
-  "split"?}); relative audio paths are relative to the manifest's directory."""
-  base = os.path.dirname(os.path.abspath(path))
-  rows = []
-  with open(path, encoding="utf-8") as handle:
-    if path.endswith((".jsonl", ".json")):
-      for number, line in enumerate(handle, 1):
-        if not line.strip():
-          continue
-        obj = json.loads(line)
-        text = obj.get("text", obj.get("transcript"))
-        if "path" not in obj or text is None:
-          raise ValueError(f"{path}:{number}: a manifest line needs 'path' and 'text' (or "
-                           f"'transcript'), got keys {sorted(obj)}")
-        rows.append({"path": obj["path"], "text": text, "split": obj.get("split", ""),
-                     "id": obj.get("id", obj["path"])})
-    else:
-      for number, fields in enumerate(csv.reader(handle, delimiter="\t"), 1):
-        if not fields or (number == 1 and fields[0].lower() == "path"):
-          continue
-        if len(fields) < 2:
-          raise ValueError(f"{path}:{number}: expected path<TAB>transcript[<TAB>split]")
-        rows.append({"path": fields[0], "text": fields[1],
-                     "split": fields[2] if len(fields) > 2 else "", "id": fields[0]})
-  for row in rows:
-    if not os.path.isabs(row["path"]):
-      row["path"] = os.path.join(base, row["path"])
-  if split:
-    rows = [row for row in rows if row["split"] in ("", split)]
-  return rows
+  """Rows {id, path, text, split} of a manifest in any layout the data part reads
+  (echo_jax.data.builders.sources.manifest_items: .jsonl, .tsv with or without header, LibriSpeech
+  or Common Voice folders); `split` keeps only that split."""
+  from echo_jax.data.builders import sources
+  items = sources.manifest_items(os.path.abspath(path))
+  wanted = [sources.canonical_split(split, "--split")] if split else list(sources.SPLITS)
+  return [{"id": item.key, "path": item.audio_path, "text": item.raw_text, "split": name}
+          for name in wanted for item in items.get(name, [])]
 
 
 def manifest_examples(rows: Sequence[Dict[str, str]], config) -> List[Example]:
@@ -177,22 +155,36 @@ def split_examples(config, split: str, max_examples: int = -1) -> List[Example]:
     if 0 <= max_examples <= len(examples):
       break
     item = {"mel": np.asarray(record["mel"], np.float32), "f0": np.asarray(record["f0"], np.float32)}
-    if "waveform" in record:
+    if "waveform" in tuple(config.model.features):
       item["waveform"] = np.asarray(record["waveform"], np.float32)
     key = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
     text = record["text"].decode() if isinstance(record["text"], bytes) else str(record["text"])
+    seconds = item["mel"].shape[0] * int(config.data.hop_length) / int(config.data.sample_rate)
     examples.append(Example(key, text, [item], [(0, 0)],
-                            transcribe.FileResult(path=key, num_chunks=1),
+                            transcribe.FileResult(path=key, num_chunks=1, duration_s=seconds),
                             token_ids=np.asarray(record["tokens"], np.int32)))
   return examples
 
 
-def evaluate_examples(examples: Sequence[Example], config, model, variables, tokenizer,
-                      beam_size: int, batch_size: int) -> Dict:
+class Evaluator:
+  """The jitted decoder and teacher-forced pass for one run (reuse it across example sets)."""
+
+  def __init__(self, config, model, variables, tokenizer, beam_size: int, batch_size: int):
+    self.config = config
+    self.beam_size = int(beam_size)
+    self.transcriber = transcribe.BatchTranscriber(config, model, variables, tokenizer, beam_size,
+                                                   batch_size)
+    self.teacher_forcing = TeacherForcing(config, model, variables, tokenizer, batch_size)
+
+  def __call__(self, examples: Sequence[Example]) -> Dict:
+    return evaluate_examples(examples, self)
+
+
+def evaluate_examples(examples: Sequence[Example], evaluator: Evaluator) -> Dict:
   """Decodes (filling each example's result.text) and returns the summary dict."""
+  config, beam_size = evaluator.config, evaluator.beam_size
   prepared = [transcribe.PreparedFile(ex.result, ex.items, ex.bounds) for ex in examples]
-  transcriber = transcribe.BatchTranscriber(config, model, variables, tokenizer, beam_size,
-                                            batch_size)
+  transcriber = evaluator.transcriber
   start = time.perf_counter()
   transcribe.transcribe_prepared(prepared, transcriber, int(config.data.sample_rate))
   decode_seconds = time.perf_counter() - start
@@ -209,8 +201,7 @@ def evaluate_examples(examples: Sequence[Example], config, model, variables, tok
   if usable:
     summary["decoded"] = error_rates([ex.reference for ex in usable],
                                      [ex.result.text for ex in usable])
-  summary["teacher_forced"] = TeacherForcing(config, model, variables, tokenizer,
-                                             batch_size)(usable)
+  summary["teacher_forced"] = evaluator.teacher_forcing(usable)
   return summary
 
 
@@ -247,7 +238,9 @@ def parse_args(argv):
                       help="prepared split to evaluate (train/validation/test); with --manifest "
                            "it filters rows by their split column")
   parser.add_argument("--manifest", default=None,
-                      help="TSV (path<TAB>transcript[<TAB>split]) or JSONL (path, text[, split])")
+                      help="JSONL ({path, text[, split, id]}), TSV (path<TAB>transcript, or a "
+                           "header naming path/text/split columns), or a LibriSpeech / Common "
+                           "Voice folder; relative audio paths are relative to the manifest")
   parser.add_argument("--max-examples", type=int, default=-1, help="-1: all")
   parser.add_argument("--beam-size", type=int, default=None, help="default: config.decode.beam_size")
   parser.add_argument("--batch-size", type=int, default=None,
@@ -278,8 +271,8 @@ def main(argv=None) -> int:
   if not examples:
     print("nothing to evaluate (no examples found)", file=sys.stderr)
     return 1
-  summary = evaluate_examples(examples, config, run.model, run.variables, run.tokenizer,
-                              beam_size, batch_size)
+  evaluator = Evaluator(config, run.model, run.variables, run.tokenizer, beam_size, batch_size)
+  summary = evaluator(examples)
   summary.update(workdir=os.path.abspath(args.workdir), checkpoint_step=run.step,
                  source=args.manifest or f"split:{args.split}")
   out_dir = args.out or os.path.join(args.workdir, "eval", f"{name}_step{run.step}")

@@ -1,0 +1,138 @@
+"""Evaluation: WER/CER against hand counts, teacher-forced accuracy against the trainer's
+definition, split and manifest modes agreeing on the same audio, and the CLI outputs."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from echo_jax import evaluate
+
+
+def test_error_rates_match_hand_counted_edits():
+  refs = ["Hello, World!", "the cat sat", "A B C D"]
+  hyps = ["hello world", "The cat sat down.", "a x c"]
+  # Normalised: 0 edits; 1 inserted word ("down"); 1 substitution (b->x) + 1 deletion (d).
+  rates = evaluate.error_rates(refs, hyps)
+  assert rates["reference_words"] == 2 + 3 + 4
+  assert rates["word_insertions"] == 1 and rates["word_substitutions"] == 1
+  assert rates["word_deletions"] == 1
+  assert rates["wer"] == pytest.approx(3 / 9)
+  # Characters (spaces count): " down" inserts 5; "a b c d" -> "a x c": 1 substitution, 2 deletions.
+  assert rates["reference_characters"] == 11 + 11 + 7
+  assert rates["cer"] == pytest.approx((5 + 1 + 2) / 29)
+  assert evaluate.utterance_wer("It's OK", "its ok") == pytest.approx(0.5)
+
+
+def test_read_manifest_layouts_relative_paths_and_split(tmp_path):
+  (tmp_path / "a").mkdir()
+  jsonl = tmp_path / "m.jsonl"
+  jsonl.write_text("\n".join(json.dumps(r) for r in [
+      {"id": "u1", "path": "a/1.wav", "text": "one", "split": "test"},
+      {"id": "u2", "path": "/abs/2.wav", "transcript": "two", "split": "train"},
+      {"id": "u3", "path": "a/3.wav", "text": "three", "split": "dev"}]) + "\n")
+  rows = evaluate.read_manifest(str(jsonl))
+  assert {r["id"]: (r["path"], r["text"], r["split"]) for r in rows} == {
+      "u1": (str(tmp_path / "a" / "1.wav"), "one", "test"),
+      "u2": ("/abs/2.wav", "two", "train"),
+      "u3": (str(tmp_path / "a" / "3.wav"), "three", "validation")}
+  assert [r["id"] for r in evaluate.read_manifest(str(jsonl), "test")] == ["u1"]
+  tsv = tmp_path / "m.tsv"
+  tsv.write_text("path\ttext\tsplit\na/1.wav\tone\ttest\na/2.wav\ttwo\ttest\n")
+  assert [r["text"] for r in evaluate.read_manifest(str(tsv), "test")] == ["one", "two"]
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text(json.dumps({"text": "no path"}) + "\n")
+  with pytest.raises(ValueError, match="bad.jsonl:1"):
+    evaluate.read_manifest(str(bad))
+
+
+@pytest.fixture(scope="session")
+def eval_run(tmp_path_factory, _tiny_prepared_session):
+  """A workdir (resolved config + one checkpoint of a random tiny model) on the session's prepared
+  tiny corpus; no tokenizer copy, so loading goes through the prepared data's tokenizer."""
+  import ml_collections
+
+  from echo_jax import checkpointing, trainer
+  config = ml_collections.ConfigDict(_tiny_prepared_session[0].to_dict())
+  prepared = _tiny_prepared_session[1]
+  tokenizer = prepared.load_tokenizer()
+  config.model.vocab_size = tokenizer.vocab_size
+  config.data.eval_batch_size = 4
+  config.decode.max_length = 12
+  workdir = str(tmp_path_factory.mktemp("eval_run"))
+  trainer.write_resolved_config(config, workdir)
+  model = trainer.build_model(config)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), trainer.example_batch(config, 1))["params"]
+  params = jax.tree_util.tree_map(lambda x: x, params)
+  params["decoder"]["positional_embedding"] = params["decoder"]["positional_embedding"] * 30.0
+  saver = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), keep_last=1,
+                                     keep_best=0, async_save=False)
+  saver.save(3, params, {"step": np.int32(3)}, {"position": 0})
+  saver.close()
+  return workdir, config, prepared, tokenizer, model, params
+
+
+def test_evaluate_split_cli_writes_consistent_outputs(eval_run, capsys):
+  import jiwer
+
+  from echo_jax.data import pipeline
+  workdir, config, prepared, tokenizer, model, params = eval_run
+  code = evaluate.main(["--workdir", workdir, "--split", "test"])
+  printed = json.loads(capsys.readouterr().out)
+  assert code == 0
+  out_dir = os.path.join(workdir, "eval", "test_step3")
+  assert printed["outputs"] == out_dir
+  with open(os.path.join(out_dir, "summary.json")) as handle:
+    summary = json.load(handle)
+  rows = [json.loads(line) for line in open(os.path.join(out_dir, "predictions.jsonl"))]
+  tsv = open(os.path.join(out_dir, "predictions.tsv")).read().strip().split("\n")
+  assert summary["num_examples"] == len(rows) == len(tsv) - 1 == prepared.split_sizes["test"] > 0
+  assert summary["checkpoint_step"] == 3
+  assert "normalise_transcript" in summary["normalisation"]
+  # The decoded WER is the corpus WER of the written (normalised) predictions.
+  wer = jiwer.wer([r["reference_normalised"] for r in rows],
+                  [r["hypothesis_normalised"] for r in rows])
+  assert summary["decoded"]["wer"] == pytest.approx(wer)
+  # Teacher-forced accuracy equals the trainer's definition over the pipeline's eval batches.
+  correct = total = 0
+  apply = jax.jit(model.apply)
+  for batch in pipeline.make_eval_batches(config, "test"):
+    logits = apply({"params": params}, batch)
+    targets = batch["decoder_target_tokens"]
+    mask = (targets != 0) & batch["valid"][:, None]
+    correct += int(np.sum((np.asarray(logits).argmax(-1) == targets) & mask))
+    total += int(np.sum(mask))
+  assert summary["teacher_forced"]["target_tokens"] == total
+  assert summary["teacher_forced"]["token_accuracy"] == pytest.approx(correct / total)
+  assert summary["teacher_forced"]["skipped"] == 0
+
+
+def test_manifest_mode_agrees_with_split_mode_and_reports_bad_files(eval_run, tmp_path):
+  workdir, config, prepared, tokenizer, model, params = eval_run
+  split = evaluate.split_examples(config, "test")
+  corpus = config.data.corpus_dir
+  rows = [r for r in evaluate.read_manifest(os.path.join(corpus, "manifest.jsonl"), "test")]
+  assert sorted(r["id"] for r in rows) == sorted(ex.key for ex in split)
+  manifest = tmp_path / "test.tsv"
+  lines = ["path\ttext\tid"] + [f"{r['path']}\t{r['text']}\t{r['id']}" for r in rows]
+  lines.append(f"{tmp_path / 'missing.wav'}\tnothing here\tmissing")
+  manifest.write_text("\n".join(lines) + "\n")
+  from_manifest = evaluate.manifest_examples(evaluate.read_manifest(str(manifest)), config)
+  evaluator = evaluate.Evaluator(config, model, {"params": params}, tokenizer, beam_size=1,
+                                 batch_size=4)
+  split_summary = evaluator(split)
+  manifest_summary = evaluator(from_manifest)
+  # The same wavs through the transcription path give the features the model trained on, hence
+  # the same transcripts and numbers; the missing file is reported, not fatal.
+  assert manifest_summary["failed"] == {"missing": "unreadable"}
+  assert manifest_summary["num_decoded"] == split_summary["num_examples"]
+  by_key = {ex.key: ex.result.text for ex in split}
+  for ex in from_manifest[:-1]:
+    assert ex.result.text == by_key[ex.key]
+  assert manifest_summary["decoded"] == split_summary["decoded"]
+  assert manifest_summary["teacher_forced"] == split_summary["teacher_forced"]
+  evaluate.write_outputs(str(tmp_path / "out"), from_manifest, manifest_summary)
+  written = [json.loads(line) for line in open(tmp_path / "out" / "predictions.jsonl")]
+  assert written[-1]["error"] == "unreadable" and "hypothesis" not in written[-1]
