@@ -5,7 +5,6 @@ plot command writes a readable PNG."""
 import json
 
 import jax
-import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
 import pytest

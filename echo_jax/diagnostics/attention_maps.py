@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from echo_jax.diagnostics import naming
+from echo_jax.diagnostics.report import natural_key
 
 
 @contextlib.contextmanager
@@ -59,20 +60,15 @@ def attention_weights(model, variables, batch: Mapping[str, Any]) -> Dict[str, n
 def default_layers(names: Sequence[str]) -> list:
   """First and last encoder self-attention and first and last decoder cross-attention."""
   enc = sorted([n for n in names if n.startswith("encoder") and n.endswith("attna")],
-               key=naming_key)
+               key=natural_key)
   cross = sorted([n for n in names if n.startswith("decoder") and n.endswith("attnb")],
-                 key=naming_key)
+                 key=natural_key)
   picked = []
   for group in (enc, cross):
     for n in (group[:1] + group[-1:]):
       if n not in picked:
         picked.append(n)
   return picked
-
-
-def naming_key(name: str):
-  from echo_jax.diagnostics.report import natural_key
-  return natural_key(name)
 
 
 def select_maps(weights: Mapping[str, np.ndarray], batch: Mapping[str, Any],

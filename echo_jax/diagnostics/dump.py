@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -172,8 +172,8 @@ def load_index(run: str) -> Dict[str, Any]:
   return index
 
 
-def load_step(run: str, step: int) -> Dict[str, np.ndarray]:
-  path = os.path.join(diagnostics_dir(run), f"step_{step:06d}.npz")
+def load_step(run: str, step: int, file: Optional[str] = None) -> Dict[str, np.ndarray]:
+  path = os.path.join(diagnostics_dir(run), file or f"step_{step:06d}.npz")
   with np.load(path) as archive:
     return {k: archive[k] for k in archive.files}
 
@@ -182,13 +182,9 @@ def load_run(run: str, steps: Optional[str] = None) -> Dict[int, Dict[str, np.nd
   """{step: {flat key: array}} for the dumped steps within `steps` ("A:B", inclusive)."""
   lo, hi = parse_steps(steps)
   index = load_index(run)
-  selected = [s["step"] for s in index["steps"]
+  selected = [s for s in index["steps"]
               if (lo is None or s["step"] >= lo) and (hi is None or s["step"] <= hi)]
   if not selected:
     available = [s["step"] for s in index["steps"]]
     raise ValueError(f"no diagnostics dumps in steps {steps!r}; dumped steps: {available}")
-  return {step: load_step(run, step) for step in selected}
-
-
-def steps_of(dumps: Mapping[int, Any]) -> Iterable[int]:
-  return sorted(dumps)
+  return {s["step"]: load_step(run, s["step"], s["file"]) for s in selected}

@@ -72,12 +72,12 @@ def _is_weight(leaf: str) -> bool:
   return leaf in ("kernel", "weight", "w", "scale", "embedding")
 
 
-def component_of(leaf_path: str, first_mlp_kernel: Optional[str] = None) -> Optional[str]:
+def component_of(leaf_path: str) -> Optional[str]:
   """The seed component (GATE, MLP, Q, K, V, O, LN, ENCODER, BLEND) of a dotted leaf, or None.
 
   Mirrors the tensors the seed hooked: the q/k/v/o weight matrices (not biases), the first MLP
-  weight (`mlp[0].weight`; pass `first_mlp_kernel`, the dotted leaf of that kernel, when the MLP
-  has several), the gate weight (`mlp_gate[0].weight`), every RMSNorm weight of a residual block,
+  weights (every MLP kernel here; collect.classify_params keeps the first layer's, `mlp[0].weight`,
+  by shape), the gate weight (`mlp_gate[0].weight`), every RMSNorm weight of a residual block,
   each block's blend scalar, and the encoder front-end weights (conv kernels).
   """
   parts = leaf_path.split(".")
@@ -88,8 +88,6 @@ def component_of(leaf_path: str, first_mlp_kernel: Optional[str] = None) -> Opti
   if re.search(r"(^|\.)mlp_gate(\.|$)", leaf_path):
     return "GATE" if _is_weight(leaf) and leaf != "scale" else None
   if re.search(r"(^|\.)mlp\.", leaf_path):
-    if first_mlp_kernel is not None:
-      return "MLP" if leaf_path == first_mlp_kernel else None
     return "MLP" if leaf in ("kernel", "weight") else None
   if any(p in ("ln_a", "ln_b", "ln_c") for p in parts) and _is_weight(leaf):
     return "LN"
@@ -105,14 +103,6 @@ GROUP_OF_COMPONENT = {
     "GATE": "mlp_gate", "MLP": "mlp", "Q": "q", "K": "k", "V": "v", "O": "o", "LN": "norms",
     "BLEND": "blends", "ENCODER": "encoder_frontend",
 }
-
-
-def module_of(leaf_path: str) -> str:
-  """`encoder.blocks.spectrogram.1.attna.q.kernel` -> `encoder.blocks.spectrogram.1.attna`."""
-  m = re.match(r"^(.*\.attn[ab])\.[qkvo]\.", leaf_path)
-  if m:
-    return m.group(1)
-  return leaf_path.rsplit(".", 1)[0]
 
 
 def sample_key(leaf_path: str, component: str) -> str:

@@ -6,7 +6,7 @@ run's files, so each picture can be regenerated from the command line (see __mai
 
 import json
 import os
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import matplotlib
 
