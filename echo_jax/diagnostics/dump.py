@@ -11,16 +11,18 @@ Format (version `echo_jax.diagnostics.v1`), under `<workdir>/diagnostics/`:
   "keys": {key: {"shape", "dtype"}}}`, rewritten atomically after every dump.
 
 `np.load(path)` and `json.load` are all a reader needs; `load_run` below does exactly that.
+Paths go through etils.epath, so a gs:// workdir works as a local one.
 """
 
 import concurrent.futures
+import io
 import json
-import os
 import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+from etils import epath
 
 FORMAT = "echo_jax.diagnostics.v1"
 SUBDIR = "diagnostics"
@@ -50,11 +52,18 @@ def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
   return out
 
 
-def diagnostics_dir(run: str) -> str:
+def diagnostics_dir(run: str) -> epath.Path:
   """`run` may be a workdir (holding diagnostics/) or the diagnostics folder itself."""
-  if os.path.exists(os.path.join(run, INDEX)):
+  run = epath.Path(run)
+  if (run / INDEX).exists():
     return run
-  return os.path.join(run, SUBDIR)
+  return run / SUBDIR
+
+
+def _write_atomic(path: epath.Path, data: bytes) -> None:
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_bytes(data)
+  tmp.replace(path)
 
 
 def _gather_if_needed(flat: Dict[str, Any]) -> Dict[str, Any]:
@@ -82,18 +91,17 @@ class DiagnosticsWriter:
     if process_index is None:
       import jax
       process_index = jax.process_index()
-    self.directory = os.path.join(workdir, SUBDIR)
+    self.directory = epath.Path(workdir) / SUBDIR
     self.is_writer = process_index == 0
     self._lock = threading.Lock()
     self._pending: List[concurrent.futures.Future] = []
     self._executor = None
     self._index = {"format": FORMAT, "sparsity_threshold": None, "steps": [], "keys": {}}
     if self.is_writer:
-      os.makedirs(self.directory, exist_ok=True)
-      index_path = os.path.join(self.directory, INDEX)
-      if os.path.exists(index_path):  # A resumed run appends to its own index.
-        with open(index_path) as f:
-          self._index = json.load(f)
+      self.directory.mkdir(parents=True, exist_ok=True)
+      index_path = self.directory / INDEX
+      if index_path.exists():  # A resumed run appends to its own index.
+        self._index = json.loads(index_path.read_text())
       self._executor = concurrent.futures.ThreadPoolExecutor(
           max_workers=1, thread_name_prefix="diagnostics-writer")
 
@@ -104,15 +112,15 @@ class DiagnosticsWriter:
       return
     self._pending.append(self._executor.submit(self._write_now, int(step), flat))
 
-  def _write_now(self, step: int, flat: Dict[str, Any]) -> str:
+  def _write_now(self, step: int, flat: Dict[str, Any]) -> epath.Path:
     import jax
     from echo_jax.diagnostics.collect import SPARSITY_THRESHOLD
     host = {k: np.asarray(v, np.float32) for k, v in jax.device_get(flat).items()}
     name = f"step_{step:06d}.npz"
-    path = os.path.join(self.directory, name)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **host)
-    os.replace(tmp, path)
+    path = self.directory / name
+    buffer = io.BytesIO()
+    np.savez(buffer, **host)
+    _write_atomic(path, buffer.getvalue())
     with self._lock:
       steps = [s for s in self._index["steps"] if s["step"] != step]
       steps.append({"step": step, "file": name, "time": time.time()})
@@ -120,10 +128,7 @@ class DiagnosticsWriter:
       self._index["sparsity_threshold"] = SPARSITY_THRESHOLD
       self._index["keys"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
                              for k, v in sorted(host.items())}
-      index_path = os.path.join(self.directory, INDEX)
-      with open(index_path + ".tmp", "w") as f:
-        json.dump(self._index, f, indent=1)
-      os.replace(index_path + ".tmp", index_path)
+      _write_atomic(self.directory / INDEX, json.dumps(self._index, indent=1).encode())
     return path
 
   def _raise_failed(self) -> None:
@@ -160,21 +165,20 @@ def parse_steps(spec: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
 
 
 def load_index(run: str) -> Dict[str, Any]:
-  path = os.path.join(diagnostics_dir(run), INDEX)
-  if not os.path.exists(path):
+  path = diagnostics_dir(run) / INDEX
+  if not path.exists():
     raise FileNotFoundError(
         f"no diagnostics index at {path}; train with config.diagnostics.every > 0 "
         f"or pass the run's workdir.")
-  with open(path) as f:
-    index = json.load(f)
+  index = json.loads(path.read_text())
   if index.get("format") != FORMAT:
     raise ValueError(f"{path}: format {index.get('format')!r}, expected {FORMAT!r}")
   return index
 
 
 def load_step(run: str, step: int, file: Optional[str] = None) -> Dict[str, np.ndarray]:
-  path = os.path.join(diagnostics_dir(run), file or f"step_{step:06d}.npz")
-  with np.load(path) as archive:
+  path = diagnostics_dir(run) / (file or f"step_{step:06d}.npz")
+  with np.load(io.BytesIO(path.read_bytes())) as archive:
     return {k: archive[k] for k in archive.files}
 
 
