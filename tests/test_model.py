@@ -106,21 +106,25 @@ def test_theta_per_utterance_in_model(setup, encoded):
 
 def test_incremental_decoding_matches_full_decode(setup, encoded):
   _, model, batch, variables, _, logits = setup
-  enc = encoded
-  step = jax.jit(lambda cache, tokens: decode_step(model, variables, cache, enc, tokens))
+  step = jax.jit(lambda cache, enc, tokens: decode_step(model, variables, cache, enc, tokens))
   tokens = batch["decoder_input_tokens"]
-  cache = init_decode_cache(model, variables, enc, 3, TOKENS)
+  cache = init_decode_cache(model, variables, encoded, 3, TOKENS)
   outputs = []
   for t in range(TOKENS):
-    out, cache = step(cache, tokens[:, t:t + 1])
+    out, cache = step(cache, encoded, tokens[:, t:t + 1])
     outputs.append(out)
   np.testing.assert_allclose(jnp.concatenate(outputs, axis=1), logits, atol=ATOL)
   # A prefill of 4 tokens, then single steps, gives the same logits.
-  cache = init_decode_cache(model, variables, enc, 3, TOKENS)
-  first, cache = step(cache, tokens[:, :4])
+  cache = init_decode_cache(model, variables, encoded, 3, TOKENS)
+  first, cache = step(cache, encoded, tokens[:, :4])
   np.testing.assert_allclose(first, logits[:, :4], atol=ATOL)
-  nxt, _ = step(cache, tokens[:, 4:5])
+  nxt, _ = step(cache, encoded, tokens[:, 4:5])
   np.testing.assert_allclose(nxt[:, 0], logits[:, 4], atol=ATOL)
+  # Cross-attention keys/values come from the first cached call and are reused: later calls
+  # do not look at the encodings again.
+  other = encoded.replace(encodings={f: jnp.ones_like(x) for f, x in encoded.encodings.items()})
+  reused, _ = step(cache, other, tokens[:, 4:5])
+  np.testing.assert_allclose(reused, nxt, atol=ATOL)
 
 
 def test_single_compilation_and_finite_gradients(setup):

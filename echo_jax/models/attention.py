@@ -33,7 +33,8 @@ class MultiheadA(nn.Module):
     """x [B, Tq, d] queries; kv [B, Tk, d] keys/values (None: self-attention); key_valid [B, Tk].
 
     pitch_z [B, T] (self-attention over F0-aligned frames only) adds the pitch-similarity bias.
-    decode=True: keys/values/validity are appended to the "cache" collection (self-attention).
+    decode=True: self-attention appends keys/values/validity to the "cache" collection;
+    cross-attention computes its keys/values on the first cached call and reuses them after.
     """
     s = self.settings
     dtype = compute_dtype(s)
@@ -41,26 +42,20 @@ class MultiheadA(nn.Module):
     heads, head_dim = s.num_heads, s.head_dim
     source = x if kv is None else kv
     q = dense(s.d_model, "q", dtype)(x).reshape(batch, q_len, heads, head_dim)
-    k = dense(s.d_model, "k", dtype, use_bias=False)(source)
-    k = k.reshape(batch, source.shape[1], heads, head_dim)
-    v = dense(s.d_model, "v", dtype)(source).reshape(batch, source.shape[1], heads, head_dim)
-
     learned_radius = None
     if s.radius_mode == "learned" and (q_rotary is not None or k_rotary is not None):
       raw = self.param("radius", nn.initializers.constant(inverse_softplus(1.0)),
                        (head_dim // 2,), jnp.float32)
       learned_radius = jax.nn.softplus(raw)
-    scale = head_dim ** -0.25
-    q = apply_rotary(q, q_rotary, learned_radius) if q_rotary is not None else q.astype(jnp.float32)
-    k = apply_rotary(k, k_rotary, learned_radius) if k_rotary is not None else k.astype(jnp.float32)
-    q = (q * scale).astype(dtype)
-    k = (k * scale).astype(dtype)
+    q = _rotate_and_scale(q, q_rotary, learned_radius, head_dim).astype(dtype)
 
     q_pos = jnp.arange(q_len)
-    k_pos = jnp.arange(k.shape[1])
-    if decode:
-      if kv is not None:
-        raise ValueError("the KV cache is for self-attention; cross-attention is recomputed")
+    k_pos = jnp.arange(source.shape[1])
+    if decode and kv is not None:
+      k, v = self._cached_cross_kv(source, k_rotary, learned_radius)
+    else:
+      k, v = _project_kv(self, source, k_rotary, learned_radius)
+    if decode and kv is None:
       initialised = self.has_variable("cache", "cached_key")
       cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
       cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
@@ -70,8 +65,7 @@ class MultiheadA(nn.Module):
       if initialised:
         index = cache_index.value
         k = jax.lax.dynamic_update_slice(cached_key.value, k, (0, index, 0, 0))
-        v = jax.lax.dynamic_update_slice(cached_value.value, v.astype(cached_value.value.dtype),
-                                         (0, index, 0, 0))
+        v = jax.lax.dynamic_update_slice(cached_value.value, v, (0, index, 0, 0))
         key_valid = jax.lax.dynamic_update_slice(cached_valid.value, key_valid, (0, index))
         cached_key.value, cached_value.value, cached_valid.value = k, v, key_valid
         cache_index.value = index + q_len
@@ -109,3 +103,46 @@ class MultiheadA(nn.Module):
     out = dense(s.d_model, "o", dtype)(out.reshape(batch, q_len, s.d_model))
     self.sow("intermediates", "attention_output", out)
     return out
+
+  def _cached_cross_kv(self, source, k_rotary, learned_radius):
+    """Cross-attention keys/values, projected once per decoded sequence (the encoder is fixed)."""
+    initialised = self.has_variable("cache", "cached_cross_key")
+    if not initialised:  # the call that creates the cache: compute normally
+      k, v = _project_kv(self, source, k_rotary, learned_radius)
+      self.variable("cache", "cached_cross_key", jnp.zeros, k.shape, k.dtype)
+      self.variable("cache", "cached_cross_value", jnp.zeros, v.shape, v.dtype)
+      self.variable("cache", "cross_filled", lambda: jnp.array(False))
+      return k, v
+    cached_key = self.variable("cache", "cached_cross_key")
+    cached_value = self.variable("cache", "cached_cross_value")
+    filled = self.variable("cache", "cross_filled")
+
+    def reuse(module, source, k_rotary, learned_radius, stored_key, stored_value):
+      del module, source, k_rotary, learned_radius
+      return stored_key, stored_value
+
+    def project(module, source, k_rotary, learned_radius, stored_key, stored_value):
+      del stored_key, stored_value
+      return _project_kv(module, source, k_rotary, learned_radius)
+
+    k, v = nn.cond(filled.value, reuse, project, self, source, k_rotary, learned_radius,
+                   cached_key.value, cached_value.value)
+    cached_key.value, cached_value.value = k, v
+    filled.value = jnp.array(True)
+    return k, v
+
+
+def _rotate_and_scale(x, rotary, learned_radius, head_dim):
+  """Rotates (float32) and scales by hd^-1/4, so that q.k carries the 1/sqrt(hd) of attention."""
+  x = apply_rotary(x, rotary, learned_radius) if rotary is not None else x.astype(jnp.float32)
+  return x * head_dim ** -0.25
+
+
+def _project_kv(module, source, k_rotary, learned_radius):
+  """k (no bias, rotated, scaled) and v projections of source [B, T, d] -> [B, T, H, hd] each."""
+  s = module.settings
+  dtype = compute_dtype(s)
+  shape = source.shape[:2] + (s.num_heads, s.head_dim)
+  k = dense(s.d_model, "k", dtype, use_bias=False)(source).reshape(shape)
+  v = dense(s.d_model, "v", dtype)(source).reshape(shape)
+  return _rotate_and_scale(k, k_rotary, learned_radius, s.head_dim).astype(dtype), v

@@ -54,7 +54,7 @@ class Residual(nn.Module):
         raise ValueError("a cross-attention Residual needs xa and xa_valid")
       c = MultiheadA(s, name="attnb")(
           RMSNorm(dtype, name="lnb")(x), kv=xa, key_valid=xa_valid, q_rotary=cross_q_rotary,
-          k_rotary=cross_k_rotary)
+          k_rotary=cross_k_rotary, decode=decode)
       b = jax.nn.sigmoid(self.param("blend", nn.initializers.constant(BLEND_INIT), (),
                                     jnp.float32)).astype(dtype)
       x = b * x + (1 - b) * c
