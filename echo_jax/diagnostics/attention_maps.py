@@ -135,7 +135,9 @@ def from_wave(config, wave: np.ndarray, workdir: Optional[str] = None, text: Opt
   batch["mel"][0, :frames] = feats["mel"]
   batch["f0"][0, :frames] = feats["f0"]
   batch["num_frames"][0] = frames
-  ids = [] if (text is None or tokenizer is None) else list(tokenizer.encode(text))
+  if text is not None and tokenizer is None:
+    raise ValueError("--text needs --workdir: the transcript is encoded with the run's tokenizer")
+  ids = [] if text is None else list(tokenizer.encode(text))
   length = batch["decoder_input_tokens"].shape[1]
   ids = ids[:length - 1]
   batch["decoder_input_tokens"][0, :len(ids) + 1] = [1] + ids
