@@ -140,3 +140,27 @@ def test_fzero_pad_scale_is_the_reference_behaviour():
   before = plain.apply({"params": params}, x, key_valid=valid)[:, :4]
   after = plain.apply({"params": params}, x.at[:, 4:].set(5.0), key_valid=valid)[:, :4]
   np.testing.assert_allclose(before, after, atol=1e-6)
+
+
+def test_dropout_only_in_training(default_model):
+  cfg, batch, variables, logits = default_model
+  model = EchoModel(tiny_model_config(dropout_rate=0.3))
+  apply = jax.jit(functools.partial(model.apply, train=True))
+  first = apply(variables, batch, rngs={"dropout": jax.random.PRNGKey(0)})
+  second = apply(variables, batch, rngs={"dropout": jax.random.PRNGKey(1)})
+  assert float(jnp.abs(first - second).max()) > 1e-4
+  # Evaluation (train=False, the default) is deterministic and equals the dropout-free model.
+  np.testing.assert_allclose(jax.jit(model.apply)(variables, batch), logits, atol=ATOL)
+
+
+def test_too_long_inputs_fail_with_the_field_to_change():
+  cfg = tiny_model_config(audio_ctx=12, text_ctx=6)
+  model = EchoModel(cfg)
+  rng = jax.random.PRNGKey(0)
+  with pytest.raises(ValueError, match="audio_ctx"):
+    jax.eval_shape(model.init, rng, random_batch(cfg, [16], [3], 16, 4))
+  with pytest.raises(ValueError, match="text_ctx"):
+    jax.eval_shape(model.init, rng, random_batch(cfg, [8], [3], 8, 7))
+  wrong_mels = random_batch(tiny_model_config(n_mels=8), [8], [3], 8, 4)
+  with pytest.raises(ValueError, match="n_mels"):
+    jax.eval_shape(model.init, rng, wrong_mels)
