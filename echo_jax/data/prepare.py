@@ -214,8 +214,12 @@ def _split_sizes(builder) -> dict:
   return {name: int(info.num_examples) for name, info in builder.info.splits.items()}
 
 
-def ensure_prepared(config) -> PreparedData:
-  """Makes sure config.data's dataset is prepared (corpus, tokenizer, TFDS build); returns it."""
+def builder_config_for(config):
+  """(builder kind, SpeechConfig) of config.data; makes the corpus and tokenizer if missing.
+
+  The config's name is a hash of everything that determines the stored data (feature parameters,
+  source contents, tokenizer file, stored streams); batching fields do not enter it.
+  """
   from echo_jax.data import features as features_lib
   from echo_jax.data.builders import speech
 
@@ -227,7 +231,6 @@ def ensure_prepared(config) -> PreparedData:
   identity = {"features": params, "source": source_fingerprint,
               "tokenizer": _file_hash(tokenizer_path), "store_features": store_features,
               "store_waveform": bool(d.store_waveform), "version": speech.DATA_VERSION}
-  kind = _builder_kind(str(d.dataset))
   builder_config = speech.SpeechConfig(
       name=f"{int(d.n_mels)}mel-{_hash(identity)}", version=speech.DATA_VERSION,
       description=f"{d.dataset} prepared by echo_jax", features=params, source=source,
@@ -236,6 +239,18 @@ def ensure_prepared(config) -> PreparedData:
       tokenizer_path=tokenizer_path, tokenizer_fingerprint=identity["tokenizer"],
       store_features=store_features, store_waveform=bool(d.store_waveform),
       workers=int(d.prepare_workers))
+  return _builder_kind(str(d.dataset)), builder_config
+
+
+def ensure_prepared(config) -> PreparedData:
+  """Makes sure config.data's dataset is prepared (corpus, tokenizer, TFDS build); returns it."""
+  from echo_jax.data.builders import speech
+
+  d = config.data
+  kind, builder_config = builder_config_for(config)
+  tokenizer_path = builder_config.tokenizer_path
+  params = builder_config.features
+  store_features = builder_config.store_features
   data_dir = tfds_data_dir(config)
   builder = speech.BUILDERS[kind](config=builder_config, data_dir=data_dir)
   report_path = os.path.join(data_dir, REPORT_FILE)
