@@ -15,13 +15,11 @@ data.max_target_length tokens.
 """
 
 import argparse
-import contextlib
-import functools
 import importlib.util
 import json
-import math
 import os
 import platform
+import re
 import resource
 import sys
 import tempfile
@@ -263,7 +261,6 @@ def time_train_step(config, frames: int, tokens: int, batch_size: int, steps: in
 def bench_train(config, frames: int, tokens: int, batch_size: int, steps: int,
                 peak_gflops: float) -> Dict[str, Any]:
   from echo_jax import flops as flops_lib
-  from echo_jax.models import count_params
   from echo_jax.models.echo import expected_param_count
 
   result = time_train_step(config, frames, tokens, batch_size, steps)
@@ -288,7 +285,6 @@ def bench_train(config, frames: int, tokens: int, batch_size: int, steps: int,
       "peak_rss_mib": peak_rss_mib(),
       "device_memory_mib": device_memory(),
   })
-  del count_params
   # What the model's own GEMM shapes reach on this machine (bounds the MFU from above).
   s_rows = batch_size * frames // int(config.model.spectrogram_downsample)
   d = int(config.model.d_model)
@@ -309,6 +305,112 @@ def bench_diagnostics(config, frames: int, tokens: int, batch_size: int, steps: 
           "ratio": diag["step"]["median_s"] / plain["step"]["median_s"],
           "diagnostics_compile_s": diag["compile_s"], "plain_compile_s": plain["compile_s"],
           "diagnostics_xla_flops": diag["xla_flops"], "plain_xla_flops": plain["xla_flops"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# Profile: where the train step's time goes.
+
+
+def _source_group(op_name: str) -> str:
+  """A source op path without the jit wrapper and layer numbers (blocks_spectrogram_1 -> ...)."""
+  group = re.sub(r"_\d+/", "/", op_name.replace("jit(step_fn)/", ""))
+  group = group.replace("transpose(jvp(EchoModel))", "backward").replace("jvp(EchoModel)", "forward")
+  return group or "(no source op)"
+
+
+def profile_breakdown(trace_file: str, hlo_text: str, top: int = 25) -> Dict[str, Any]:
+  """Op time of a jax.profiler trace of a compiled step, split into contractions (ops whose HLO
+  holds a dot/convolution) and everything else, grouped by source op, with GFLOP/s per group."""
+  import collections
+  import gzip
+
+  from echo_jax import flops as flops_lib
+
+  instructions = flops_lib.hlo_instructions(hlo_text)
+  with gzip.open(trace_file) as f:
+    events = json.load(f)["traceEvents"]
+  busy_us = collections.Counter()
+  calls = collections.Counter()
+  for event in events:
+    name = event.get("name")
+    if "dur" in event and name in instructions:
+      busy_us[name] += float(event["dur"])
+      calls[name] += 1
+  total_us = sum(busy_us.values())
+  contraction_us = sum(t for n, t in busy_us.items() if instructions[n]["flops"] > 0)
+  contraction_flops = sum(instructions[n]["flops"] * calls[n] for n in busy_us)
+  groups_us, groups_flops = collections.Counter(), collections.Counter()
+  for name, t in busy_us.items():
+    group = _source_group(instructions[name]["op_name"])
+    groups_us[group] += t
+    groups_flops[group] += instructions[name]["flops"] * calls[name]
+  return {
+      "op_seconds": total_us / 1e6,
+      "contraction_seconds": contraction_us / 1e6,
+      "contraction_share": contraction_us / total_us if total_us else float("nan"),
+      "contraction_gflops": contraction_flops / max(contraction_us, 1e-9) / 1e3,
+      "top": [{"source": g, "seconds": t / 1e6, "share": t / total_us,
+               "gflops": groups_flops[g] / t / 1e3 if groups_flops[g] else 0.0}
+              for g, t in groups_us.most_common(top)],
+  }
+
+
+def profile_train_step(config, frames: int, tokens: int, batch_size: int, trace_dir: str,
+                       steps: int = 2) -> Dict[str, Any]:
+  """Traces `steps` steady-state steps with jax.profiler and breaks the op time down."""
+  import glob
+
+  import jax
+
+  _, state, step, batch = _train_setup(config, frames, tokens, batch_size, False)
+  compiled = step.lower(state, batch).compile()
+  for _ in range(2):
+    state = compiled(state, batch)[0]
+  jax.block_until_ready(state)
+  os.makedirs(trace_dir, exist_ok=True)
+  with jax.profiler.trace(trace_dir):
+    for _ in range(steps):
+      out = compiled(state, batch)
+      state = out[0]
+      jax.block_until_ready(out)
+  traces = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz")),
+                  key=os.path.getmtime)
+  if not traces:
+    raise RuntimeError(f"jax.profiler wrote no *.trace.json.gz under {trace_dir}")
+  result = profile_breakdown(traces[-1], compiled.as_text())
+  result.update({"trace": traces[-1], "steps": steps,
+                 "depthwise_conv": bench_depthwise(batch_size, frames, int(config.model.d_model))})
+  return result
+
+
+def bench_depthwise(batch: int, frames: int, channels: int, kernel: int = 3,
+                    repeats: int = 5) -> Dict[str, float]:
+  """fwd+bwd seconds of the front-end's depthwise conv (feature_group_count = channels) vs the
+  same operator written as a sum of shifted, scaled copies (identical values)."""
+  import jax
+  import jax.numpy as jnp
+
+  x = jax.random.normal(jax.random.PRNGKey(0), (batch, frames, channels), jnp.float32)
+  w = jax.random.normal(jax.random.PRNGKey(1), (kernel, 1, channels), jnp.float32)
+  pad = kernel // 2
+
+  def grouped(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1,), [(pad, pad)],
+                                        dimension_numbers=("NWC", "WIO", "NWC"),
+                                        feature_group_count=channels)
+
+  def shifted(x, w):
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (0, 0)))
+    return sum(padded[:, i:i + frames] * w[i, 0] for i in range(kernel))
+
+  out = {}
+  for name, fn in (("grouped_conv", grouped), ("shifted_sum", shifted)):
+    grad = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) ** 2), argnums=(0, 1)))
+    jax.block_until_ready(grad(x, w))
+    out[name + "_s"] = min(time_calls(lambda g=grad: jax.block_until_ready(g(x, w)), repeats))
+  out["max_abs_difference"] = float(jnp.max(jnp.abs(grouped(x, w) - shifted(x, w))))
+  out["speedup"] = out["grouped_conv_s"] / out["shifted_sum_s"]
+  return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -604,6 +706,8 @@ def run(args) -> Dict[str, Any]:
   peak = lambda: max(result["peak_start"]["gflops"], result.get("peak_end", {}).get("gflops", 0))
   if "train" in what:
     section("train", lambda: bench_train(config, frames, tokens, batch, args.steps, peak()))
+  if args.profile:
+    section("profile", lambda: profile_train_step(config, frames, tokens, batch, args.profile))
   if "diagnostics" in what:
     section("diagnostics", lambda: bench_diagnostics(config, frames, tokens, batch, args.steps))
   if "decode" in what:
@@ -668,6 +772,9 @@ def parse_args(argv=None):
   parser.add_argument("--pipeline-batches", type=int, default=40)
   parser.add_argument("--pipeline-utterances", type=int, default=96)
   parser.add_argument("--recompile-steps", type=int, default=50)
+  parser.add_argument("--profile", default="",
+                      help="trace two train steps with jax.profiler into this folder and report "
+                      "where the op time goes")
   parser.add_argument("--workdir", default="", help="where the synthetic pipeline data is kept")
   return parser.parse_args(argv)
 

@@ -182,14 +182,8 @@ def _operand_dims(operand: str, shapes: Dict[str, list]) -> list:
   return shapes[name.group(1)]
 
 
-def dot_conv_flops_from_hlo(hlo_text: str) -> int:
-  """2 x multiply-adds of every dot and convolution in HLO text (`compiled.as_text()`).
-
-  A dot's FLOPs are 2 * |output| * prod(lhs contracting dims); a convolution's are
-  2 * |output| * |kernel| / output features (kernel spatial x input features per group).
-  Operand shapes are read inline or from the operand's definition (instruction names are unique
-  within an HLO module).
-  """
+def _shapes_and_calls(hlo_text: str):
+  """({instruction name: dims}, [(line, output dims, (opcode, operands, attributes))])."""
   shapes: Dict[str, list] = {}
   calls = []
   for line in hlo_text.splitlines():
@@ -200,23 +194,77 @@ def dot_conv_flops_from_hlo(hlo_text: str) -> int:
     call = _CALL.search(line)
     if call is not None:
       calls.append((line, definition.group(2), call.groups()))
-  total = 0
-  for line, out_dims, (op, operands, attrs) in calls:
-    operand_list = [o for o in re.split(r",\s*(?![^\[]*\])(?![^{]*\})", operands) if o.strip()]
-    if len(operand_list) < 2:
-      raise ValueError(f"cannot read the {op} in HLO line: {line.strip()[:200]}")
-    lhs = _operand_dims(operand_list[0], shapes)
-    rhs = _operand_dims(operand_list[1], shapes)
-    out = _product(_dims(out_dims))
-    attrs = attrs or ""
-    if op == "dot":
-      contracting = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", attrs)
-      if contracting is None:
-        raise ValueError(f"dot without lhs_contracting_dims in HLO line: {line.strip()[:200]}")
-      total += 2 * out * _product(lhs[i] for i in _dims(contracting.group(1)))
-    else:
-      labels = re.search(r"dim_labels=\w+_(\w+)->", attrs)
-      if labels is None:
-        raise ValueError(f"convolution without dim_labels in HLO line: {line.strip()[:200]}")
-      total += 2 * out * _product(rhs) // rhs[labels.group(1).index("o")]
-  return total
+  return shapes, calls
+
+
+def _call_flops(line: str, out_dims: str, call, shapes: Dict[str, list]) -> int:
+  op, operands, attrs = call
+  operand_list = [o for o in re.split(r",\s*(?![^\[]*\])(?![^{]*\})", operands) if o.strip()]
+  if len(operand_list) < 2:
+    raise ValueError(f"cannot read the {op} in HLO line: {line.strip()[:200]}")
+  lhs = _operand_dims(operand_list[0], shapes)
+  rhs = _operand_dims(operand_list[1], shapes)
+  out = _product(_dims(out_dims))
+  attrs = attrs or ""
+  if op == "dot":
+    contracting = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", attrs)
+    if contracting is None:
+      raise ValueError(f"dot without lhs_contracting_dims in HLO line: {line.strip()[:200]}")
+    return 2 * out * _product(lhs[i] for i in _dims(contracting.group(1)))
+  labels = re.search(r"dim_labels=\w+_(\w+)->", attrs)
+  if labels is None:
+    raise ValueError(f"convolution without dim_labels in HLO line: {line.strip()[:200]}")
+  return 2 * out * _product(rhs) // rhs[labels.group(1).index("o")]
+
+
+def dot_conv_flops_from_hlo(hlo_text: str) -> int:
+  """2 x multiply-adds of every dot and convolution in HLO text (`compiled.as_text()`).
+
+  A dot's FLOPs are 2 * |output| * prod(lhs contracting dims); a convolution's are
+  2 * |output| * |kernel| / output features (kernel spatial x input features per group).
+  Operand shapes are read inline or from the operand's definition (instruction names are unique
+  within an HLO module).
+  """
+  shapes, calls = _shapes_and_calls(hlo_text)
+  return sum(_call_flops(line, out, call, shapes) for line, out, call in calls)
+
+
+def hlo_instructions(hlo_text: str) -> Dict[str, Dict[str, Any]]:
+  """{instruction name: {flops, op_name, opcode}} of a compiled module's text.
+
+  A fusion's flops are the dot/convolution FLOPs of the computation it calls, so the entries of
+  the entry computation partition the module's contraction FLOPs. Names lose their leading '%'.
+  """
+  computations: Dict[str, list] = {}
+  current = None
+  for line in hlo_text.splitlines():
+    header = re.match(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
+    if header and not line.startswith(" "):
+      current = header.group(1)
+      computations[current] = []
+    elif current is not None and line.startswith(" "):
+      computations[current].append(line)
+  shapes, _ = _shapes_and_calls(hlo_text)
+
+  def flops_in(lines) -> int:
+    total = 0
+    for line in lines:
+      definition, call = _DEFINITION.match(line), _CALL.search(line)
+      if definition is not None and call is not None:
+        total += _call_flops(line, definition.group(2), call.groups(), shapes)
+    return total
+  flops_of = {name: flops_in(lines) for name, lines in computations.items()}
+  out = {}
+  for lines in computations.values():
+    for line in lines:
+      definition = re.match(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S+\s+([\w\-]+)\(", line)
+      if definition is None:
+        continue
+      name, opcode = definition.groups()
+      called = re.search(r"calls=%?([\w.\-]+)", line)
+      op_name = re.search(r'op_name="([^"]*)"', line)
+      count = flops_of.get(called.group(1), 0) if called and opcode == "fusion" else (
+          flops_in([line]) if opcode in ("dot", "convolution") else 0)
+      out[name] = {"flops": count, "opcode": opcode,
+                   "op_name": op_name.group(1) if op_name else ""}
+  return out
