@@ -89,7 +89,7 @@ class MultiheadA(nn.Module):
     key_mask = key_valid[:, None, None, :]
     causal_mask = (q_pos[:, None] >= k_pos[None, :])[None, None] if causal else None
     if s.fzero == "pad_scale":
-      # Reference-style padding: pad-key logits scaled by clamp(softplus(phi), 1e-6, 1e-3), not masked.
+      # The reference's padding: pad-key logits scaled by clamp(softplus(phi), 1e-6, 1e-3).
       phi = self.param("fzero", nn.initializers.constant(FZERO_INIT), (), jnp.float32)
       pad_scale = jnp.clip(jax.nn.softplus(phi), FZERO_LOW, FZERO_HIGH)
       logits = jnp.where(key_mask, logits, logits * pad_scale)

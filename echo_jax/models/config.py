@@ -1,4 +1,4 @@
-"""The model's settings: validation of `config.model` and a frozen, hashable copy for the modules."""
+"""The model's settings: validation of `config.model` and a frozen copy for the modules."""
 
 import dataclasses
 from typing import Any, Mapping, Tuple

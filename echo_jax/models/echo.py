@@ -72,12 +72,13 @@ class EchoModel(nn.Module):
     token_radius = rotary_lib.f0_radius(mean)[:, None] if s.radius_mode == "f0" else None
     return EncoderOutput(
         encodings=encodings, key_masks=key_masks, key_rotary=key_rotary, theta=theta,
-        f0_mean=mean, token_inv_freq=rotary_lib.inverse_frequencies(theta, s.head_dim, s.theta_mode),
+        f0_mean=mean,
+        token_inv_freq=rotary_lib.inverse_frequencies(theta, s.head_dim, s.theta_mode),
         token_radius=token_radius)
 
   def decode(self, encoded: EncoderOutput, decoder_input_tokens: jax.Array, decode: bool = False,
              train: bool = False) -> jax.Array:
-    """tokens [B, L] -> logits [B, L, V] float32. decode=True: KV cache in the "cache" collection."""
+    """tokens [B, L] -> logits [B, L, V] float32; decode=True uses the "cache" collection."""
     return self.decoder(jnp.asarray(decoder_input_tokens, jnp.int32), encoded.encodings,
                         encoded.key_masks, encoded.key_rotary, encoded.token_inv_freq,
                         encoded.token_radius, decode=decode, deterministic=not train)

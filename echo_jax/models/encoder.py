@@ -1,7 +1,7 @@
 """The audio encoder: one stream per feature, each a conv front-end + N residual blocks.
 
   spectrogram: conv(k3, stride 1 like the reference, or 2 / 2+2 for spectrogram_downsample 2 / 4)
-               -> conv(k5) -> depthwise conv(k3), then sinusoids and RMSNorm (the reference FEncoder)
+               -> conv(k5) -> depthwise conv(k3), + sinusoids + RMSNorm (the reference FEncoder)
   pitch:       the same front-end on F0 as one channel ((f0 - 50)/550 on voiced frames, else 0),
                first kernel 9, stride pitch_downsample (reference 2)
   waveform:    strided convs (kernel 2s-1) whose strides multiply to hop_length (128 -> 8, 4, 4),
@@ -41,7 +41,7 @@ def stage_strides(downsample: int) -> Tuple[int, int]:
 
 
 def waveform_strides(hop_length: int) -> Tuple[int, int, int]:
-  """Three strides whose product is hop_length, as close to the reference's (8, 4, 5) as possible."""
+  """Three strides whose product is hop_length, close to the reference's (8, 4, 5)."""
   first = math.gcd(hop_length, 8)
   rest = hop_length // first
   second = math.gcd(rest, 4)

@@ -92,7 +92,7 @@ def sinusoids(length: int, channels: int) -> np.ndarray:
 
 
 def embedding_init(settings: ModelSettings):
-  """N(0, d^-1/2) (scaled, default) or N(0, 1) (reference); row 0 (pad) zeroed like the reference."""
+  """N(0, d^-1/2) (scaled, default) or N(0, 1) (reference); row 0 (pad) zeroed."""
   std = 1.0 if settings.embed_init == "normal" else settings.d_model ** -0.5
   base = nn.initializers.normal(std)
 

@@ -1,4 +1,4 @@
-"""F0 statistics per utterance, F0 resampling to a stream's frame rate, and the pitch-similarity bias.
+"""Per-utterance F0 statistics, F0 resampling to a stream's frame rate, the pitch-similarity bias.
 
 Voicing is `f0 > 0`; frame validity is `arange(T) < num_frames`. Every statistic is per utterance
 (batch axis kept) except `batch_all`, the reference's mean over the whole concatenated batch.

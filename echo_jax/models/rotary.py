@@ -2,9 +2,9 @@
 
 Modes (config.model.theta_mode), with f0_mean the utterance's mean F0 (see pitch.f0_mean):
   fixed:     standard RoPE with base `theta`.
-  seed:      theta + 9200 * pf,  pf = ln(1 + f0_mean/700) / ln(1 + 300/700)   (the reference, dafc1e3)
-  clamped:   800 + 9200 * pf(clamp(f0_mean, 80, 600))                           (the README variant)
-  mel:       the mel-spaced bank (spec R10) scaled by f0_mean/220 (R11); 220 Hz when nothing is voiced
+  seed:      theta + 9200 * pf,  pf = ln(1 + f0_mean/700) / ln(1 + 300/700)  (reference)
+  clamped:   800 + 9200 * pf(clamp(f0_mean, 80, 600))                          (README variant)
+  mel:       the mel-spaced bank (spec R10) scaled by f0_mean/220 (R11); 220 Hz if unvoiced
   per_frame: theta_t = theta + f0_t per audio frame (R16); text tokens use theta + f0_mean
 Pairs (x_2k, x_2k+1) are rotated as complex numbers in float32, optionally scaled by a radius.
 """
@@ -52,14 +52,14 @@ def utterance_theta(f0_mean: jax.Array, mode: str, theta: float) -> jax.Array:
 
 
 def mel_bank(num_frequencies: int) -> np.ndarray:
-  """Spec R10: omega_k = 700 (10^(m_k/2595) - 1) / 1000, m_k = linspace(0, mel(8000)); rad/position."""
+  """Spec R10: omega_k = 700 (10^(m_k/2595) - 1) / 1000, m_k = linspace(0, mel(8000)) (rad/step)."""
   top = 2595.0 * np.log10(1.0 + 8000.0 / 700.0)
   m = np.linspace(0.0, top, num_frequencies)
   return (700.0 * (10.0 ** (m / 2595.0) - 1.0) / 1000.0).astype(np.float32)
 
 
 def inverse_frequencies(theta: jax.Array, head_dim: int, mode: str) -> jax.Array:
-  """[..., hd/2] float32 angular frequencies for theta [...]: theta^(-2k/hd), or the scaled mel bank."""
+  """[..., hd/2] float32 frequencies for theta [...]: theta^(-2k/hd) or the scaled mel bank."""
   theta = jnp.asarray(theta, jnp.float32)[..., None]
   if mode == "mel":
     return theta / MEL_REFERENCE_HZ * jnp.asarray(mel_bank(head_dim // 2))

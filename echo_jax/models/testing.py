@@ -1,4 +1,4 @@
-"""Tiny model configs and random batches in the contract's batch format, for tests and smoke runs."""
+"""Tiny model configs and random batches in the contract's batch format (tests, smoke runs)."""
 
 from typing import Dict, Sequence
 
