@@ -61,3 +61,28 @@ def num_chips(shape) -> int:
   for s in shape:
     count *= int(s)
   return count
+
+
+# gcloud accelerator types -> topology. v4/v5p names count TensorCores (2 per chip), v5e/v6e
+# names count chips; shapes are the default slice shapes in the pages above.
+_V4_V5P_SHAPES = {8: "2x2x1", 16: "2x2x2", 32: "2x2x4", 64: "2x4x4", 128: "4x4x4",
+                  256: "4x4x8", 512: "4x8x8", 1024: "8x8x8"}
+_V5E_V6E_SHAPES = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16",
+                   256: "16x16"}
+_ACCELERATOR = re.compile(r"^(v4|v5p|v5litepod|v5e|v6e)-(\d+)$")
+
+
+def topology_name(name: str) -> str:
+  """A topology ('v5e:4x4') as is, or a gcloud accelerator type ('v5litepod-16') converted."""
+  name = name.strip()
+  if _TOPOLOGY.match(name):
+    return name
+  match = _ACCELERATOR.match(name)
+  if match:
+    kind, count = match.group(1), int(match.group(2))
+    generation = "v5e" if kind == "v5litepod" else kind
+    shapes = _V4_V5P_SHAPES if generation in ("v4", "v5p") else _V5E_V6E_SHAPES
+    if count in shapes:
+      return f"{generation}:{shapes[count]}"
+  raise ValueError(f"{name!r} is neither a TPU topology (e.g. v5e:4x4, v4:2x2x2) nor a known "
+                   f"accelerator type (e.g. v5litepod-16, v4-16, v5p-8, v6e-8); pass the topology.")

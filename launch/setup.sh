@@ -28,4 +28,5 @@ if ! cmp -s requirements.txt .venv/.requirements.installed; then
   .venv/bin/pip install -q -r requirements.txt
   cp requirements.txt .venv/.requirements.installed
 fi
+bash launch/install_libtpu.sh  # .venv/libtpu: compile for TPU slices without a TPU
 echo "[setup] ready: .venv/bin/python"

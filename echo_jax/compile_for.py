@@ -1,0 +1,437 @@
+"""Compile the real train/eval/decode steps for a TPU topology, without a TPU: memory per chip, FLOPs.
+
+  python -m echo_jax.compile_for --config configs/base.py --topology v5e:4x4 [--topology v4:2x2x2]
+      [--param_sharding replicated --param_sharding fsdp] [--find_max_batch] [--json]
+
+With libtpu installed (`bash launch/install_libtpu.sh` puts it in .venv/libtpu) JAX can describe
+a TPU slice on any machine and XLA:TPU compiles for it. We build the trainer's own jitted steps
+(`trainer.make_train_step`, `make_eval_step`, `make_generate`) over `sharding.make_mesh` of the
+slice's devices with `trainer.state_shardings`, feed them abstract shapes only (the train state
+from `jax.eval_shape`, the batch of the longest bucket), and read the compiled program's memory and
+cost analyses. A config that is too big fails here, in seconds, instead of on a rented pod.
+Exit status: 0 when every train step fits, 1 when one does not (or fails to compile), 2 on bad
+input or a missing libtpu.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LIBTPU_DIR = REPO / ".venv" / "libtpu"
+STEPS = ("train", "eval", "generate")
+
+
+class LibtpuMissing(RuntimeError):
+  """libtpu (the TPU compiler) is not installed for this platform."""
+
+
+def find_libtpu() -> Optional[str]:
+  """Path of libtpu.so: $TPU_LIBRARY_PATH, .venv/libtpu (launch/install_libtpu.sh), or site."""
+  candidates = [os.environ.get("TPU_LIBRARY_PATH", ""),
+                str(LIBTPU_DIR / "libtpu" / "libtpu.so")]
+  import importlib.util
+  spec = importlib.util.find_spec("libtpu")
+  if spec is not None and spec.submodule_search_locations:
+    candidates += [os.path.join(p, "libtpu.so") for p in spec.submodule_search_locations]
+  return next((c for c in candidates if c and os.path.isfile(c)), None)
+
+
+def topology_devices(topology: str):
+  """(TpuChip, devices) of a TPU slice such as 'v5e:4x4', described by libtpu on this machine."""
+  from echo_jax import tpu_chips
+  topology = tpu_chips.topology_name(topology)
+  chip, shape = tpu_chips.parse_topology(topology)
+  library = find_libtpu()
+  if library is None:
+    raise LibtpuMissing(
+        "libtpu is not installed, so XLA cannot compile for TPUs here; run "
+        "`bash launch/install_libtpu.sh` (installs libtpu into .venv/libtpu; Linux x86_64 only) "
+        "or set TPU_LIBRARY_PATH to a libtpu.so.")
+  os.environ.setdefault("TPU_LIBRARY_PATH", library)
+  # No TPU here: keep libtpu from querying a GCE metadata server (it retries for minutes).
+  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  from jax.experimental import topologies
+  # v4 and v5p chips are one "megacore" device each, as JAX sees them on a real slice.
+  options = {"chip_config_name": "megacore"} if chip.megacore else {}
+  devices = topologies.get_topology_desc(topology_name=topology, platform="tpu",
+                                         **options).devices
+  expected = tpu_chips.num_chips(shape)
+  if len(devices) != expected or devices[0].device_kind != chip.device_kind:
+    raise ValueError(f"--topology {topology!r}: libtpu described {len(devices)} "
+                     f"{devices[0].device_kind!r} devices, expected {expected} {chip.device_kind!r}.")
+  return chip, list(devices)
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer's steps on abstract inputs.
+
+
+def resolved_config(config):
+  """An unlocked copy with model.vocab_size set as the tokenizer would set it."""
+  import ml_collections
+  from echo_jax.data.text import ALPHABET
+  config = ml_collections.ConfigDict(config.to_dict())
+  if int(config.model.vocab_size) == -1:
+    if config.data.tokenizer == "char":
+      config.model.vocab_size = 4 + len(set(ALPHABET + " "))  # specials + alphabet + space
+    else:
+      config.model.vocab_size = int(config.data.vocab_size)
+  return config
+
+
+def train_batch_shape(config):
+  """(global batch, frames) of the longest bucket: the largest activations of any train step."""
+  edges = [int(e) for e in config.data.bucket_frames]
+  longest = max(range(len(edges)), key=lambda i: edges[i])
+  return int(config.data.bucket_batch_sizes[longest]), edges[longest]
+
+
+def abstract_batch(config, batch_size: int, frames: int, mesh) -> Dict[str, Any]:
+  """ShapeDtypeStructs of a global batch in the documented format, sharded over `data`."""
+  import jax
+  from echo_jax import sharding as sharding_lib
+  from echo_jax import trainer
+  one = trainer.example_batch(config, 1, frames)
+  spec = sharding_lib.batch_sharding(mesh)
+  return {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype, sharding=spec)
+          for k, v in one.items()}
+
+
+def abstract_train_state(model, tx, config):
+  """`jax.eval_shape` of the trainer's initial state (the same init, never run)."""
+  import jax
+  import jax.numpy as jnp
+  from echo_jax import trainer
+  batch = trainer.example_batch(config, 1)
+
+  def init(seed_key):  # as in trainer.create_train_state
+    init_key, base_key = jax.random.split(seed_key)
+    params = model.init(init_key, batch)["params"]
+    return trainer.TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                              opt_state=tx.init(params), rng=base_key,
+                              first_bad_step=jnp.full([], -1, jnp.int32))
+
+  return jax.eval_shape(init, jax.random.PRNGKey(int(config.train.seed)))
+
+
+def with_shardings(abstract_tree, shardings):
+  import jax
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract_tree, shardings)
+
+
+@dataclasses.dataclass
+class StepReport:
+  """One compiled step on one topology; byte counts are per chip."""
+  topology: str
+  step: str
+  param_sharding: str
+  num_chips: int
+  global_batch: int
+  frames: int
+  hbm_bytes: int
+  argument_bytes: int = 0
+  output_bytes: int = 0
+  alias_bytes: int = 0
+  temp_bytes: int = 0
+  code_bytes: int = 0
+  params_bytes: int = 0     # parameters held per chip
+  opt_state_bytes: int = 0  # optimizer state held per chip (train only)
+  flops: float = 0.0        # per chip per step, from the compiled cost analysis
+  compile_seconds: float = 0.0
+  error: str = ""           # compile failure (e.g. out of HBM) or bad batch
+
+  @property
+  def total_bytes(self) -> int:
+    """Peak HBM of the program: live arguments and outputs (donated ones once), temps, code."""
+    return (self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+            + self.code_bytes)
+
+  @property
+  def fits(self) -> bool:
+    from echo_jax import tpu_chips
+    return not self.error and self.total_bytes <= self.hbm_bytes * tpu_chips.usable_fraction
+
+  def as_dict(self) -> Dict[str, Any]:
+    out = dataclasses.asdict(self)
+    out.update(total_bytes=self.total_bytes, fits=self.fits)
+    return out
+
+
+def _cost_flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", 0.0))
+
+
+_OOM = re.compile(r"RESOURCE_EXHAUSTED|[Rr]an out of memory|exceeds? .*memory", re.S)
+
+
+def _compile_into(report: StepReport, jitted, *args) -> StepReport:
+  started = time.perf_counter()
+  try:
+    compiled = jitted.lower(*args).compile()
+  except Exception as e:  # XLA reports out-of-HBM as a compile error; keep the others too
+    message = str(e).strip().splitlines()
+    text = " ".join(message[:3])[:400]
+    report.error = ("out of HBM: " if _OOM.search(str(e)) else "compile failed: ") + text
+    report.compile_seconds = time.perf_counter() - started
+    return report
+  report.compile_seconds = time.perf_counter() - started
+  memory = compiled.memory_analysis()
+  report.argument_bytes = int(memory.argument_size_in_bytes)
+  report.output_bytes = int(memory.output_size_in_bytes)
+  report.alias_bytes = int(memory.alias_size_in_bytes)
+  report.temp_bytes = int(memory.temp_size_in_bytes)
+  report.code_bytes = int(memory.generated_code_size_in_bytes)
+  report.flops = _cost_flops(compiled)
+  return report
+
+
+def compile_steps(config, topology: str, param_sharding: Optional[str] = None,
+                  global_batch: Optional[int] = None, steps: Sequence[str] = STEPS,
+                  devices=None, hbm_bytes: Optional[int] = None) -> List[StepReport]:
+  """Compiles the trainer's steps for `topology` (or for `devices`, e.g. CPU devices in tests).
+
+  The train step gets the longest bucket's global batch (or `global_batch`), eval and generate
+  get data.eval_batch_size rows of the longest bucket. Nothing is initialised or executed.
+  """
+  from echo_jax import config_check, optim, param_sharding as fsdp_lib, trainer
+  from echo_jax import sharding as sharding_lib
+  unknown = [s for s in steps if s not in STEPS]
+  if unknown:
+    raise ValueError(f"steps {unknown} unknown; choose from {list(STEPS)}")
+  config = resolved_config(config)
+  if param_sharding is not None:
+    config.train.param_sharding = param_sharding
+  config_check.validate_config(config)
+  fsdp_lib.configure(config.train)
+  if devices is None:
+    chip, devices = topology_devices(topology)
+    hbm_bytes = chip.hbm_bytes
+  mode = str(config.train.param_sharding)
+  num = len(devices)
+  batch_size, frames = train_batch_shape(config)
+  eval_size = int(config.data.eval_batch_size)
+
+  def report(step, size):
+    return StepReport(topology=topology, step=step, param_sharding=mode, num_chips=num,
+                      global_batch=size, frames=frames, hbm_bytes=int(hbm_bytes or 0))
+
+  bad_batch = ""
+  if global_batch is not None:
+    batch_size = int(global_batch)
+    if batch_size < 1 or batch_size % num:
+      bad_batch = (f"global batch {batch_size} is not a positive multiple of the {num} chips")
+  else:
+    try:
+      config_check.validate_batch_sizes(config, num)
+    except config_check.ConfigError as e:
+      bad_batch = str(e)
+  if eval_size % num:
+    eval_bad = f"data.eval_batch_size={eval_size} is not a multiple of the {num} chips"
+  else:
+    eval_bad = ""
+
+  mesh = sharding_lib.make_mesh(devices)
+  model = trainer.build_model(config)
+  tx = optim.make_optimizer(config.train)
+  schedule = optim.learning_rate_schedule(config.train)
+  abstract = abstract_train_state(model, tx, config)
+  shardings = trainer.state_shardings(abstract, mesh, tx, mode)
+  params_bytes = fsdp_lib.bytes_per_device(abstract.params, shardings.params)
+  opt_bytes = fsdp_lib.bytes_per_device(abstract.opt_state, shardings.opt_state)
+  params = with_shardings(abstract.params, shardings.params)
+
+  reports = []
+  for step in steps:
+    size = batch_size if step == "train" else eval_size
+    r = report(step, size)
+    r.params_bytes = params_bytes
+    r.opt_state_bytes = opt_bytes if step == "train" else 0
+    problem = bad_batch if step == "train" else eval_bad
+    if problem:
+      r.error = "bad batch: " + problem
+      reports.append(r)
+      continue
+    batch = abstract_batch(config, size, frames, mesh)
+    if step == "train":
+      jitted = trainer.make_train_step(model, tx, schedule, mesh, shardings)
+      reports.append(_compile_into(r, jitted, with_shardings(abstract, shardings), batch))
+    elif step == "eval":
+      jitted = trainer.make_eval_step(model, mesh, shardings.params)
+      reports.append(_compile_into(r, jitted, params, batch))
+    else:
+      jitted = trainer.make_generate(model, mesh, shardings.params, int(config.decode.max_length))
+      reports.append(_compile_into(r, jitted, params, batch))
+  return reports
+
+
+def find_max_batch(config, topology: str, param_sharding: Optional[str] = None,
+                   limit_per_chip: int = 4096, devices=None,
+                   hbm_bytes: Optional[int] = None) -> (int, Optional[StepReport]):
+  """Largest global batch (a multiple of the chip count) whose train step fits in HBM.
+
+  Doubles from one row per chip until a batch does not fit, then bisects. Returns (0, report of
+  the failing batch) when even one row per chip does not fit.
+  """
+  if devices is None:
+    chip, devices = topology_devices(topology)
+    hbm_bytes = chip.hbm_bytes
+  num = len(devices)
+  cache: Dict[int, StepReport] = {}
+
+  def fits(rows_per_chip: int) -> bool:
+    if rows_per_chip not in cache:
+      cache[rows_per_chip] = compile_steps(
+          config, topology, param_sharding, global_batch=rows_per_chip * num, steps=("train",),
+          devices=devices, hbm_bytes=hbm_bytes)[0]
+    return cache[rows_per_chip].fits
+
+  if not fits(1):
+    return 0, cache[1]
+  low, high = 1, 2
+  while high <= limit_per_chip and fits(high):
+    low, high = high, high * 2
+  if high > limit_per_chip:
+    return low * num, cache[low]
+  while high - low > 1:  # fits(low), not fits(high)
+    mid = (low + high) // 2
+    if fits(mid):
+      low = mid
+    else:
+      high = mid
+  return low * num, cache[low]
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line.
+
+
+def _gib(n: float) -> str:
+  return f"{n / (1 << 30):.2f}"
+
+
+def format_table(reports: Sequence[StepReport]) -> str:
+  """One line per compiled step: memory per chip in GiB, HBM share, TFLOPs per chip."""
+  head = (f"{'topology':<10} {'step':<9} {'sharding':<10} {'batch':>5} {'frames':>6} "
+          f"{'params':>7} {'opt':>7} {'args':>7} {'out':>7} {'temp':>7} {'total':>7} "
+          f"{'HBM':>6} {'used':>6} {'TFLOP/chip':>10}  fits")
+  lines = [head, "-" * len(head)]
+  for r in reports:
+    prefix = (f"{r.topology:<10} {r.step:<9} {r.param_sharding:<10} {r.global_batch:>5} "
+              f"{r.frames:>6} {_gib(r.params_bytes):>7} {_gib(r.opt_state_bytes):>7} ")
+    if r.error:
+      lines.append(prefix + f"NO: {r.error}")
+      continue
+    used = r.total_bytes / r.hbm_bytes if r.hbm_bytes else float("nan")
+    lines.append(prefix + f"{_gib(r.argument_bytes):>7} {_gib(r.output_bytes):>7} "
+                 f"{_gib(r.temp_bytes):>7} {_gib(r.total_bytes):>7} {_gib(r.hbm_bytes):>6} "
+                 f"{used:>6.1%} {r.flops / 1e12:>10.3f}  {'yes' if r.fits else 'NO'}")
+  lines.append("memory in GiB per chip; total = args + out - donated + temp + code; fits = "
+               "total <= 97% of HBM; TFLOP/chip from XLA's cost analysis (generate: one loop "
+               "iteration)")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile for TPUs; never claim local devices
+  import argparse
+  parser = argparse.ArgumentParser(prog="python -m echo_jax.compile_for", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True, help="config file with get_config()")
+  parser.add_argument("--topology", action="append", required=True,
+                      help="TPU slice, e.g. v5e:2x2, v5e:4x4, v4:2x2x2, or an accelerator type such as "
+                      "v5litepod-16 (repeatable)")
+  parser.add_argument("--param_sharding", "--param-sharding", action="append", default=None,
+                      help="replicated | fsdp (repeatable to compare; default: the config's)")
+  parser.add_argument("--global_batch", "--global-batch", type=int, default=None,
+                      help="train global batch instead of the longest bucket's")
+  parser.add_argument("--steps", default=",".join(STEPS), help="comma list of train,eval,generate")
+  parser.add_argument("--find_max_batch", "--find-max-batch", action="store_true",
+                      help="also search the largest global train batch that fits")
+  parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="config override, e.g. --set model.dtype=bfloat16 (repeatable)")
+  args = parser.parse_args(argv)
+
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("compile_for_config", args.config)
+  if spec is None or not os.path.isfile(args.config):
+    print(f"--config {args.config!r}: no such config file", file=sys.stderr)
+    return 2
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  try:
+    _apply_overrides(config, args.set)
+  except ValueError as e:
+    print(str(e), file=sys.stderr)
+    return 2
+  modes = args.param_sharding or [str(config.train.param_sharding)]
+  steps = [s for s in args.steps.split(",") if s]
+
+  reports: List[StepReport] = []
+  searches = []
+  try:
+    from echo_jax import tpu_chips
+    for topology in [tpu_chips.topology_name(t) for t in args.topology]:
+      for mode in modes:
+        reports += compile_steps(config, topology, mode, global_batch=args.global_batch,
+                                 steps=steps)
+        if args.find_max_batch:
+          best, best_report = find_max_batch(config, topology, mode)
+          searches.append({"topology": topology, "param_sharding": mode,
+                           "max_global_batch": best,
+                           "report": best_report.as_dict() if best_report else None})
+  except LibtpuMissing as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except ValueError as e:  # bad topology or config: the message names the item and the fix
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+  if args.json:
+    print(json.dumps({"config": args.config, "steps": [r.as_dict() for r in reports],
+                      "max_batch": searches}, indent=1))
+  else:
+    print(f"config {args.config}")
+    print(format_table(reports))
+    for s in searches:
+      frames = s["report"]["frames"] if s["report"] else "?"
+      print(f"max global batch on {s['topology']} ({s['param_sharding']}, {frames} frames): "
+            f"{s['max_global_batch']}")
+  failed = [r for r in reports if r.step == "train" and not r.fits]
+  return 1 if failed else 0
+
+
+def _apply_overrides(config, overrides: Sequence[str]) -> None:
+  import ast
+  for item in overrides:
+    if "=" not in item:
+      raise ValueError(f"--set {item!r}: write FIELD=VALUE, e.g. --set train.param_sharding=fsdp")
+    field, raw = item.split("=", 1)
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw  # a bare string such as fsdp
+    node = config
+    *parents, leaf = field.split(".")
+    try:
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+    except (KeyError, AttributeError, TypeError) as e:
+      raise ValueError(f"--set {item!r}: config has no field {field!r} ({e})") from None
+
+
+if __name__ == "__main__":
+  sys.exit(main())
