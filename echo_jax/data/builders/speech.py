@@ -188,10 +188,12 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     workers = int(self.builder_config.workers)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     self._runner = _Ordered(pool, window=8 * max(workers, 1))
+    tfds.disable_progress_bar()  # our per-split bar shows items and audio-s/s instead
     try:
       kwargs.setdefault("file_format", "array_record")
       super().download_and_prepare(*args, **kwargs)
     finally:
+      tfds.enable_progress_bar()
       if pool is not None:
         pool.terminate()
         pool.join()
