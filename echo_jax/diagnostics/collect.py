@@ -130,9 +130,10 @@ def _position_mask(module: str, array: jax.Array, batch: Mapping[str, Any]) -> O
     if targets.shape[1] != t:
       return None
     return (targets != 0) & rows[:, None]
-  if module.startswith("encoder") and "num_frames" in batch and "mel" in batch:
+  frames = batch["mel"] if "mel" in batch else batch.get("f0")
+  if module.startswith("encoder") and "num_frames" in batch and frames is not None:
     # A stream downsampled by `factor` has ceil(num_frames / factor) valid frames.
-    factor = max(1, round(batch["mel"].shape[1] / t))
+    factor = max(1, round(frames.shape[1] / t))
     valid_len = (jnp.asarray(batch["num_frames"], jnp.int32) + factor - 1) // factor
     return (jnp.arange(t)[None, :] < valid_len[:, None]) & rows[:, None]
   return None
