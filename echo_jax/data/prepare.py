@@ -111,7 +111,22 @@ class PreparedData:
     return self.builder().as_data_source(split=split)
 
   def index(self) -> dict:
-    with open(os.path.join(self.builder_dir, _index_file())) as f:
+    """echo_index.json of the build (rebuilt from the records if a build stopped before it)."""
+    path = os.path.join(self.builder_dir, _index_file())
+    if not os.path.exists(path):
+      logging.warning("%s is missing; scanning the records for it", path)
+      splits = {}
+      for split in self.split_sizes:
+        source = self.data_source(split)
+        records = [source[i] for i in range(len(source))]
+        splits[split] = {"index": [int(r["index"]) for r in records],
+                         "num_frames": [int(r["num_frames"]) for r in records],
+                         "num_samples": [int(r["num_samples"]) for r in records]}
+      tmp = path + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump({"splits": splits, "skipped": {}, "skip_counts": {}}, f)
+      os.replace(tmp, path)
+    with open(path) as f:
       return json.load(f)
 
   def split_lengths(self, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -19,12 +19,15 @@ skipped item with its reason.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
+import types
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -71,6 +74,19 @@ def example_features(config: SpeechConfig) -> tfds.features.FeaturesDict:
   if config.store_waveform or not config.store_features:
     spec["waveform"] = tfds.features.Tensor(shape=(None,), dtype=np.float32)
   return tfds.features.FeaturesDict(spec)
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+  """Spawned workers re-import the parent's __main__ (a training script, or a script without a
+  main guard, which would recurse). The workers need only featurize, so while they start,
+  __main__ is a bare module with nothing to import."""
+  main = sys.modules.get("__main__")
+  sys.modules["__main__"] = types.ModuleType("__main__")
+  try:
+    yield
+  finally:
+    sys.modules["__main__"] = main
 
 
 class _Ordered:
@@ -186,7 +202,10 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._stats = {"splits": {}, "skipped": {}, "skip_counts": collections.Counter(),
                    "audio_seconds": 0.0, "started": time.perf_counter()}
     workers = int(self.builder_config.workers)
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    pool = None
+    if workers > 1:
+      with _main_module_hidden():
+        pool = multiprocessing.get_context("spawn").Pool(workers)
     self._runner = _Ordered(pool, window=8 * max(workers, 1))
     tfds.disable_progress_bar()  # our per-split bar shows items and audio-s/s instead
     try:
