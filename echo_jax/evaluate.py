@@ -254,6 +254,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are not for users
   from echo_jax import inference
   run = inference.load_run(args.workdir, args.checkpoint)
   config = run.config

@@ -71,7 +71,7 @@ def load_tokenizer(workdir: str, config):
 def choose_step(workdir: str, step: Optional[int] = None) -> int:
   """`step` if it exists, else the best-by-WER checkpoint, else the latest."""
   from echo_jax import checkpointing
-  directory = checkpointing.checkpoint_dir(workdir)
+  directory = os.path.abspath(checkpointing.checkpoint_dir(workdir))
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no checkpoints in {directory!r}; train first or pass the right "
                             "--workdir")
@@ -100,6 +100,7 @@ def abstract_params(model, config):
 
 def load_run(workdir: str, step: Optional[int] = None) -> Run:
   from echo_jax import checkpointing, trainer
+  workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   config = load_config(workdir)
   tokenizer = load_tokenizer(workdir, config)
   if int(config.model.vocab_size) == -1:
