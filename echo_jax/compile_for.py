@@ -53,15 +53,27 @@ def topology_devices(topology: str):
         "libtpu is not installed, so XLA cannot compile for TPUs here; run "
         "`bash launch/install_libtpu.sh` (installs libtpu into .venv/libtpu; Linux x86_64 only) "
         "or set TPU_LIBRARY_PATH to a libtpu.so.")
-  os.environ.setdefault("TPU_LIBRARY_PATH", library)
-  # No TPU here: keep libtpu from querying a GCE metadata server (it retries for minutes).
-  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  import jax
   from jax.experimental import topologies
-  # v4 and v5p chips are one "megacore" device each, as JAX sees them on a real slice.
-  options = {"chip_config_name": "megacore"} if chip.megacore else {}
-  devices = topologies.get_topology_desc(topology_name=topology, platform="tpu",
-                                         **options).devices
+  jax.devices()  # settle this process's own backends first, so they never pick up libtpu
+  # libtpu is loaded once per process, from TPU_LIBRARY_PATH; without a TPU it must not query a
+  # GCE metadata server (it retries for minutes). The variables are only needed while it loads.
+  env = {"TPU_LIBRARY_PATH": library, "TPU_SKIP_MDS_QUERY": "1",
+         "TPU_WORKER_HOSTNAMES": "localhost"}
+  saved = {k: os.environ.get(k) for k in env}
+  for key, value in env.items():
+    os.environ.setdefault(key, value)
+  try:
+    # v4 and v5p chips are one "megacore" device each, as JAX sees them on a real slice.
+    options = {"chip_config_name": "megacore"} if chip.megacore else {}
+    devices = topologies.get_topology_desc(topology_name=topology, platform="tpu",
+                                           **options).devices
+  finally:
+    for key, value in saved.items():
+      if value is None:
+        os.environ.pop(key, None)
+      else:
+        os.environ[key] = value
   expected = tpu_chips.num_chips(shape)
   if len(devices) != expected or devices[0].device_kind != chip.device_kind:
     raise ValueError(f"--topology {topology!r}: libtpu described {len(devices)} "
@@ -296,20 +308,28 @@ def find_max_batch(config, topology: str, param_sharding: Optional[str] = None,
           devices=devices, hbm_bytes=hbm_bytes)[0]
     return cache[rows_per_chip].fits
 
+  rows = largest_fitting(fits, limit_per_chip)
+  return rows * num, cache[max(rows, 1)]
+
+
+def largest_fitting(fits, limit: int) -> int:
+  """Largest n in [1, limit] with fits(n), for a monotone `fits` (True up to some n); 0 if none.
+
+  Doubles until a failure, then bisects: about 2*log2(n) calls.
+  """
   if not fits(1):
-    return 0, cache[1]
+    return 0
   low, high = 1, 2
-  while high <= limit_per_chip and fits(high):
+  while high <= limit and fits(high):
     low, high = high, high * 2
-  if high > limit_per_chip:
-    return low * num, cache[low]
-  while high - low > 1:  # fits(low), not fits(high)
+  high = min(high, limit + 1)
+  while high - low > 1:  # fits(low), and high is either > limit or does not fit
     mid = (low + high) // 2
     if fits(mid):
       low = mid
     else:
       high = mid
-  return low * num, cache[low]
+  return low
 
 
 # ----------------------------------------------------------------------------------------------
