@@ -18,9 +18,8 @@ def assert_batches_equal(a, b):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def expected_coverage(num_frames, edges, sizes):
-  ids = pipeline.bucket_ids(num_frames, edges)
-  return sum(int(np.sum(ids == b)) // g * g for b, g in enumerate(sizes))
+def in_range(num_frames, edges):
+  return int(np.sum(np.asarray(num_frames) <= edges[-1]))
 
 
 def test_two_hosts_split_each_epoch_without_overlap(tiny_prepared, tiny_data_config):
@@ -40,7 +39,8 @@ def test_two_hosts_split_each_epoch_without_overlap(tiny_prepared, tiny_data_con
   union = set(seen[0]) | set(seen[1])
   assert len(seen[0]) + len(seen[1]) == len(union)  # nothing twice within the epoch
   assert union <= set(index.tolist())
-  assert len(union) == expected_coverage(num_frames, config.data.bucket_frames, (2, 2, 2))
+  # Remainders move up a bucket: at most last-size - 1 = 1 example waits for the next epoch.
+  assert in_range(num_frames, config.data.bucket_frames) - 1 <= len(union)
 
 
 def test_one_host_sees_what_two_hosts_see_together(tiny_prepared, tiny_data_config):
@@ -66,8 +66,7 @@ def test_batch_shapes_come_only_from_the_bucket_set(tiny_prepared, tiny_data_con
     assert batch["f0"].shape == (rows, frames)
     assert batch["decoder_input_tokens"].shape == batch["decoder_target_tokens"].shape == (rows, length)
     assert batch["valid"].all()
-    lower = ([0] + edges)[edges.index(frames)]
-    assert np.all((batch["num_frames"] > lower) & (batch["num_frames"] <= frames))
+    assert np.all(batch["num_frames"] <= frames)
     pad = np.arange(frames)[None, :] >= batch["num_frames"][:, None]
     assert not batch["mel"][pad].any() and not batch["f0"][pad].any()
     assert {k: v.dtype for k, v in batch.items()} == {
@@ -128,24 +127,54 @@ def test_examples_longer_than_the_last_edge_are_dropped_and_counted():
   assert pipeline.batches_per_epoch(num_frames, (256, 1024), (1, 1)) == 3
 
 
-@pytest.mark.parametrize("process_count", [1, 2])
-def test_eval_sees_each_example_exactly_once(tiny_prepared, tiny_data_config, process_count):
+def test_bucket_remainders_move_up_instead_of_being_dropped():
+  edges, sizes = (100, 200, 300), (4, 4, 4)
+  num_frames = np.array([50] * 3 + [150] * 3 + [250] * 3)  # no bucket fills a batch on its own
+  for epoch in range(3):
+    plan = pipeline.epoch_plan(num_frames, edges, sizes, seed=0, epoch=epoch)
+    assert [b for b, _ in plan] in ([1, 2], [2, 1])
+    used = np.concatenate([p for _, p in plan])
+    assert len(set(used.tolist())) == 8  # 9 in range, 1 left for a later epoch
+    for bucket, positions in plan:
+      assert np.all(num_frames[positions] <= edges[bucket])
+  assert pipeline.batches_per_epoch(num_frames, edges, sizes) == 2
+
+
+def test_eval_plan_pads_only_the_last_batch():
+  num_frames = np.random.default_rng(3).integers(10, 300, 23)
+  plan = pipeline.eval_plan(num_frames, (100, 200, 300), 4)
+  rows = np.concatenate([p for _, p in plan])
+  assert sorted(rows[rows >= 0].tolist()) == list(range(23))
+  assert np.all(np.concatenate([p for _, p in plan[:-1]]) >= 0) and np.sum(rows < 0) == 1
+  for bucket, positions in plan:
+    real = positions[positions >= 0]
+    assert num_frames[real].max() <= (100, 200, 300)[bucket]
+
+
+@pytest.mark.parametrize("process_count, batch_size, max_examples", [
+    (1, 4, -1), (2, 4, -1), (2, 6, -1),
+    (2, 8, 3),  # host 1's rows are all padding
+])
+def test_eval_sees_each_example_exactly_once(tiny_prepared, tiny_data_config, process_count,
+                                             batch_size, max_examples):
   config = tiny_data_config
-  config.data.eval_batch_size = 4
+  config.data.eval_batch_size = batch_size
   index, _ = tiny_prepared.split_lengths("train")
+  expected = index.tolist() if max_examples < 0 else index[:max_examples].tolist()
   per_host = [list(pipeline.make_eval_batches(config, "train", p, process_count,
-                                              prepared=tiny_prepared, max_examples=-1))
+                                              prepared=tiny_prepared, max_examples=max_examples))
               for p in range(process_count)]
   assert len({len(b) for b in per_host}) == 1  # every host runs the same number of steps
   seen = []
   for step in zip(*per_host):
     assert len({b["mel"].shape for b in step}) == 1
     for b in step:
-      assert b["mel"].shape[0] == 4 // process_count
+      assert b["mel"].shape[0] == batch_size // process_count
       assert b["mel"].shape[1] in config.data.bucket_frames
       seen += b["example_index"][b["valid"]].tolist()
       assert np.all(b["example_index"][~b["valid"]] == -1)
-  assert sorted(seen) == sorted(index.tolist())
+      assert np.all(b["num_frames"] > 0) and np.all(np.isfinite(b["mel"]))  # padding rows too
+  assert sorted(seen) == sorted(expected)
 
 
 def test_eval_max_examples_keeps_the_first_examples(tiny_prepared, tiny_data_config):

@@ -6,13 +6,14 @@ arrays assemble) and each host reads only its own contiguous rows of every globa
 
 - train: for epoch e, the split (examples longer than the last bucket edge dropped, counted) is
   permuted with rng(seed, e); each bucket's examples are cut into global batches of its size
-  (remainder dropped), and the batches of all buckets are permuted. Host p of P takes rows
+  (the remainder moves up to the next bucket; the last bucket's is left for the next epoch), and
+  the batches of all buckets are permuted. Host p of P takes rows
   [p*b, (p+1)*b) with b = global / P. Epochs repeat forever. The position is one number, the
   count of batches handed out, so `get_state()` / `make_train_iterator(..., state=...)` resume
   with exactly the batches an uninterrupted run would have seen next.
-- eval: examples sorted by length, bucketed, cut into global batches of data.eval_batch_size;
-  the last batch of a bucket is filled with copies of its first row marked valid=False and
-  example_index=-1, so every example is seen exactly once over all hosts.
+- eval: examples sorted by length are cut into global batches of data.eval_batch_size, each padded
+  to the bucket of its longest example; the last batch is filled with copies of a real row marked
+  valid=False and example_index=-1, so every example is seen exactly once over all hosts.
 
 Reading goes through the TFDS ArrayRecord data source (random access) inside a tf.numpy_function;
 tf.data runs batch assembly on parallel threads and prefetches. With
@@ -55,36 +56,57 @@ def local_batch_size(global_size: int, process_count: int, what: str) -> int:
   return global_size // process_count
 
 
-def batches_per_epoch(num_frames: np.ndarray, edges, global_sizes) -> int:
+def _bucket_counts(num_frames: np.ndarray, edges, global_sizes) -> list[tuple[int, int]]:
+  """[(full batches, examples carried up)] per bucket; the last bucket's carry is dropped."""
   ids = bucket_ids(num_frames, edges)
-  return int(sum(int(np.sum(ids == b)) // int(g) for b, g in enumerate(global_sizes)))
+  out, carry = [], 0
+  for b, size in enumerate(global_sizes):
+    pool = carry + int(np.sum(ids == b))
+    out.append((pool // int(size), pool % int(size)))
+    carry = pool % int(size)
+  return out
+
+
+def batches_per_epoch(num_frames: np.ndarray, edges, global_sizes) -> int:
+  """Global batches in every training epoch (the same for every epoch and seed)."""
+  return sum(n for n, _ in _bucket_counts(num_frames, edges, global_sizes))
 
 
 def epoch_plan(num_frames: np.ndarray, edges, global_sizes, seed: int, epoch: int
                ) -> list[tuple[int, np.ndarray]]:
-  """[(bucket, record positions of one global batch)] of one training epoch, in order."""
+  """[(bucket, record positions of one global batch)] of one training epoch, in order.
+
+  The examples a bucket cannot fill a batch with move up to the next bucket (they fit its
+  longer edge), so an epoch leaves out at most last-size - 1 examples, all of the last bucket.
+  """
   rng = np.random.default_rng([int(seed), int(epoch)])
   ids = bucket_ids(num_frames, edges)
   perm = rng.permutation(np.flatnonzero(ids < len(edges)))
   batches = []
+  carry = perm[:0]
   for b, size in enumerate(global_sizes):
-    members = perm[ids[perm] == b]
-    for i in range(len(members) // int(size)):
-      batches.append((b, members[i * size:(i + 1) * size]))
+    members = np.concatenate([carry, perm[ids[perm] == b]])
+    full = len(members) // int(size)
+    batches += [(b, members[i * size:(i + 1) * size]) for i in range(full)]
+    carry = members[full * size:]
   order = rng.permutation(len(batches))
   return [batches[i] for i in order]
 
 
 def eval_plan(num_frames: np.ndarray, edges, global_size: int) -> list[tuple[int, np.ndarray]]:
-  """[(bucket, positions with -1 for padding rows)]: every in-range record exactly once."""
+  """[(bucket, positions with -1 for padding rows)]: every in-range record exactly once.
+
+  Records sorted by length are cut into consecutive batches, each padded to the bucket of its
+  longest record; only the last batch has padding rows.
+  """
   ids = bucket_ids(num_frames, edges)
   order = np.argsort(num_frames, kind="stable")
+  order = order[ids[order] < len(edges)]
   batches = []
-  for b in range(len(edges)):
-    members = order[ids[order] == b]
-    for start in range(0, len(members), global_size):
-      chunk = members[start:start + global_size]
-      batches.append((b, np.concatenate([chunk, -np.ones(global_size - len(chunk), np.int64)])))
+  for start in range(0, len(order), global_size):
+    chunk = order[start:start + global_size]
+    rows = np.concatenate([chunk, -np.ones(global_size - len(chunk), np.int64)])
+    batches.append((int(ids[chunk].max()), rows))
   return batches
 
 
