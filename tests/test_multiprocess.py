@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 STEPS = 3
 
@@ -22,11 +21,9 @@ def _losses(workdir):
   return [losses[s] for s in sorted(losses)]
 
 
-def _launch(repo_root, processes, devices, workdir, data_root, cache_dir):
+def _launch(repo_root, processes, devices, workdir, config_file, cache_dir):
   command = ["bash", str(repo_root / "launch" / "local.sh"), str(processes), str(devices),
-             "--config", str(repo_root / "configs" / "tiny.py"), "--workdir", str(workdir),
-             f"--config.data.root={data_root}", f"--config.train.num_steps={STEPS}",
-             "--config.train.log_every=1", "--config.eval.every=0",
+             "--config", str(config_file), "--workdir", str(workdir),
              f"--config.train.compilation_cache_dir={cache_dir}"]
   env = dict(os.environ, PYTHON=sys.executable)
   env.pop("XLA_FLAGS", None)  # local.sh sets the device count per process
@@ -38,10 +35,19 @@ def _launch(repo_root, processes, devices, workdir, data_root, cache_dir):
   return _losses(workdir)
 
 
-def test_two_processes_equal_one_process_with_four_devices(repo_root, tiny_data_root,
+def test_two_processes_equal_one_process_with_four_devices(repo_root, tiny_data_config,
                                                           tmp_path):
-  single = _launch(repo_root, 1, 4, tmp_path / "single", tiny_data_root, tmp_path / "cache1")
-  multi = _launch(repo_root, 2, 2, tmp_path / "multi", tiny_data_root, tmp_path / "cache2")
+  config = tiny_data_config
+  config.data.bucket_batch_sizes = (4, 4, 4)  # global batches, 2 rows per process
+  config.train.num_steps = STEPS
+  config.train.warmup_steps = 1
+  config.train.log_every = 1
+  config.eval.every = 0
+  config_file = tmp_path / "config.py"
+  config_file.write_text("import ml_collections\n\n\ndef get_config():\n"
+                         f"  return ml_collections.ConfigDict({config.to_dict()!r})\n")
+  single = _launch(repo_root, 1, 4, tmp_path / "single", config_file, tmp_path / "cache1")
+  multi = _launch(repo_root, 2, 2, tmp_path / "multi", config_file, tmp_path / "cache2")
   assert len(single) == len(multi) == STEPS
   # Same global batches and the same 4-way reduction; only the all-reduce transport differs.
   np.testing.assert_allclose(multi, single, rtol=1e-6)
@@ -53,12 +59,3 @@ def test_two_processes_equal_one_process_with_four_devices(repo_root, tiny_data_
   assert pipeline["process_count"] == 2
   assert [s["position"] for s in pipeline["states"]] == [STEPS, STEPS]
 
-
-@pytest.fixture(scope="module")
-def tiny_data_root(tmp_path_factory):
-  import importlib
-  from echo_jax.data.prepare import ensure_prepared
-  config = importlib.import_module("configs.tiny").get_config()
-  config.data.root = str(tmp_path_factory.mktemp("tiny_data"))
-  ensure_prepared(config)
-  return config.data.root
