@@ -1,14 +1,11 @@
-"""Attention weights of every MultiheadA for one forward pass, without changing the model.
+"""Attention weights of every MultiheadA for one forward pass.
 
-The model does not sow its softmax weights, so the forward pass runs with a method interceptor
-that tracks which attention module is executing and a wrapper around `jax.nn.softmax` that records
-its output under that module: the weights are the model's own, not a re-implementation.
+MultiheadA sows its softmax weights into the "attention_weights" collection, which is only
+materialised when the caller makes it mutable, so the weights are the model's own.
 """
 
-import contextlib
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-import flax.linen as nn
 import jax
 import numpy as np
 
@@ -16,45 +13,18 @@ from echo_jax.diagnostics import naming
 from echo_jax.diagnostics.report import natural_key
 
 
-@contextlib.contextmanager
-def _recording_softmax(records: Dict[str, list]):
-  from echo_jax.models.attention import MultiheadA
-
-  active: list = []
-  original = jax.nn.softmax
-
-  def interceptor(next_fun, args, kwargs, context):
-    if isinstance(context.module, MultiheadA) and context.method_name == "__call__":
-      active.append(naming.dotted(context.module.path))
-      try:
-        return next_fun(*args, **kwargs)
-      finally:
-        active.pop()
-    return next_fun(*args, **kwargs)
-
-  def softmax(x, *args, **kwargs):
-    out = original(x, *args, **kwargs)
-    if active:
-      records.setdefault(active[-1], []).append(out)
-    return out
-
-  jax.nn.softmax = softmax
-  try:
-    with nn.intercept_methods(interceptor):
-      yield
-  finally:
-    jax.nn.softmax = original
-
-
 def attention_weights(model, variables, batch: Mapping[str, Any]) -> Dict[str, np.ndarray]:
   """{dotted attention module: weights [B, H, Tq, Tk] float32} of `model.apply(variables, batch)`."""
-  records: Dict[str, list] = {}
-  with _recording_softmax(records):
-    model.apply(variables, batch)
-  if not records:
-    raise RuntimeError("no attention weights were recorded: MultiheadA no longer calls "
-                       "jax.nn.softmax; update echo_jax/diagnostics/attention_maps.py")
-  return {name: np.asarray(calls[0], np.float32) for name, calls in records.items()}
+  _, state = model.apply(variables, batch, mutable=["attention_weights"])
+  weights = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state.get("attention_weights", {}))[0]:
+    names = [getattr(k, "key", str(k)) for k in path]
+    # Sown values are tuples: the path ends in ("weights", index 0).
+    module = names[:names.index("weights")]
+    weights.setdefault(naming.dotted(module), np.asarray(leaf, np.float32))
+  if not weights:
+    raise RuntimeError("no attention weights were sown: MultiheadA must sow 'attention_weights'")
+  return weights
 
 
 def default_layers(names: Sequence[str]) -> list:

@@ -98,7 +98,10 @@ class MultiheadA(nn.Module):
       mask = key_mask if causal_mask is None else key_mask & causal_mask
     if mask is not None:
       logits = jnp.where(mask, logits, MASKED_LOGIT)
-    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    weights = jax.nn.softmax(logits, axis=-1)
+    # A separate collection: only materialised when a caller (attention maps) asks for it.
+    self.sow("attention_weights", "weights", weights)
+    weights = weights.astype(dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(dtype))
     out = dense(s.d_model, "o", dtype)(out.reshape(batch, q_len, s.d_model))
     self.sow("intermediates", "attention_output", out)
