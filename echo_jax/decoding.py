@@ -5,8 +5,8 @@ its keys/values in the linen "cache" collection (fixed maximum length, `decode=T
 variant re-runs the full decoder on the whole token buffer at every step; it exists as the reference
 the cache is tested against and as the baseline of `measure_decode_speed`.
 
-Output layout matches `decoder_target_tokens`: position i holds the token predicted after the decoder
-saw BOS and output tokens 0..i-1, so a row reads `[prefix..., generated..., EOS, 0, 0, ...]`.
+Output layout matches `decoder_target_tokens`: position i holds the token predicted after the
+decoder saw BOS and output tokens 0..i-1, so a row reads `[prefix..., generated..., EOS, 0, ...]`.
 Forced prefix tokens (after BOS) are part of the output. PAD and BOS are never generated.
 """
 
@@ -56,7 +56,7 @@ def _batch_size(batch) -> int:
 
 
 def _repeat_rows(tree, batch_size: int, times: int):
-  """Repeats every leaf with a leading batch axis `times` times (row b -> rows b*times .. +times-1)."""
+  """Repeats every leaf with a leading batch axis `times` times (row b -> rows b*times ...)."""
   if times == 1:
     return tree
 
@@ -141,7 +141,8 @@ def _normalise_prefix(prefix, batch_size: int, max_length: int):
   if prefix.ndim != 2 or prefix.shape[0] != batch_size:
     raise ValueError(f"prefix must be [P] or [batch={batch_size}, P], got shape {prefix.shape}")
   if prefix.shape[1] >= max_length:
-    raise ValueError(f"prefix length {prefix.shape[1]} leaves no room within max_length={max_length}")
+    raise ValueError(f"prefix length {prefix.shape[1]} leaves no room within "
+                     f"max_length={max_length}")
   if prefix.shape[1] == 0:
     return None, 0
   return prefix, int(prefix.shape[1])
@@ -205,11 +206,11 @@ def beam_search(model, variables, batch, beam_size: int, max_length: int, length
                 prefix=None, *, use_cache: bool = True):
   """Beam search with length normalisation. Returns (tokens int32 [B, max_length], scores [B]).
 
-  Rule (as HF `early_stopping=True`): a hypothesis ends when it emits EOS while ranked within the top
-  `beam_size` candidates of its step; a batch row stops once `beam_size` hypotheses have ended, and
-  the best of them by log p / length_penalty_factor(length) is returned (length counts output tokens
-  including EOS). Rows that never finish return their best live beam scored at max_length. With
-  beam_size 1 this is exactly greedy decoding.
+  Rule (as HF `early_stopping=True`): a hypothesis ends when it emits EOS while ranked within the
+  top `beam_size` candidates of its step; a batch row stops once `beam_size` hypotheses have ended,
+  and the best of them by log p / length_penalty_factor(length) is returned (length counts output
+  tokens including EOS). Rows that never finish return their best live beam scored at max_length.
+  With beam_size 1 this is exactly greedy decoding. Forced prefix tokens add 0 to log p.
   """
   _check_max_length(model, max_length)
   if beam_size < 1:
@@ -236,7 +237,8 @@ def beam_search(model, variables, batch, beam_size: int, max_length: int, length
     if prefix is not None:
       forced = jax.lax.dynamic_index_in_dim(prefix, jnp.minimum(position, prefix_len - 1), axis=1,
                                             keepdims=False)
-      forced_logp = jnp.where(jnp.arange(vocab)[None, None, :] == forced[:, None, None], 0.0, neg_inf)
+      is_forced = jnp.arange(vocab)[None, None, :] == forced[:, None, None]
+      forced_logp = jnp.where(is_forced, 0.0, neg_inf)
       logp = jnp.where(position < prefix_len, forced_logp, logp)
     candidates = (live_logp[:, :, None] + logp).reshape(batch_size, beam_size * vocab)
     top_logp, top_index = jax.lax.top_k(candidates, 2 * beam_size)

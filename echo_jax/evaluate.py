@@ -20,6 +20,7 @@ Writes predictions.tsv, predictions.jsonl and summary.json to --out (default
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -154,7 +155,8 @@ def split_examples(config, split: str, max_examples: int = -1) -> List[Example]:
   for record in pipeline.iterate_examples(config, split):
     if 0 <= max_examples <= len(examples):
       break
-    item = {"mel": np.asarray(record["mel"], np.float32), "f0": np.asarray(record["f0"], np.float32)}
+    item = {"mel": np.asarray(record["mel"], np.float32),
+            "f0": np.asarray(record["f0"], np.float32)}
     if "waveform" in tuple(config.model.features):
       item["waveform"] = np.asarray(record["waveform"], np.float32)
     key = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
@@ -216,7 +218,8 @@ def write_outputs(out_dir: str, examples: Sequence[Example], summary: Dict) -> N
       writer.writerow([ex.key, normalise(ex.reference), normalise(hyp), wer, ex.result.error or ""])
   with open(os.path.join(out_dir, "predictions.jsonl"), "w", encoding="utf-8") as handle:
     for ex in examples:
-      row = {"id": ex.key, "reference": ex.reference, "reference_normalised": normalise(ex.reference)}
+      row = {"id": ex.key, "reference": ex.reference,
+             "reference_normalised": normalise(ex.reference)}
       if ex.result.error is None:
         row.update(hypothesis=ex.result.text, hypothesis_normalised=normalise(ex.result.text),
                    wer=utterance_wer(ex.reference, ex.result.text), chunks=ex.result.num_chunks)
@@ -242,7 +245,8 @@ def parse_args(argv):
                            "header naming path/text/split columns), or a LibriSpeech / Common "
                            "Voice folder; relative audio paths are relative to the manifest")
   parser.add_argument("--max-examples", type=int, default=-1, help="-1: all")
-  parser.add_argument("--beam-size", type=int, default=None, help="default: config.decode.beam_size")
+  parser.add_argument("--beam-size", type=int, default=None,
+                      help="default: config.decode.beam_size")
   parser.add_argument("--batch-size", type=int, default=None,
                       help="default: config.data.eval_batch_size")
   parser.add_argument("--out", default=None, help="output directory")
@@ -257,29 +261,33 @@ def main(argv=None) -> int:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are not for users
   from echo_jax import inference
-  run = inference.load_run(args.workdir, args.checkpoint)
-  config = run.config
-  beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
-  batch_size = args.batch_size if args.batch_size is not None else int(config.data.eval_batch_size)
-  if args.manifest:
-    rows = read_manifest(args.manifest, args.split)
-    if args.max_examples >= 0:
-      rows = rows[:args.max_examples]
-    examples = manifest_examples(rows, config)
-    name = os.path.splitext(os.path.basename(args.manifest))[0] + (f"_{args.split}" if args.split else "")
-  else:
-    examples = split_examples(config, args.split, args.max_examples)
-    name = args.split
-  if not examples:
-    print("nothing to evaluate (no examples found)", file=sys.stderr)
-    return 1
-  evaluator = Evaluator(config, run.model, run.variables, run.tokenizer, beam_size, batch_size)
-  summary = evaluator(examples)
-  summary.update(workdir=os.path.abspath(args.workdir), checkpoint_step=run.step,
-                 source=args.manifest or f"split:{args.split}")
-  out_dir = args.out or os.path.join(args.workdir, "eval", f"{name}_step{run.step}")
-  write_outputs(out_dir, examples, summary)
-  summary["outputs"] = os.path.abspath(out_dir)
+  # stdout carries only the summary: progress printed while loading goes to stderr.
+  with contextlib.redirect_stdout(sys.stderr):
+    run = inference.load_run(args.workdir, args.checkpoint)
+    config = run.config
+    beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
+    batch_size = (args.batch_size if args.batch_size is not None
+                  else int(config.data.eval_batch_size))
+    if args.manifest:
+      rows = read_manifest(args.manifest, args.split)
+      if args.max_examples >= 0:
+        rows = rows[:args.max_examples]
+      examples = manifest_examples(rows, config)
+      name = os.path.splitext(os.path.basename(args.manifest))[0]
+      name += f"_{args.split}" if args.split else ""
+    else:
+      examples = split_examples(config, args.split, args.max_examples)
+      name = args.split
+    if not examples:
+      print("nothing to evaluate (no examples found)", file=sys.stderr)
+      return 1
+    evaluator = Evaluator(config, run.model, run.variables, run.tokenizer, beam_size, batch_size)
+    summary = evaluator(examples)
+    summary.update(workdir=os.path.abspath(args.workdir), checkpoint_step=run.step,
+                   source=args.manifest or f"split:{args.split}")
+    out_dir = args.out or os.path.join(args.workdir, "eval", f"{name}_step{run.step}")
+    write_outputs(out_dir, examples, summary)
+    summary["outputs"] = os.path.abspath(out_dir)
   print(json.dumps(summary, indent=2, sort_keys=True))
   for key, reason in summary["failed"].items():
     print(f"{key}: {reason}", file=sys.stderr)

@@ -34,7 +34,8 @@ class Run:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config the trainer saved in `workdir` (config.py keeps tuples; else config.json)."""
+  """The resolved config the trainer saved in `workdir` (config.py keeps tuples, else
+  config.json)."""
   py_path = os.path.join(workdir, "config.py")
   json_path = os.path.join(workdir, "config.json")
   if os.path.isfile(py_path):
@@ -64,7 +65,8 @@ def load_tokenizer(workdir: str, config):
   vocab = int(config.model.vocab_size)
   if vocab not in (-1, tokenizer.vocab_size):
     raise ValueError(f"the run's model has vocab_size={vocab} but tokenizer {tokenizer.path} has "
-                     f"{tokenizer.vocab_size} ids; the workdir's tokenizer does not match its model")
+                     f"{tokenizer.vocab_size} ids; the workdir's tokenizer does not match its "
+                     "model")
   return tokenizer
 
 
@@ -107,7 +109,8 @@ def load_run(workdir: str, step: Optional[int] = None) -> Run:
     config.model.vocab_size = tokenizer.vocab_size
   model = trainer.build_model(config)
   chosen = choose_step(workdir, step)
-  like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), abstract_params(model, config))
+  like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
+                                abstract_params(model, config))
   params = checkpointing.restore_params(workdir, like, step=chosen)
   return Run(workdir=workdir, config=config, model=model, variables={"params": params},
              tokenizer=tokenizer, step=chosen)

@@ -22,7 +22,8 @@ from typing import List, Sequence, Tuple, Union
 import numpy as np
 
 
-def chunk_bounds(num_samples: int, chunk_samples: int, overlap_samples: int) -> List[Tuple[int, int]]:
+def chunk_bounds(num_samples: int, chunk_samples: int,
+                 overlap_samples: int) -> List[Tuple[int, int]]:
   """[(start, end)) sample ranges covering [0, num_samples) with the overlap described above."""
   if chunk_samples <= 0:
     raise ValueError(f"chunk_samples must be positive, got {chunk_samples}")
@@ -93,7 +94,8 @@ def max_overlap_words(overlap_seconds: float, words_per_second: float = 4.0) -> 
 
 
 def pair_overlap_words(bounds: Sequence[Tuple[int, int]], sample_rate: int) -> List[int]:
-  """max_overlap_words for each consecutive pair of chunk_bounds (the last overlap can be longer)."""
+  """max_overlap_words for each consecutive pair of chunk_bounds (the last overlap can be
+  longer)."""
   return [max_overlap_words(max(prev_end - start, 0) / sample_rate)
           for (_, prev_end), (start, _) in zip(bounds[:-1], bounds[1:])]
 

@@ -14,6 +14,7 @@ complete. Exit status: 0 if every file was transcribed, 1 if any failed.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -83,7 +84,8 @@ def features_of(wave: np.ndarray, config) -> Dict[str, np.ndarray]:
   """The training features of one waveform (echo_jax.data.features)."""
   from echo_jax.data.features import compute_features
   features = compute_features(wave, config.data)
-  out = {"mel": np.asarray(features["mel"], np.float32), "f0": np.asarray(features["f0"], np.float32)}
+  out = {"mel": np.asarray(features["mel"], np.float32),
+         "f0": np.asarray(features["f0"], np.float32)}
   if "waveform" in tuple(config.model.features):
     out["waveform"] = np.asarray(wave, np.float32)
   return out
@@ -204,13 +206,15 @@ def format_result(result: FileResult, as_json: bool) -> str:
 
 
 def parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m echo_jax.transcribe", description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m echo_jax.transcribe",
+                                   description=__doc__.split("\n")[0])
   parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
   parser.add_argument("--workdir", required=True, help="training run directory")
   parser.add_argument("--checkpoint", type=int, default=None,
                       help="checkpoint step (default: best by WER, else latest)")
   parser.add_argument("--json", action="store_true", help="one JSON object per line")
-  parser.add_argument("--beam-size", type=int, default=None, help="default: config.decode.beam_size")
+  parser.add_argument("--beam-size", type=int, default=None,
+                      help="default: config.decode.beam_size")
   parser.add_argument("--batch-size", type=int, default=None,
                       help="chunks per decode batch (default: config.data.eval_batch_size)")
   return parser.parse_args(argv)
@@ -221,15 +225,18 @@ def main(argv=None) -> int:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are not for users
   from echo_jax import inference
-  run = inference.load_run(args.workdir, args.checkpoint)
-  beam_size = args.beam_size if args.beam_size is not None else int(run.config.decode.beam_size)
-  batch_size = args.batch_size if args.batch_size is not None else int(run.config.data.eval_batch_size)
   paths = expand_inputs(args.inputs)
   if not paths:
     print("no audio files found in the given inputs", file=sys.stderr)
     return 1
-  results = transcribe_files(paths, run.config, run.model, run.variables, run.tokenizer,
-                             beam_size=beam_size, batch_size=batch_size)
+  # stdout carries only the transcripts: progress printed while loading goes to stderr.
+  with contextlib.redirect_stdout(sys.stderr):
+    run = inference.load_run(args.workdir, args.checkpoint)
+    beam_size = args.beam_size if args.beam_size is not None else int(run.config.decode.beam_size)
+    batch_size = (args.batch_size if args.batch_size is not None
+                  else int(run.config.data.eval_batch_size))
+    results = transcribe_files(paths, run.config, run.model, run.variables, run.tokenizer,
+                               beam_size=beam_size, batch_size=batch_size)
   failed = 0
   for result in results:
     if result.error is not None:

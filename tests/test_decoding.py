@@ -176,8 +176,8 @@ def test_wide_beam_finds_the_exhaustive_best_sequence():
   from echo_jax.models.echo import EchoModel
   model = EchoModel(config=tiny_model_config(vocab_size=6))
   batch = make_batch([40], seed=3)
-  params = jax.jit(model.init)(jax.random.PRNGKey(1),
-                               dict(batch, decoder_input_tokens=np.ones((1, 3), np.int32)))["params"]
+  init_batch = dict(batch, decoder_input_tokens=np.ones((1, 3), np.int32))
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), init_batch)["params"]
   params = jax.tree_util.tree_map(lambda x: x, params)
   params["decoder"]["positional_embedding"] = params["decoder"]["positional_embedding"] * 30.0
   variables = {"params": params}
