@@ -14,6 +14,7 @@ This module imports TensorFlow lazily so the spawned feature workers stay light.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -225,6 +226,22 @@ def _source(config):
   return dataset, fingerprint, None
 
 
+class _DropCustomConfigWarning(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Using custom data configuration")
+
+
+@contextlib.contextmanager
+def _quiet_custom_config_warning():
+  absl_logger = logging.getLogger("absl")
+  drop = _DropCustomConfigWarning()
+  absl_logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(drop)
+
+
 def _split_sizes(builder) -> dict:
   return {name: int(info.num_examples) for name, info in builder.info.splits.items()}
 
@@ -267,7 +284,8 @@ def ensure_prepared(config) -> PreparedData:
   params = builder_config.features
   store_features = builder_config.store_features
   data_dir = tfds_data_dir(config)
-  builder = speech.BUILDERS[kind](config=builder_config, data_dir=data_dir)
+  with _quiet_custom_config_warning():  # every config here is custom: TFDS warns each time
+    builder = speech.BUILDERS[kind](config=builder_config, data_dir=data_dir)
   report_path = os.path.join(data_dir, REPORT_FILE)
   if not builder.is_prepared():
     logging.info("preparing %s/%s in %s", kind, builder_config.name, data_dir)
