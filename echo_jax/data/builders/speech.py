@@ -37,6 +37,7 @@ from echo_jax.data import features as features_lib
 from echo_jax.data.builders import featurize, sources
 
 INDEX_FILE = "echo_index.json"
+ITEM_TIMEOUT_S = 900  # one utterance of at most max_audio_seconds takes well under a second
 DATA_VERSION = "1.0.0"
 
 
@@ -105,9 +106,17 @@ class _Ordered:
     for a in args:
       pending.append(self.pool.apply_async(fn, (a,)))
       if len(pending) >= self.window:
-        yield pending.popleft().get()
+        yield self._get(pending.popleft())
     while pending:
-      yield pending.popleft().get()
+      yield self._get(pending.popleft())
+
+  @staticmethod
+  def _get(result):
+    try:  # a worker killed mid-item (e.g. out of memory) would otherwise leave .get() waiting
+      return result.get(timeout=ITEM_TIMEOUT_S)
+    except multiprocessing.TimeoutError as e:
+      raise RuntimeError(f"a feature worker gave no result in {ITEM_TIMEOUT_S} s (killed, e.g. "
+                         "out of memory?); rerun with fewer data.prepare_workers") from e
 
 
 class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -160,8 +169,8 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return generators
 
   def _generate_examples(self, first, stream):
-    for result in [first] if first is not None else []:
-      yield result.index, result.example
+    """(key, example) with key = the item's index in its split, so records keep item order."""
+    yield first.index, first.example
     for result in stream:
       yield result.index, result.example
 
