@@ -230,10 +230,21 @@ class _Assembler:
     return batch
 
 
+def _hide_accelerators_from_tf() -> None:
+  """tf.data runs on the host; a GPU build of TensorFlow must not claim JAX's accelerator memory."""
+  import tensorflow as tf
+
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # TF already initialised its devices; nothing to change any more
+    pass
+
+
 def _tf_dataset(assembler: _Assembler, steps, batch_of, num_parallel: int, prefetch: int):
   """tf.data over step numbers -> assembled batch dicts (numpy_function), ordered, prefetched."""
   import tensorflow as tf
 
+  _hide_accelerators_from_tf()
   keys = assembler.keys()
   dtypes = assembler.dtypes()
 
