@@ -52,10 +52,50 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> Dict[st
   return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
 
 
+def is_remote(path: str) -> bool:
+  return "://" in str(path)
+
+
+def open_file(path: str, mode: str):
+  """open() for local paths, tf.io.gfile for gs:// and other remote workdirs."""
+  if is_remote(path):
+    import tensorflow as tf  # the data pipeline's dependency; only needed for remote paths
+    return tf.io.gfile.GFile(path, mode)
+  return open(path, mode, encoding="utf-8")
+
+
+def make_dirs(path: str) -> None:
+  if is_remote(path):
+    import tensorflow as tf
+    tf.io.gfile.makedirs(path)
+  else:
+    os.makedirs(path, exist_ok=True)
+
+
+class _TfSummaryWriter:
+  """TensorBoard events through tf.summary, for remote (gs://) workdirs."""
+
+  def __init__(self, logdir: str):
+    import tensorflow as tf
+    self._tf = tf
+    self._writer = tf.summary.create_file_writer(logdir)
+
+  def add_scalar(self, name: str, value: float, step: int) -> None:
+    with self._writer.as_default():
+      self._tf.summary.scalar(name, value, step=step)
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
 class MetricsWriter:
   """Scalars to TensorBoard event files and one JSON object per line in metrics.jsonl.
 
   Only the writing process (process 0) touches the files; other processes get a no-op writer.
+  Local workdirs use tensorboardX; gs:// workdirs tf.summary and tf.io.gfile.
   """
 
   def __init__(self, workdir: str, enabled: bool = True):
@@ -63,10 +103,14 @@ class MetricsWriter:
     self._jsonl = None
     self._tb = None
     if enabled:
-      from tensorboardX import SummaryWriter  # imported lazily: heavy, process 0 only
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      make_dirs(workdir)
+      self._jsonl = open_file(os.path.join(workdir, "metrics.jsonl"), "a")
+      logdir = os.path.join(workdir, "tensorboard")
+      if is_remote(workdir):
+        self._tb = _TfSummaryWriter(logdir)
+      else:
+        from tensorboardX import SummaryWriter  # imported lazily: process 0 only
+        self._tb = SummaryWriter(logdir)
 
   def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
     if not self.enabled:

@@ -272,10 +272,10 @@ def say(message: str) -> None:
 def write_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+  metrics_lib.make_dirs(workdir)
+  with metrics_lib.open_file(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  with open(os.path.join(workdir, "config.py"), "w", encoding="utf-8") as f:
+  with metrics_lib.open_file(os.path.join(workdir, "config.py"), "w") as f:
     f.write('"""Resolved config of this run."""\n\nimport ml_collections\n\n\n'
             f"def get_config():\n  return ml_collections.ConfigDict({config.to_dict()!r})\n")
 
@@ -304,8 +304,8 @@ def write_nonfinite_dump(workdir: str, step: int, step_metrics: Mapping[str, Any
         "example_index": [i for per_process in ids for i in per_process],
         "last_good_checkpoint_step": last_good_step,
     }
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(dump, f, indent=2)
+    with metrics_lib.open_file(path, "w") as f:
+      f.write(json.dumps(dump, indent=2))
   return path
 
 
