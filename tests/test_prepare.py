@@ -81,7 +81,8 @@ def bad_inputs(tmp_path_factory, tiny_corpus, _tiny_prepared_session):
     for key, path, transcript, split in entries:
       f.write(json.dumps({"id": key, "path": path, "text": transcript, "split": split}) + "\n")
   config = manifest_config(tiny_data_config, tmp_path_factory.mktemp("bad_root"),
-                           folder / "manifest.jsonl", max_audio_seconds=6.0)
+                           folder / "manifest.jsonl", max_audio_seconds=6.0,
+                           tokenizer="sentencepiece", spm_model_type="bpe", vocab_size=48)
   return config, ensure_prepared(config), folder
 
 
@@ -92,6 +93,7 @@ def test_bad_inputs_are_skipped_with_their_reasons(bad_inputs):
   skipped = {s["id"]: s["reason"] for items in report["skipped"].values() for s in items}
   assert skipped == EXPECTED_SKIPS
   assert sum(report["skip_counts"].values()) == len(EXPECTED_SKIPS)
+  assert prepared.tokenizer_path.endswith(".model")  # sentencepiece, trained on the train texts
   assert prepared.split_sizes == {"train": 6, "validation": 1}  # test: nothing usable, no split
   with pytest.raises(ValueError, match="split 'test' has no examples"):
     prepared.split_lengths("test")
@@ -156,7 +158,7 @@ def test_split_sizes_cover_the_corpus(tiny_prepared, tiny_corpus):
     assert tiny_prepared.split_sizes.get(split, 0) + skipped.get(split, 0) == total
   index, num_frames = tiny_prepared.split_lengths("train")
   assert len(index) == tiny_prepared.split_sizes["train"] and np.all(np.diff(index) > 0)
-  assert report["audio_seconds_per_second"] > 0
+  assert report["audio_seconds_per_second"] > 0 and report["workers"] == 2  # the process pool
 
 
 def test_tokenizer_is_saved_with_the_data_and_round_trips(tiny_prepared, tiny_data_config, tiny_corpus):
