@@ -311,11 +311,11 @@ def time_train_step(config, frames: int, tokens: int, batch_size: int, steps: in
 
 
 def bench_train(config, frames: int, tokens: int, batch_size: int, steps: int,
-                peak_gflops: float) -> Dict[str, Any]:
+                peak_gflops: float, warmup: int = 2) -> Dict[str, Any]:
   from echo_jax import flops as flops_lib
   from echo_jax.models.echo import expected_param_count
 
-  result = time_train_step(config, frames, tokens, batch_size, steps,
+  result = time_train_step(config, frames, tokens, batch_size, steps, warmup=warmup,
                            probe=PeakProbe(dtype=str(config.model.dtype)))
   step_s = result["step"]["median_s"]
   analytic_gflop = flops_lib.train_step_flops(config.model, batch_size, frames, tokens) / 1e9
@@ -799,11 +799,13 @@ def run(args) -> Dict[str, Any]:
   section("peak_start", lambda: measure_peak(dtype=peak_dtype))
   peak = lambda: max(result["peak_start"]["gflops"], result.get("peak_end", {}).get("gflops", 0))
   if "train" in what:
-    section("train", lambda: bench_train(config, frames, tokens, batch, args.steps, peak()))
+    section("train", lambda: bench_train(config, frames, tokens, batch, args.steps, peak(),
+                                         args.warmup))
   if args.profile:
     section("profile", lambda: profile_train_step(config, frames, tokens, batch, args.profile))
   if "diagnostics" in what:
-    section("diagnostics", lambda: bench_diagnostics(config, frames, tokens, batch, args.steps))
+    section("diagnostics", lambda: bench_diagnostics(config, frames, tokens, batch, args.steps,
+                                                     args.warmup))
   if "decode" in what:
     batch_sizes = [int(b) for b in args.decode_batches.split(",")]
     length = int(args.decode_length or config.decode.max_length)
@@ -954,6 +956,8 @@ def parse_args(argv=None):
   parser.add_argument("--set", action="append", default=[],
                       help="config override section.field=value, e.g. model.dtype=bfloat16")
   parser.add_argument("--steps", type=int, default=5, help="timed train steps (after warm-up)")
+  parser.add_argument("--warmup", type=int, default=2,
+                      help="untimed train steps after the compile (the first one included)")
   parser.add_argument("--decode-batches", default="1,8")
   parser.add_argument("--beam", type=int, default=4)
   parser.add_argument("--beam-batches", default="1,8",
