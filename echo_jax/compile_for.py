@@ -57,9 +57,11 @@ def topology_devices(topology: str):
   from jax.experimental import topologies
   jax.devices()  # settle this process's own backends first, so they never pick up libtpu
   # libtpu is loaded once per process, from TPU_LIBRARY_PATH; without a TPU it must not query a
-  # GCE metadata server (it retries for minutes). The variables are only needed while it loads.
+  # GCE metadata server (it retries for minutes), and compiling claims no chip, so several
+  # processes may load it at once (else the second fails on /tmp/libtpu_lockfile). The variables
+  # are only needed while it loads.
   env = {"TPU_LIBRARY_PATH": library, "TPU_SKIP_MDS_QUERY": "1",
-         "TPU_WORKER_HOSTNAMES": "localhost"}
+         "TPU_WORKER_HOSTNAMES": "localhost", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
   saved = {k: os.environ.get(k) for k in env}
   for key, value in env.items():
     os.environ.setdefault(key, value)
