@@ -116,6 +116,66 @@ def test_stitch_texts_uses_the_real_overlap_of_each_pair():
   assert longform.stitch_texts(parts, [(0, 400), (300, 700), (600, 1000)], sample_rate) == text
 
 
+def _recognise_chunks(seed: int, error_rate: float):
+  """Words of 0.25-0.7 s with pauses, laid end to end into a 40-75 s "recording", cut into 8 s
+  chunks overlapping by 2 s; each chunk's transcript is what a recogniser would say for its
+  samples: whole words (each wrong with probability error_rate), plus the recognisable part (> 60 %
+  inside) of a word cut by the chunk edge, while smaller pieces come out garbled or not at all.
+  Returns (true words, chunk texts, chunk bounds, sample rate)."""
+  rng = np.random.default_rng(seed)
+  sample_rate = 16000
+  vocabulary = WORDS + "crisp lemon river silver candle meadow orbit".split()
+  words, spans, t = [], [], 0.0
+  duration = rng.uniform(40.0, 75.0)
+  while t < duration:
+    t += rng.uniform(0.0, 0.3)  # pause
+    length = rng.uniform(0.25, 0.7)
+    words.append(str(rng.choice(vocabulary)))
+    spans.append((t, t + length))
+    t += length
+  bounds = longform.chunk_bounds(int(t * sample_rate) + 1, 8 * sample_rate, 2 * sample_rate)
+  texts = []
+  for start, end in bounds:
+    start_s, end_s = start / sample_rate, end / sample_rate
+    heard = []
+    for word, (w_start, w_end) in zip(words, spans):
+      inside = max(0.0, min(end_s, w_end) - max(start_s, w_start)) / (w_end - w_start)
+      if inside > 0.6:
+        heard.append(word if rng.random() >= error_rate else "zzz")
+      elif inside > 0.0 and rng.random() < 0.5:
+        heard.append(word[:2] + "x")  # garbled fragment at a chunk edge
+    texts.append(" ".join(heard))
+  return words, texts, bounds, sample_rate
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_long_input_of_concatenated_utterances_stitches_to_every_word_once(seed):
+  words, texts, bounds, sample_rate = _recognise_chunks(seed, error_rate=0.0)
+  assert len(bounds) >= 5
+  assert longform.stitch_texts(texts, bounds, sample_rate).split() == words
+
+
+def test_stitching_with_recognition_errors_rarely_duplicates_or_drops_words():
+  # 5 % of the words misrecognised, independently in each chunk (so overlaps disagree): the
+  # stitched text may carry the errors but should almost never repeat or lose a word.
+  import jiwer
+  edits = pairs = 0
+  for seed in range(20):
+    words, texts, bounds, sample_rate = _recognise_chunks(seed, error_rate=0.05)
+    out = jiwer.process_words(" ".join(words), longform.stitch_texts(texts, bounds, sample_rate))
+    edits += out.insertions + out.deletions
+    pairs += len(bounds) - 1
+  assert edits <= 0.05 * pairs, (edits, pairs)
+
+
+def test_without_an_alignment_the_expected_overlap_is_cut_in_its_middle():
+  left = "one two three four xx".split()
+  right = "yy five six seven".split()  # the overlap "four xx" / "yy five" has no equal word
+  assert longform.stitch_pair(left, right, 4, expected_overlap=2) == \
+      "one two three four five six seven".split()
+  assert longform.stitch_pair(left, right, 4) == left + right  # unknown overlap: joined as is
+
+
 # ----------------------------------------------------------------------------------------------
 # The file pipeline with a tiny randomly initialised run saved like a training run.
 
