@@ -338,29 +338,52 @@ def largest_fitting(fits, limit: int) -> int:
 # Command line.
 
 
-def _gib(n: float) -> str:
-  return f"{n / (1 << 30):.2f}"
+def _mib(n: float) -> str:
+  return f"{n / (1 << 20):.1f}"
 
 
 def format_table(reports: Sequence[StepReport]) -> str:
-  """One line per compiled step: memory per chip in GiB, HBM share, TFLOPs per chip."""
+  """One line per compiled step: memory per chip in MiB, HBM share, GFLOPs per chip."""
   head = (f"{'topology':<10} {'step':<9} {'sharding':<10} {'batch':>5} {'frames':>6} "
-          f"{'params':>7} {'opt':>7} {'args':>7} {'out':>7} {'temp':>7} {'total':>7} "
-          f"{'HBM':>6} {'used':>6} {'TFLOP/chip':>10}  fits")
+          f"{'params':>8} {'opt':>8} {'args':>8} {'out':>8} {'temp':>8} {'total':>8} "
+          f"{'HBM':>8} {'used':>6} {'GFLOP/chip':>10}  fits")
   lines = [head, "-" * len(head)]
   for r in reports:
     prefix = (f"{r.topology:<10} {r.step:<9} {r.param_sharding:<10} {r.global_batch:>5} "
-              f"{r.frames:>6} {_gib(r.params_bytes):>7} {_gib(r.opt_state_bytes):>7} ")
+              f"{r.frames:>6} {_mib(r.params_bytes):>8} {_mib(r.opt_state_bytes):>8} ")
     if r.error:
       lines.append(prefix + f"NO: {r.error}")
       continue
     used = r.total_bytes / r.hbm_bytes if r.hbm_bytes else float("nan")
-    lines.append(prefix + f"{_gib(r.argument_bytes):>7} {_gib(r.output_bytes):>7} "
-                 f"{_gib(r.temp_bytes):>7} {_gib(r.total_bytes):>7} {_gib(r.hbm_bytes):>6} "
-                 f"{used:>6.1%} {r.flops / 1e12:>10.3f}  {'yes' if r.fits else 'NO'}")
-  lines.append("memory in GiB per chip; total = args + out - donated + temp + code; fits = "
-               "total <= 97% of HBM; TFLOP/chip from XLA's cost analysis (generate: one loop "
-               "iteration)")
+    lines.append(prefix + f"{_mib(r.argument_bytes):>8} {_mib(r.output_bytes):>8} "
+                 f"{_mib(r.temp_bytes):>8} {_mib(r.total_bytes):>8} {_mib(r.hbm_bytes):>8} "
+                 f"{used:>6.1%} {r.flops / 1e9:>10.2f}  {'yes' if r.fits else 'NO'}")
+  lines.append("memory in MiB per chip; total = args + out - donated + temp + code; fits = "
+               f"total <= {tpu_chips_usable():.0%} of HBM; GFLOP/chip from XLA's cost analysis "
+               "(generate: one decoding-loop iteration)")
+  return "\n".join(lines)
+
+
+def tpu_chips_usable() -> float:
+  from echo_jax import tpu_chips
+  return tpu_chips.usable_fraction
+
+
+def format_markdown(reports: Sequence[StepReport], config_name: str) -> str:
+  """README table rows: config, topology, step, sharding, batch, memory per chip, fits, FLOPs."""
+  lines = ["| config | topology (chips) | step | params | global batch x frames | "
+           "params+opt / chip | total / chip (HBM) | fits | GFLOP / chip | GFLOP / step |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in reports:
+    head = (f"| {config_name} | {r.topology} ({r.num_chips}) | {r.step} | {r.param_sharding} | "
+            f"{r.global_batch} x {r.frames} | "
+            f"{(r.params_bytes + r.opt_state_bytes) / (1 << 20):.1f} MiB | ")
+    if r.error:
+      lines.append(head + f"- | no: {r.error[:120]} | - | - |")
+      continue
+    lines.append(head + f"{r.total_bytes / (1 << 20):.1f} MiB ({r.hbm_bytes >> 30} GiB) | "
+                 f"{'yes' if r.fits else 'NO'} | {r.flops / 1e9:.2f} | "
+                 f"{r.flops * r.num_chips / 1e9:.1f} |")
   return "\n".join(lines)
 
 
@@ -381,6 +404,7 @@ def main(argv=None) -> int:
   parser.add_argument("--find_max_batch", "--find-max-batch", action="store_true",
                       help="also search the largest global train batch that fits")
   parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+  parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="config override, e.g. --set model.dtype=bfloat16 (repeatable)")
   args = parser.parse_args(argv)
@@ -424,6 +448,8 @@ def main(argv=None) -> int:
   if args.json:
     print(json.dumps({"config": args.config, "steps": [r.as_dict() for r in reports],
                       "max_batch": searches}, indent=1))
+  elif args.markdown:
+    print(format_markdown(reports, os.path.basename(args.config)))
   else:
     print(f"config {args.config}")
     print(format_table(reports))
