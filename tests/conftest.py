@@ -27,7 +27,8 @@ TINY_CORPUS_UTTERANCES = 20
 def _tiny_config():
   import importlib.util
 
-  spec = importlib.util.spec_from_file_location("tiny_config_for_data", REPO / "configs" / "tiny.py")
+  path = REPO / "configs" / "tiny.py"
+  spec = importlib.util.spec_from_file_location("tiny_config_for_data", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()

@@ -12,7 +12,8 @@ SR = 16000
 def harmonic_tone(f0: float, seconds: float, harmonics: int = 5, seed: int = 0) -> np.ndarray:
   t = np.arange(int(seconds * SR)) / SR
   phases = np.random.default_rng(seed).uniform(0, 2 * np.pi, harmonics)
-  wave = sum((0.5 / k) * np.sin(2 * np.pi * f0 * k * t + phases[k - 1]) for k in range(1, harmonics + 1))
+  wave = sum((0.5 / k) * np.sin(2 * np.pi * f0 * k * t + phases[k - 1])
+             for k in range(1, harmonics + 1))
   return wave.astype(np.float32)
 
 

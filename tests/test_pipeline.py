@@ -64,7 +64,8 @@ def test_batch_shapes_come_only_from_the_bucket_set(tiny_prepared, tiny_data_con
     assert frames in sizes and rows == sizes[frames]
     assert batch["mel"].shape == (rows, frames, n_mels)
     assert batch["f0"].shape == (rows, frames)
-    assert batch["decoder_input_tokens"].shape == batch["decoder_target_tokens"].shape == (rows, length)
+    assert batch["decoder_input_tokens"].shape == (rows, length)
+    assert batch["decoder_target_tokens"].shape == (rows, length)
     assert batch["valid"].all()
     assert np.all(batch["num_frames"] <= frames)
     pad = np.arange(frames)[None, :] >= batch["num_frames"][:, None]

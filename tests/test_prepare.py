@@ -56,7 +56,8 @@ def bad_inputs(tmp_path_factory, tiny_corpus, _tiny_prepared_session):
   wave, _ = soundfile.read(folder / "good0.wav", dtype="float32")
   import soxr
 
-  soundfile.write(folder / "stereo44k.flac", np.stack([soxr.resample(wave, SR, 44100)] * 2, 1), 44100)
+  wave_44k = soxr.resample(wave, SR, 44100)
+  soundfile.write(folder / "stereo44k.flac", np.stack([wave_44k, wave_44k], 1), 44100)
   soundfile.write(folder / "rate8k.wav", soxr.resample(wave, SR, 8000), 8000, subtype="PCM_16")
   (folder / "unreadable.wav").write_text("this is not audio")
   soundfile.write(folder / "empty.wav", np.zeros(0, np.float32), SR)
@@ -128,7 +129,8 @@ def test_stereo_and_other_rates_are_converted_not_skipped(bad_inputs):
   # 8 kHz keeps the pitch.
   voiced = (original["f0"][:n] > 0) & (records["rate8k"]["f0"][:n] > 0)
   assert voiced.mean() > 0.3
-  assert np.median(np.abs(records["rate8k"]["f0"][:n][voiced] / original["f0"][:n][voiced] - 1)) < 0.02
+  ratio = records["rate8k"]["f0"][:n][voiced] / original["f0"][:n][voiced]
+  assert np.median(np.abs(ratio - 1)) < 0.02
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,7 +163,8 @@ def test_split_sizes_cover_the_corpus(tiny_prepared, tiny_corpus):
   assert report["audio_seconds_per_second"] > 0 and report["workers"] == 2  # the process pool
 
 
-def test_tokenizer_is_saved_with_the_data_and_round_trips(tiny_prepared, tiny_data_config, tiny_corpus):
+def test_tokenizer_is_saved_with_the_data_and_round_trips(tiny_prepared, tiny_data_config,
+                                                          tiny_corpus):
   assert tiny_prepared.tokenizer_path.startswith(os.path.abspath(tiny_data_config.data.root))
   tokenizer = tiny_prepared.load_tokenizer()
   for row in corpus_rows(tiny_corpus):
@@ -264,19 +267,21 @@ def fake_catalog(tmp_path_factory, tiny_corpus):
           "text": tfds.features.Text(), "speaker_id": np.int64, "id": tfds.features.Text()}))
 
     def _split_generators(self, dl_manager):
-      return {"train_clean": self._generate_examples(rows[:4]), "dev": self._generate_examples(rows[4:])}
+      return {"train_clean": self._generate_examples(rows[:4]),
+              "dev": self._generate_examples(rows[4:])}
 
     def _generate_examples(self, chosen):
       for i, r in enumerate(chosen):
         pcm, _ = soundfile.read(os.path.join(tiny_corpus, r["path"]), dtype="int16")
-        yield r["id"], {"speech": pcm, "text": r["raw_text"].upper(), "speaker_id": i, "id": r["id"]}
+        yield r["id"], {"speech": pcm, "text": r["raw_text"].upper(), "speaker_id": i,
+                        "id": r["id"]}
 
   FakeLibrispeech(data_dir=data_dir).download_and_prepare()
   return "fake_librispeech", data_dir, rows
 
 
-def test_catalog_dataset_goes_through_the_same_feature_step(fake_catalog, tiny_data_config, tmp_path,
-                                                            tiny_corpus):
+def test_catalog_dataset_goes_through_the_same_feature_step(fake_catalog, tiny_data_config,
+                                                            tmp_path, tiny_corpus):
   from echo_jax.data import pipeline
 
   name, data_dir, rows = fake_catalog

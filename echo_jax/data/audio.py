@@ -68,7 +68,8 @@ def condition_waveform(samples: np.ndarray,
   if samples.ndim == 2:
     samples = samples.mean(axis=1)
   elif samples.ndim != 1:
-    raise AudioError(name, UNREADABLE, f"expected [samples] or [samples, channels], got {samples.shape}")
+    raise AudioError(name, UNREADABLE,
+                     f"expected [samples] or [samples, channels], got {samples.shape}")
   if samples.size == 0:
     raise AudioError(name, EMPTY)
   if not np.all(np.isfinite(samples)):

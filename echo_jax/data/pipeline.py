@@ -284,8 +284,8 @@ class TrainIterator:
     self.edges = [int(e) for e in data.bucket_frames]
     self.global_sizes = [int(g) for g in data.bucket_batch_sizes]
     if len(self.edges) != len(self.global_sizes) or list(self.edges) != sorted(set(self.edges)):
-      raise ValueError(f"data.bucket_frames={tuple(data.bucket_frames)} must be increasing and match "
-                       f"data.bucket_batch_sizes={tuple(data.bucket_batch_sizes)} in length")
+      raise ValueError(f"data.bucket_frames={tuple(data.bucket_frames)} must be increasing and "
+                       f"match data.bucket_batch_sizes={tuple(data.bucket_batch_sizes)} in length")
     self.local_sizes = [local_batch_size(g, process_count, f"data.bucket_batch_sizes[{b}]")
                         for b, g in enumerate(self.global_sizes)]
     if not 0 <= process_index < process_count:
@@ -303,8 +303,8 @@ class TrainIterator:
     self.per_epoch = batches_per_epoch(self.num_frames, self.edges, self.global_sizes)
     if self.per_epoch == 0:
       raise ValueError(
-          f"train split has {len(self.num_frames)} usable examples, too few for one global batch of "
-          f"any bucket (sizes {self.global_sizes}, edges {self.edges}); lower "
+          f"train split has {len(self.num_frames)} usable examples, too few for one global batch "
+          f"of any bucket (sizes {self.global_sizes}, edges {self.edges}); lower "
           "data.bucket_batch_sizes or make more data")
     self.fingerprint = hashlib.sha256(json.dumps(
         [index.tolist(), self.num_frames.tolist(), self.edges, self.global_sizes, self.seed,
@@ -314,8 +314,8 @@ class TrainIterator:
       self.position = int(state["position"])
       if state.get("fingerprint") != self.fingerprint:
         logging.warning("train pipeline state %s was saved for another data/bucket/seed setting "
-                        "(%s now); continuing at batch %d of the new plan", state.get("fingerprint"),
-                        self.fingerprint, self.position)
+                        "(%s now); continuing at batch %d of the new plan",
+                        state.get("fingerprint"), self.fingerprint, self.position)
     self._assembler = _Assembler(config, prepared, split)
     self._plan = functools.lru_cache(maxsize=4)(self._epoch_plan)
     import tensorflow as tf

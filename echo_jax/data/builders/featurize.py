@@ -86,7 +86,8 @@ def featurize_item(item, params: features_lib.FeatureParams, tokenizer_path: str
       return skip(FEATURE_ERROR, f"{type(e).__name__}: {e}")
   if store_waveform:
     example["waveform"] = wave
-  return ItemResult(item.split, item.index, item.key, example, seconds=wave.size / params.sample_rate)
+  seconds = wave.size / params.sample_rate
+  return ItemResult(item.split, item.index, item.key, example, seconds=seconds)
 
 
 def featurize_star(args) -> ItemResult:

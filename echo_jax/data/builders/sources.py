@@ -1,4 +1,4 @@
-"""Where utterances come from: the synthetic corpus, a user manifest/folder, or a TFDS catalog dataset.
+"""Where utterances come from: the synthetic corpus, a user manifest or folder, a TFDS catalog.
 
 Each source lists `SourceItem`s per split (text only; audio is read later, in the worker
 processes). `index` is the item's position in its split's list, which is stable for the same
@@ -67,8 +67,9 @@ def _group(records: list[dict], where: str) -> dict[str, list[SourceItem]]:
       raise ValueError(f"{where}: duplicate utterance id {r['key']!r}; ids must be unique")
     seen.add(r["key"])
     items = out[r["split"]]
-    items.append(SourceItem(index=len(items), key=r["key"], split=r["split"], raw_text=r["raw_text"],
-                            speaker=r["speaker"], audio_path=r["audio_path"]))
+    items.append(SourceItem(index=len(items), key=r["key"], split=r["split"],
+                            raw_text=r["raw_text"], speaker=r["speaker"],
+                            audio_path=r["audio_path"]))
   return out
 
 
@@ -102,7 +103,7 @@ def jsonl_items(path: str, text_keys=_TEXT_KEYS) -> dict[str, list[SourceItem]]:
 
 def tsv_items(path: str, audio_dir: str | None = None, split: str | None = None
               ) -> dict[str, list[SourceItem]]:
-  """A TSV with a header naming a path column and a transcript column, or headerless path<TAB>text."""
+  """A TSV with a header naming a path and a transcript column, or headerless path<TAB>text."""
   base = audio_dir or os.path.dirname(os.path.abspath(path))
   with open(path, encoding="utf-8", newline="") as f:
     rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -122,7 +123,10 @@ def tsv_items(path: str, audio_dir: str | None = None, split: str | None = None
     if not audio:
       raise ValueError(f"{where}: empty audio path")
     key = str(r.get("id") or os.path.splitext(audio)[0])
-    item_split = split or (canonical_split(r["split"], where) if r.get("split") else hash_split(key))
+    if split:
+      item_split = split
+    else:
+      item_split = canonical_split(r["split"], where) if r.get("split") else hash_split(key)
     records.append(dict(key=key, split=item_split, raw_text=str(_first(r, _TEXT_KEYS, "")),
                         speaker=str(_first(r, _SPEAKER_KEYS, "")),
                         audio_path=os.path.join(base, audio)))
@@ -145,9 +149,10 @@ def librispeech_items(root: str) -> dict[str, list[SourceItem]]:
         if not line.strip():
           continue
         key, _, text = line.strip().partition(" ")
-        audio = next((os.path.join(folder, key + ext) for ext in (".flac", ".wav", ".mp3", ".ogg")
-                      if os.path.exists(os.path.join(folder, key + ext))), os.path.join(folder, key + ".flac"))
-        records.append(dict(key=key, split=split, raw_text=text, speaker=key.split("-")[0], audio_path=audio))
+        candidates = [os.path.join(folder, key + ext) for ext in (".flac", ".wav", ".mp3", ".ogg")]
+        audio = next((c for c in candidates if os.path.exists(c)), candidates[0])
+        records.append(dict(key=key, split=split, raw_text=text, speaker=key.split("-")[0],
+                            audio_path=audio))
   return _group(records, root)
 
 
@@ -158,7 +163,8 @@ def common_voice_items(root: str) -> dict[str, list[SourceItem]]:
   for name, split in (("train.tsv", "train"), ("dev.tsv", "validation"), ("test.tsv", "test")):
     path = os.path.join(root, name)
     if os.path.exists(path):
-      out[split] = tsv_items(path, audio_dir=clips if os.path.isdir(clips) else root, split=split)[split]
+      audio_dir = clips if os.path.isdir(clips) else root
+      out[split] = tsv_items(path, audio_dir=audio_dir, split=split)[split]
   return out
 
 
@@ -168,12 +174,14 @@ def manifest_items(manifest_path: str) -> dict[str, list[SourceItem]]:
     raise ValueError("data.manifest_path is empty; point it at a .jsonl/.tsv manifest or a "
                      "LibriSpeech / Common Voice folder (docs/data.md)")
   if os.path.isdir(manifest_path):
-    if any(os.path.exists(os.path.join(manifest_path, n)) for n in ("train.tsv", "dev.tsv", "test.tsv")):
+    tsvs = ("train.tsv", "dev.tsv", "test.tsv")
+    if any(os.path.exists(os.path.join(manifest_path, n)) for n in tsvs):
       return common_voice_items(manifest_path)
     if glob.glob(os.path.join(manifest_path, "**", "*.trans.txt"), recursive=True):
       return librispeech_items(manifest_path)
     raise ValueError(f"{manifest_path}: a folder without train/dev/test.tsv (Common Voice) or "
-                     "*.trans.txt files (LibriSpeech); write a manifest.jsonl instead (docs/data.md)")
+                     "*.trans.txt files (LibriSpeech); write a manifest.jsonl instead "
+                     "(docs/data.md)")
   if not os.path.exists(manifest_path):
     raise FileNotFoundError(f"data.manifest_path {manifest_path!r} does not exist")
   if manifest_path.endswith((".jsonl", ".json")):
@@ -186,7 +194,8 @@ def items_fingerprint(items: dict[str, list[SourceItem]]) -> str:
   h = hashlib.sha256()
   for split in SPLITS:
     for it in items.get(split, []):
-      h.update(json.dumps([split, it.index, it.key, it.raw_text, it.speaker, it.audio_path]).encode())
+      row = [split, it.index, it.key, it.raw_text, it.speaker, it.audio_path]
+      h.update(json.dumps(row).encode())
   return h.hexdigest()
 
 
@@ -197,7 +206,8 @@ def catalog_keys(info) -> tuple[str, str, str | None]:
   """(audio feature, text feature, speaker feature or None) of a catalog dataset's features."""
   import tensorflow_datasets as tfds
 
-  audio_key = next((k for k, f in info.features.items() if isinstance(f, tfds.features.Audio)), None)
+  audio_key = next((k for k, f in info.features.items()
+                    if isinstance(f, tfds.features.Audio)), None)
   text_key = next((k for k in _TEXT_KEYS if k in info.features), None)
   if audio_key is None or text_key is None:
     raise ValueError(f"TFDS dataset {info.name} has no Audio feature and a text feature "

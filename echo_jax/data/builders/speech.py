@@ -48,7 +48,8 @@ class SpeechConfig(tfds.core.BuilderConfig):
   source: str = ""  # corpus dir | manifest path/folder | catalog dataset name
   source_fingerprint: str = ""  # hash of the source's items (or catalog name/version)
   catalog_data_dir: str = ""
-  catalog_splits: dict = dataclasses.field(default_factory=lambda: dict(zip(sources.SPLITS, sources.SPLITS)))
+  catalog_splits: dict = dataclasses.field(
+      default_factory=lambda: dict(zip(sources.SPLITS, sources.SPLITS)))
   tokenizer_path: str = ""
   tokenizer_fingerprint: str = ""
   store_features: bool = True  # False: waveform only, features on the fly in the pipeline
@@ -182,8 +183,10 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     cfg = self.builder_config
     params = features_lib.FeatureParams(**cfg.features)
     store_waveform = cfg.store_waveform or not cfg.store_features
-    args = ((item, params, cfg.tokenizer_path, cfg.store_features, store_waveform) for item in items)
-    kept = self._stats["splits"].setdefault(split, {"index": [], "num_frames": [], "num_samples": []})
+    args = ((item, params, cfg.tokenizer_path, cfg.store_features, store_waveform)
+            for item in items)
+    kept = self._stats["splits"].setdefault(
+        split, {"index": [], "num_frames": [], "num_samples": []})
     skipped = self._stats["skipped"].setdefault(split, [])
     bar = tqdm(total=total, desc=f"{self.name} {split}", unit="utt", dynamic_ncols=True)
     try:
@@ -280,7 +283,8 @@ class CatalogSpeech(SpeechBuilder):
     out = {}
     for split, catalog_split in cfg.catalog_splits.items():
       if catalog_split:
-        out[split] = sources.catalog_items(cfg.source, cfg.catalog_data_dir or None, catalog_split, split)
+        out[split] = sources.catalog_items(cfg.source, cfg.catalog_data_dir or None,
+                                           catalog_split, split)
     return out
 
 
