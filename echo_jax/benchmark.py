@@ -418,11 +418,24 @@ def profile_breakdown(trace_file: str, hlo_text: str, top: int = 25) -> Dict[str
     events = json.load(f)["traceEvents"]
   busy_us = collections.Counter()
   calls = collections.Counter()
+  intervals = []
   for event in events:
     name = event.get("name")
     if "dur" in event and name in instructions:
       busy_us[name] += float(event["dur"])
       calls[name] += 1
+      intervals.append((float(event["ts"]), float(event["ts"]) + float(event["dur"])))
+  # Wall time with at least one op running vs the whole span: the rest is waiting for cores.
+  intervals.sort()
+  covered, (run_start, run_end) = 0.0, intervals[0] if intervals else (0.0, 0.0)
+  for begin, end in intervals[1:]:
+    if begin > run_end:
+      covered += run_end - run_start
+      run_start, run_end = begin, end
+    else:
+      run_end = max(run_end, end)
+  covered += run_end - run_start
+  span_us = intervals[-1][1] - intervals[0][0] if intervals else 0.0
   total_us = sum(busy_us.values())
   contraction_us = sum(t for n, t in busy_us.items() if instructions[n]["flops"] > 0)
   contraction_flops = sum(instructions[n]["flops"] * calls[n] for n in busy_us)
@@ -432,6 +445,8 @@ def profile_breakdown(trace_file: str, hlo_text: str, top: int = 25) -> Dict[str
     groups_us[group] += t
     groups_flops[group] += instructions[name]["flops"] * calls[name]
   return {
+      "span_seconds": span_us / 1e6,
+      "idle_share": 1.0 - covered / span_us if span_us else float("nan"),
       "op_seconds": total_us / 1e6,
       "contraction_seconds": contraction_us / 1e6,
       "contraction_share": contraction_us / total_us if total_us else float("nan"),
