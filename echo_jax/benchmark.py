@@ -842,6 +842,9 @@ def run(args) -> Dict[str, Any]:
     t = result["train"]
     t["mfu"] = t["achieved_gflops"] / result["peak_gflops"]
     t["mfu_xla_flops"] = t["xla_flops"] / t["step"]["median_s"] / 1e9 / result["peak_gflops"]
+  if "train" in what and args.card_peak_tflops > 0:  # accelerators: against the data-sheet peak
+    result["train"]["mfu_vs_card"] = (result["train"]["achieved_gflops"] /
+                                      (args.card_peak_tflops * 1e3))
   result["peak_rss_mib"] = peak_rss_mib()
   result["targets"] = targets(result)
   save()
@@ -968,6 +971,9 @@ def parse_args(argv=None):
   parser.add_argument("--shape", choices=sorted(SHAPES), default=None,
                       help="fixed benchmark shape replacing the config's model sizes and batch")
   parser.add_argument("--out", default="", help="JSON file for the results")
+  parser.add_argument("--card-peak-tflops", type=float, default=0.0,
+                      help="the accelerator's data-sheet peak for the compute dtype (e.g. 989 "
+                      "for H100 SXM bfloat16 dense); adds train.mfu_vs_card")
   parser.add_argument("--set", action="append", default=[],
                       help="config override section.field=value, e.g. model.dtype=bfloat16")
   parser.add_argument("--steps", type=int, default=5, help="timed train steps (after warm-up)")
