@@ -409,9 +409,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                                             jax.process_count(), state=pipeline_state)
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_chief)
   diag_writer = None
-  if diag_step is not None and is_chief:
+  if diag_step is not None:
     from echo_jax.diagnostics.dump import DiagnosticsWriter
-    diag_writer = DiagnosticsWriter(workdir)
+    diag_writer = DiagnosticsWriter(workdir)  # every process calls write; process 0 writes
   num_steps = int(config.train.num_steps)
   log_every = max(int(config.train.log_every), 1)
   ckpt_every = max(int(config.train.checkpoint_every), 1)
@@ -490,8 +490,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       batch = sharding_lib.global_batch(device_batch, mesh)
       if diag_step is not None and step % diag_every == 0:
         state, step_metrics, diagnostics = diag_step(state, batch)
-        if diag_writer is not None:
-          diag_writer.write(step, diagnostics if jax.process_count() == 1 else fetch(diagnostics))
+        diag_writer.write(step, diagnostics)
       else:
         state, step_metrics = train_step(state, batch)
       pending.add(step, step_metrics, host.get("example_index", np.zeros([0], np.int64)))
