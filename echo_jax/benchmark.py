@@ -1,4 +1,4 @@
-"""Benchmarks: matmul peak, train throughput and MFU, decode speed, input pipeline, features, compiles.
+"""Benchmarks: matmul peak, train throughput/MFU, decode speed, input pipeline, features, compiles.
 
   python -m echo_jax.benchmark --config configs/default.py [--shape small|seed] \
       [--what peak,train,diagnostics,decode,pipeline,features,recompiles] --out bench.json
@@ -228,7 +228,8 @@ def measure_peak(size: int = PEAK_SIZE, repeats: int = 10, dtype: str = "float32
   """The matmul peak: best GFLOP/s of `repeats` calls (median reported too)."""
   times = PeakProbe(size, dtype).times(repeats)
   flops = 2.0 * size ** 3
-  return {"size": size, "dtype": dtype, "flops": flops, "best_s": min(times), "median_s": float(np.median(times)),
+  return {"size": size, "dtype": dtype, "flops": flops, "best_s": min(times),
+          "median_s": float(np.median(times)),
           "gflops": flops / min(times) / 1e9, "median_gflops": flops / np.median(times) / 1e9}
 
 
@@ -405,7 +406,8 @@ def bench_diagnostics(config, frames: int, tokens: int, batch_size: int, steps: 
 def _source_group(op_name: str) -> str:
   """A source op path without the jit wrapper and layer numbers (blocks_spectrogram_1 -> ...)."""
   group = re.sub(r"_\d+/", "/", op_name.replace("jit(step_fn)/", ""))
-  group = group.replace("transpose(jvp(EchoModel))", "backward").replace("jvp(EchoModel)", "forward")
+  group = group.replace("transpose(jvp(EchoModel))", "backward")
+  group = group.replace("jvp(EchoModel)", "forward")
   return group or "(no source op)"
 
 
@@ -761,12 +763,14 @@ def bench_recompiles(config, steps: int = 50, small_model: bool = True) -> Dict[
       per_step.append(this_step.count)
       first_seen.add(b)
   warm = [c for i, c in enumerate(per_step) if plan[i] in set(plan[:i])]
-  return {"steps": steps, "buckets": len(edges), "bucket_frames": edges, "bucket_batch_sizes": sizes,
+  return {"steps": steps, "buckets": len(edges), "bucket_frames": edges,
+          "bucket_batch_sizes": sizes,
           "compilations": total.count, "compile_seconds": total.seconds,
           "compilations_after_warmup": int(sum(warm)),
           "jit_cache_size": int(step._cache_size()),  # pylint: disable=protected-access
           "compilations_per_step": per_step, "bucket_per_step": plan,
-          "model": {"d_model": int(config.model.d_model), "layers": int(config.model.encoder_layers)}}
+          "model": {"d_model": int(config.model.d_model),
+                    "layers": int(config.model.encoder_layers)}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -897,8 +901,9 @@ def render_tables(results: Sequence[Dict[str, Any]]) -> str:
     if "train" not in r:
       continue
     t = r["train"]
-    rows.append([_name(r), f"{t['batch']}x{t['frames']} / {t['tokens']}", f"{t['params'] / 1e6:.2f}M",
-                 f"{t['step']['median_s']:.3f}", f"{t['frames_per_s']:.0f}", f"{t['tokens_per_s']:.0f}",
+    rows.append([_name(r), f"{t['batch']}x{t['frames']} / {t['tokens']}",
+                 f"{t['params'] / 1e6:.2f}M", f"{t['step']['median_s']:.3f}",
+                 f"{t['frames_per_s']:.0f}", f"{t['tokens_per_s']:.0f}",
                  f"{t['analytic_flops'] / 1e9:.1f}", f"{t['xla_flops'] / t['analytic_flops']:.3f}",
                  f"{t['achieved_gflops']:.1f}", f"{r['peak_gflops']:.1f}",
                  f"{np.median(t['probe_gflops']):.1f}" if t.get("probe_gflops") else "-",

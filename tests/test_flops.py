@@ -92,7 +92,8 @@ def test_decode_counts_are_consistent_with_the_forward_count():
   cached = flops.decode_flops(cfg, rows, frames, length, steps=length, use_cache=True)
   assert cached["encoder"] == uncached["encoder"]
   # The cached step still projects the encoder output to cross-attention keys/values.
-  assert cached["cross_kv_per_step"] == cfg.decoder_layers * 2 * 2 * rows * frames * cfg.d_model ** 2
+  cross_kv = cfg.decoder_layers * 2 * 2 * rows * frames * cfg.d_model ** 2
+  assert cached["cross_kv_per_step"] == cross_kv
   assert uncached["per_step"] > cached["per_step"] > cached["cross_kv_per_step"]
   assert cached["total"] == cached["encoder"] + length * cached["per_step"]
 
@@ -101,7 +102,8 @@ def test_hlo_parser_reads_inline_and_named_operand_shapes():
   text = "\n".join([
       "  %a = f32[4,8]{1,0} parameter(0)",
       "  %b = f32[8,16]{1,0} parameter(1)",
-      "  ROOT %dot.1 = f32[4,16]{1,0} dot(%a, %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}",
+      "  ROOT %dot.1 = f32[4,16]{1,0} dot(%a, %b), lhs_contracting_dims={1}, "
+      "rhs_contracting_dims={0}",
       "  %c = f32[2,10,3]{2,1,0} parameter(2)",
       "  %conv = f32[2,10,5]{2,1,0} convolution(f32[2,10,3]{2,1,0} %c, f32[3,3,5]{2,1,0} %k), "
       "window={size=3 pad=1_1}, dim_labels=b0f_0io->b0f",
@@ -139,3 +141,56 @@ def test_benchmark_shapes_are_the_issue_shapes():
   assert (frames, tokens, batch) == (1500, 128, 2)
   with pytest.raises(ValueError, match="--shape"):
     benchmark.apply_shape(default_config(), "huge")
+
+
+HLO_MODULE = """HloModule step
+
+%fused_computation (param_0: f32[4,8], param_1: f32[8,16]) -> f32[4,16] {
+  %param_0 = f32[4,8]{1,0} parameter(0)
+  %param_1 = f32[8,16]{1,0} parameter(1)
+  ROOT %dot.1 = f32[4,16]{1,0} dot(%param_0, %param_1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (a: f32[4,8], b: f32[8,16]) -> f32[4,16] {
+  %a = f32[4,8]{1,0} parameter(0)
+  %b = f32[8,16]{1,0} parameter(1)
+  %dot_fusion = f32[4,16]{1,0} fusion(%a, %b), kind=kCustom, calls=%fused_computation, metadata={op_name="jit(step_fn)/jvp(EchoModel)/encoder/blocks_spectrogram_1/attna/q/dot_general"}
+  ROOT %tanh.2 = f32[4,16]{1,0} tanh(%dot_fusion), metadata={op_name="jit(step_fn)/jvp(EchoModel)/encoder/blocks_spectrogram_0/mlp/tanh"}
+}
+"""
+
+
+def test_profile_breakdown_joins_trace_ops_with_their_hlo_flops(tmp_path):
+  import gzip
+  import json
+
+  instructions = flops.hlo_instructions(HLO_MODULE)
+  assert instructions["dot_fusion"]["flops"] == 2 * 4 * 16 * 8
+  assert instructions["tanh.2"]["flops"] == 0
+  # Two steps: the fusion runs 3 us then 1 us; tanh 1 us each; one 2 us gap with nothing running.
+  events = [
+      {"name": "dot_fusion", "ts": 0, "dur": 3}, {"name": "tanh.2", "ts": 3, "dur": 1},
+      {"name": "dot_fusion", "ts": 6, "dur": 1}, {"name": "tanh.2", "ts": 7, "dur": 1},
+      {"name": "ThunkExecutor::Execute", "ts": 0, "dur": 8},
+  ]
+  trace = tmp_path / "host.trace.json.gz"
+  with gzip.open(trace, "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  report = benchmark.profile_breakdown(str(trace), HLO_MODULE)
+  assert report["op_seconds"] == pytest.approx(6e-6)
+  assert report["contraction_share"] == pytest.approx(4 / 6)
+  assert report["idle_share"] == pytest.approx(2 / 8)
+  assert report["contraction_gflops"] == pytest.approx(2 * 2 * 4 * 16 * 8 / 4e-6 / 1e9)
+  top = report["top"][0]
+  assert top["source"] == "forward/encoder/blocks_spectrogram/attna/q/dot_general"
+  assert top["seconds"] == pytest.approx(4e-6)
+
+
+def test_config_overrides_name_the_bad_field():
+  config = benchmark.override(default_config(),
+                              ["model.dtype=bfloat16", "data.bucket_frames=(64, 128)"])
+  assert config.model.dtype == "bfloat16" and tuple(config.data.bucket_frames) == (64, 128)
+  with pytest.raises(ValueError, match="model.d_modle"):
+    benchmark.override(default_config(), ["model.d_modle=3"])
+  with pytest.raises(ValueError, match="section.field=value"):
+    benchmark.override(default_config(), ["model.d_model"])
