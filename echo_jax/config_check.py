@@ -129,6 +129,11 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
   _int_at_least("train.checkpoint_every", t.checkpoint_every, 1)
   _int_at_least("train.keep_checkpoints", t.keep_checkpoints, 1)
   _int_at_least("train.keep_best", t.keep_best, 0)
+  from echo_jax import param_sharding  # registers the "fsdp" rule with this config's threshold
+  try:
+    param_sharding.configure(t)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   _choice("train.param_sharding", t.param_sharding, sharding_lib.available_param_shardings())
   if not isinstance(t.init_from, str):
     _fail("train.init_from", t.init_from, "use a path (workdir or checkpoint dir) or ''")

@@ -63,3 +63,12 @@ def test_indivisible_batch_names_bucket_and_device_count():
   config.data.eval_batch_size = 6
   with pytest.raises(ConfigError, match="config.data.eval_batch_size=6 .* 4 devices"):
     config_check.validate_batch_sizes(config, 4)
+
+
+def test_fsdp_rule_is_registered_by_validation_and_checks_its_threshold():
+  config = _config()
+  config.train.param_sharding = "fsdp"
+  config_check.validate_config(config)
+  config.train.fsdp_min_size = -1
+  with pytest.raises(ConfigError, match="config.train.fsdp_min_size=-1"):
+    config_check.validate_config(config)
