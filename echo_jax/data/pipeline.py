@@ -208,10 +208,14 @@ class _Assembler:
     if self.with_waveform:
       batch["waveform"] = np.zeros([rows, edge * hop], np.float32)
       batch["num_samples"] = np.zeros([rows], np.int32)
+    features_by_position = {}  # padding rows repeat a record: featurise it once
     for row, position in enumerate(positions):
       valid = position >= 0
-      record = by_position[int(position) if valid else filler]
-      mel, f0 = self.features_of(record)
+      key = int(position) if valid else filler
+      record = by_position[key]
+      if key not in features_by_position:
+        features_by_position[key] = self.features_of(record)
+      mel, f0 = features_by_position[key]
       frames = int(record["num_frames"])
       if frames > edge or mel.shape[0] != frames:
         raise ValueError(f"record {record['id']!r}: {mel.shape[0]} frames (stored {frames}) do not "
