@@ -11,6 +11,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from echo_jax import config_check
 from echo_jax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,6 +27,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax/tfds info logs drown the progress bar
   try:
     summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except config_check.ConfigError as e:
+    sys.exit(f"error: {e}")  # a bad field: the message says which and how to fix it
   except trainer.NonFiniteError as e:
     logging.error("%s", e)
     sys.exit(3)

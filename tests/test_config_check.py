@@ -72,3 +72,25 @@ def test_fsdp_rule_is_registered_by_validation_and_checks_its_threshold():
   config.train.fsdp_min_size = -1
   with pytest.raises(ConfigError, match="config.train.fsdp_min_size=-1"):
     config_check.validate_config(config)
+
+
+def test_train_and_evaluate_rejects_indivisible_batch_before_any_work(tmp_path):
+  from echo_jax import trainer
+  config = _config()
+  config.data.bucket_batch_sizes = (8, 8, 6)  # 8 fake devices in the tests
+  config.data.root = str(tmp_path / "data")
+  with pytest.raises(ConfigError, match="bucket 1024 is not divisible by the 8 devices"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
+def test_cli_names_the_bad_field(repo_root, tmp_path):
+  import subprocess
+  import sys
+  result = subprocess.run(
+      [sys.executable, "-m", "echo_jax.train", "--config", str(repo_root / "configs" / "tiny.py"),
+       "--workdir", str(tmp_path / "run"), "--config.model.d_model=63"],
+      cwd=repo_root, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert "config.model.d_model=63 is invalid" in result.stderr
+  assert "divisible by num_heads" in result.stderr
