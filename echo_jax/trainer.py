@@ -329,8 +329,9 @@ def _prepare_data(config: ml_collections.ConfigDict):
 def _resolve_vocab(config: ml_collections.ConfigDict, tokenizer) -> None:
   vocab = int(tokenizer.vocab_size)
   if int(config.model.vocab_size) not in (-1, vocab):
-    raise ValueError(f"config.model.vocab_size={config.model.vocab_size} but the tokenizer has "
-                     f"{vocab} ids; leave it at -1 to take the tokenizer's.")
+    raise config_check.ConfigError(
+        f"config.model.vocab_size={config.model.vocab_size} is invalid: the tokenizer has {vocab} "
+        "ids; leave it at -1 to take the tokenizer's.")
   config.model.vocab_size = vocab
 
 
