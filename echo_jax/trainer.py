@@ -7,11 +7,10 @@ RNG is fold_in(base, step) inside the step; the host reads device values only at
 and eval points.
 """
 
-import functools
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import flax
 import jax

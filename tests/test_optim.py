@@ -1,6 +1,5 @@
 """Optimizer: schedule values, weight-decay mask, clipping and AdamW update against the formulas."""
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

@@ -1,8 +1,11 @@
 """Learning, not just running: the tiny model trained through the real pipeline on the tiny
 corpus's 16 training utterances transcribes them by greedy decoding with WER <= 10 %."""
 
+import glob
 import json
 import os
+
+import numpy as np
 
 from echo_jax import checkpointing, trainer
 
@@ -40,6 +43,13 @@ def test_tiny_model_memorises_its_training_utterances(tiny_data_config, tmp_path
   assert any(r.get("eval/wer") == result["wer"] for r in records)
   losses = [r["train/loss"] for r in records if "train/loss" in r]
   assert losses[-1] < losses[0] / 20
+  # ...and in the TensorBoard event files (float32 there).
+  import tensorflow as tf
+  tb_wer = [value.simple_value
+            for path in glob.glob(os.path.join(workdir, "tensorboard", "events*"))
+            for event in tf.compat.v1.train.summary_iterator(path)
+            for value in event.summary.value if value.tag == "eval/wer"]
+  np.testing.assert_allclose(tb_wer, [result["wer"]], atol=1e-7)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), 3, 1)
   assert ckpt.best_step() == STEPS
   assert ckpt.metrics(STEPS)["wer"] == result["wer"]

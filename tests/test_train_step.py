@@ -6,7 +6,6 @@ import importlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from echo_jax import metrics, optim, sharding, trainer
