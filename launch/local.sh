@@ -68,7 +68,7 @@ while [ "${#running[@]}" -gt 0 ]; do
   wait -n -p done_pid "${running[@]}"
   rc=$?
   set -e
-  if [ -z "$done_pid" ]; then continue; fi  # woken by a forwarded signal
+  if [ -z "${done_pid:-}" ]; then continue; fi  # woken by a forwarded signal
   still=()
   for pid in "${running[@]}"; do [ "$pid" != "$done_pid" ] && still+=("$pid"); done
   running=("${still[@]+"${still[@]}"}")
