@@ -28,11 +28,13 @@ with EOS.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
 import logging
 import threading
+import weakref
 from typing import Iterator
 
 import numpy as np
@@ -267,6 +269,43 @@ def _tf_dataset(assembler: _Assembler, steps, batch_of, num_parallel: int, prefe
   return ds.with_options(options).prefetch(max(int(prefetch), 1))
 
 
+class _Batches:
+  """A tf.data numpy iterator that can be closed, and is closed at interpreter exit.
+
+  A prefetch thread still inside the numpy function while Python shuts down aborts the process
+  ("terminate called without an active exception"); closing first lets the threads finish.
+  """
+
+  def __init__(self, dataset):
+    global _EXIT_HOOK_REGISTERED
+    if not _EXIT_HOOK_REGISTERED:  # after TensorFlow's own hooks, so it runs before them
+      atexit.register(_close_open_iterators)
+      _EXIT_HOOK_REGISTERED = True
+    self._iterator = dataset.as_numpy_iterator()
+    _OPEN.add(self)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._iterator is None:
+      raise StopIteration
+    return next(self._iterator)
+
+  def close(self) -> None:
+    self._iterator = None  # drops the tf.data iterator, which joins its threads
+    _OPEN.discard(self)
+
+
+_OPEN: "weakref.WeakSet[_Batches]" = weakref.WeakSet()
+_EXIT_HOOK_REGISTERED = False
+
+
+def _close_open_iterators() -> None:
+  for batches in list(_OPEN):
+    batches.close()
+
+
 def _prepared_for(config, prepared):
   if prepared is not None and hasattr(prepared, "builder_dir"):
     return prepared
@@ -327,7 +366,7 @@ class TrainIterator:
     steps = tf.data.Dataset.range(self.position, 2**62)
     self._dataset = _tf_dataset(self._assembler, steps, self.batch_at, num_parallel,
                                 int(data.prefetch))
-    self._iterator = iter(self._dataset.as_numpy_iterator())
+    self._batches = _Batches(self._dataset)
 
   def _epoch_plan(self, epoch: int):
     return epoch_plan(self.num_frames, self.edges, self.global_sizes, self.seed, epoch)
@@ -343,9 +382,13 @@ class TrainIterator:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    batch = next(self._iterator)
+    batch = next(self._batches)
     self.position += 1
     return batch
+
+  def close(self) -> None:
+    """Stops the background reading (also done at interpreter exit)."""
+    self._batches.close()
 
   def get_state(self) -> dict:
     """JSON-able position: the next batch to hand out (prefetched batches are not counted)."""
@@ -399,7 +442,7 @@ def make_eval_batches(config, split: str, process_index: int = 0, process_count:
   import tensorflow as tf
 
   ds = _tf_dataset(assembler, tf.data.Dataset.range(len(plan)), batch_of, 2, int(data.prefetch))
-  return ds.as_numpy_iterator()
+  return _Batches(ds)
 
 
 def iterate_examples(config, split: str, prepared=None) -> Iterator[dict]:
