@@ -16,6 +16,10 @@ import warnings
 
 import numpy as np
 
+with warnings.catch_warnings():  # pyworld imports the deprecated pkg_resources
+  warnings.simplefilter("ignore")
+  import pyworld
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureParams:
@@ -79,10 +83,6 @@ def log_mel(wave: np.ndarray, data_cfg) -> np.ndarray:
 
 def f0_track(wave: np.ndarray, data_cfg) -> np.ndarray:
   """[T] float32 F0 in Hz from pyworld DIO refined by StoneMask (float64 inside); unvoiced 0."""
-  with warnings.catch_warnings():  # pyworld imports the deprecated pkg_resources
-    warnings.simplefilter("ignore")
-    import pyworld
-
   sample_rate = int(data_cfg.sample_rate)
   hop = int(data_cfg.hop_length)
   x = np.ascontiguousarray(wave, dtype=np.float64)
