@@ -371,7 +371,7 @@ def tpu_chips_usable() -> float:
 
 def format_markdown(reports: Sequence[StepReport], config_name: str) -> str:
   """README table rows: config, topology, step, sharding, batch, memory per chip, fits, FLOPs."""
-  lines = ["| config | topology (chips) | step | params | global batch x frames | "
+  lines = ["| config | topology (chips) | step | sharding | global batch x frames | "
            "params+opt / chip | total / chip (HBM) | fits | GFLOP / chip | GFLOP / step |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for r in reports:
