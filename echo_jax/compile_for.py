@@ -476,9 +476,12 @@ def _apply_overrides(config, overrides: Sequence[str]) -> None:
     try:
       for p in parents:
         node = node[p]
+      if leaf not in node:
+        raise KeyError(leaf)
       node[leaf] = value
     except (KeyError, AttributeError, TypeError) as e:
-      raise ValueError(f"--set {item!r}: config has no field {field!r} ({e})") from None
+      raise ValueError(f"--set {item!r}: config has no field {field!r} of that type ({e}); see "
+                       "echo_jax/config_defaults.py") from None
 
 
 if __name__ == "__main__":

@@ -157,3 +157,15 @@ def test_default_config_compiles_and_fits_on_a_v5e_2x2(tpu_train_report):
   assert report.alias_bytes >= state  # donated state
   assert report.fits and report.total_bytes < report.hbm_bytes
   assert report.flops > 0
+
+
+def test_cli_rejects_bad_input_with_exit_2(repo_root, monkeypatch, capsys):
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  tiny = str(repo_root / "configs" / "tiny.py")
+  assert compile_for.main(["--config", tiny, "--topology", "v5e-4x4"]) == 2
+  assert "v5e:4x4" in capsys.readouterr().err
+  assert compile_for.main(["--config", tiny, "--topology", "v5e:2x2",
+                           "--set", "train.param_shardin=fsdp"]) == 2  # a typo is not a new field
+  assert "train.param_shardin" in capsys.readouterr().err
+  assert compile_for.main(["--config", str(repo_root / "configs" / "nope.py"),
+                           "--topology", "v5e:2x2"]) == 2
