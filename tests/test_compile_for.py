@@ -169,3 +169,14 @@ def test_cli_rejects_bad_input_with_exit_2(repo_root, monkeypatch, capsys):
   assert "train.param_shardin" in capsys.readouterr().err
   assert compile_for.main(["--config", str(repo_root / "configs" / "nope.py"),
                            "--topology", "v5e:2x2"]) == 2
+
+
+def test_a_program_larger_than_hbm_is_reported_as_not_fitting(tpu_train_report):
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  chip, devices = compile_for.topology_devices("v5e:2x2")
+  mesh = sharding.make_mesh(devices)
+  rows = jax.ShapeDtypeStruct((100_000, 1000), np.float32, sharding=NamedSharding(mesh, P()))
+  outer = jax.jit(lambda x: x @ x.T, out_shardings=NamedSharding(mesh, P()))  # 40 GB per chip
+  report = compile_for.StepReport("v5e:2x2", "outer", "replicated", 4, 1, 1, chip.hbm_bytes)
+  compile_for._compile_into(report, outer, rows)  # pylint: disable=protected-access
+  assert report.error.startswith("out of HBM") and not report.fits
