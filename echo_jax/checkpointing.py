@@ -27,8 +27,13 @@ ITEM_NAMES = ("params", "train", "pipeline")
 BEST_METRIC = "wer"  # lower is better
 
 
+def absolute(path: str) -> str:
+  """orbax needs absolute paths; remote (gs://) paths already are."""
+  return str(path) if "://" in str(path) else os.path.abspath(path)
+
+
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, CHECKPOINT_SUBDIR)
+  return os.path.join(absolute(workdir), CHECKPOINT_SUBDIR)
 
 
 def _wer_of(metrics: Mapping[str, Any]) -> float:
@@ -68,15 +73,16 @@ class Checkpointer:
         best_fn=_wer_of, best_mode="min",
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save, create=True)
-    self.directory = directory
-    self._manager = ocp.CheckpointManager(directory, options=options, item_names=ITEM_NAMES)
+    self.directory = absolute(directory)
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEM_NAMES)
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
   def best_step(self) -> Optional[int]:
     """Step with the lowest WER among the kept checkpoints (latest when none has a WER)."""
-    return self._manager.best_step()
+    best = self._manager.best_step()
+    return best if best is not None else self._manager.latest_step()
 
   def all_steps(self) -> List[int]:
     return list(self._manager.all_steps())
@@ -126,7 +132,7 @@ def _resolve_checkpoint_root(path: str) -> Tuple[str, Optional[int]]:
   """Accepts a run's workdir, its checkpoints dir, or one step dir -> (checkpoints dir, step).
 
   Works for local and gs:// paths (etils.epath)."""
-  root = epath.Path(path)
+  root = epath.Path(absolute(path))
   if (root / CHECKPOINT_SUBDIR).is_dir():
     return str(root / CHECKPOINT_SUBDIR), None
   if root.name.isdigit() and (root / "params").is_dir():
@@ -148,6 +154,8 @@ def restore_params(path: str, params_like: Any = None, step: Optional[int] = Non
     chosen = step if step is not None else path_step
     if chosen is None:
       chosen = manager.best_step()
+    if chosen is None:
+      chosen = manager.latest_step()  # no checkpoint has a WER
     if chosen is None:
       raise FileNotFoundError(f"no checkpoint found under {path!r} (looked in {root!r}).")
     target = (ocp.args.StandardRestore(_abstract(params_like)) if params_like is not None
