@@ -64,3 +64,20 @@ def test_sigterm_sets_the_stop_flag_and_handler_is_restored():
   assert watcher.should_stop(2)
   watcher.close()
   assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_relative_workdir_and_no_wer_metrics(tmp_path, monkeypatch):
+  # The README command passes a relative workdir; orbax itself only accepts absolute paths.
+  monkeypatch.chdir(tmp_path)
+  mesh = sharding.make_mesh()
+  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir("runs/rel"), 2, 1)
+  for step in (1, 2):
+    params, train = _placed(_trees(float(step)), mesh)
+    ckpt.save(step, params, train, {"position": step})
+  ckpt.wait()
+  assert ckpt.best_step() == 2  # no WER anywhere: the latest
+  ckpt.close()
+  like_params, _ = _placed(_trees(0.0), mesh)
+  restored = checkpointing.restore_params("runs/rel", like_params)
+  np.testing.assert_array_equal(np.asarray(restored["dense"]["kernel"]), 2.0)
+  assert (tmp_path / "runs" / "rel" / "checkpoints" / "2" / "params").is_dir()
