@@ -294,38 +294,62 @@ def find_max_batch(config, topology: str, param_sharding: Optional[str] = None,
                    hbm_bytes: Optional[int] = None) -> (int, Optional[StepReport]):
   """Largest global batch (a multiple of the chip count) whose train step fits in HBM.
 
-  Doubles from one row per chip until a batch does not fit, then bisects. Returns (0, report of
-  the failing batch) when even one row per chip does not fit.
+  Compiles 1 and 2 rows per chip, extrapolates the memory (about affine in the batch) to a first
+  guess, then searches outward from it and bisects, compiling each candidate: the answer is
+  always a compiled, fitting batch. Returns (0, report of one row per chip) when nothing fits.
   """
+  from echo_jax import tpu_chips
   if devices is None:
     chip, devices = topology_devices(topology)
     hbm_bytes = chip.hbm_bytes
   num = len(devices)
   cache: Dict[int, StepReport] = {}
 
-  def fits(rows_per_chip: int) -> bool:
+  def compiled(rows_per_chip: int) -> StepReport:
     if rows_per_chip not in cache:
       cache[rows_per_chip] = compile_steps(
           config, topology, param_sharding, global_batch=rows_per_chip * num, steps=("train",),
           devices=devices, hbm_bytes=hbm_bytes)[0]
-    return cache[rows_per_chip].fits
+    return cache[rows_per_chip]
 
-  rows = largest_fitting(fits, limit_per_chip)
+  guess = 1
+  one, two = compiled(1), compiled(2)
+  per_row = two.total_bytes - one.total_bytes
+  if one.fits and two.fits and per_row > 0:
+    budget = int(hbm_bytes) * tpu_chips.usable_fraction
+    guess = int((budget - one.total_bytes) // per_row) + 1
+  rows = largest_fitting(lambda n: compiled(n).fits, limit_per_chip, start=guess)
   return rows * num, cache[max(rows, 1)]
 
 
-def largest_fitting(fits, limit: int) -> int:
+def largest_fitting(fits, limit: int, start: int = 1) -> int:
   """Largest n in [1, limit] with fits(n), for a monotone `fits` (True up to some n); 0 if none.
 
-  Doubles until a failure, then bisects: about 2*log2(n) calls.
+  Steps away from `start` (a guess) by 1, 2, 4, ... until the answer is bracketed, then
+  bisects: about 2*log2(|answer - start|) + 2 calls.
   """
-  if not fits(1):
-    return 0
-  low, high = 1, 2
-  while high <= limit and fits(high):
-    low, high = high, high * 2
-  high = min(high, limit + 1)
-  while high - low > 1:  # fits(low), and high is either > limit or does not fit
+  start = min(max(int(start), 1), limit)
+  if fits(start):
+    low, high, step = start, None, 1
+    while high is None:
+      candidate = low + step
+      if candidate > limit:
+        high = limit + 1
+      elif fits(candidate):
+        low, step = candidate, step * 2
+      else:
+        high = candidate
+  else:
+    low, high, step = None, start, 1
+    while low is None:
+      candidate = max(high - step, 1)
+      if fits(candidate):
+        low = candidate
+      elif candidate == 1:
+        return 0
+      else:
+        high, step = candidate, step * 2
+  while high - low > 1:  # fits(low); high > limit or not fits(high)
     mid = (low + high) // 2
     if fits(mid):
       low = mid
@@ -379,7 +403,7 @@ def format_markdown(reports: Sequence[StepReport], config_name: str) -> str:
             f"{r.global_batch} x {r.frames} | "
             f"{(r.params_bytes + r.opt_state_bytes) / (1 << 20):.1f} MiB | ")
     if r.error:
-      lines.append(head + f"- | no: {r.error[:120]} | - | - |")
+      lines.append(head + f"- | no: {r.error[:200]} | - | - |")
       continue
     lines.append(head + f"{r.total_bytes / (1 << 20):.1f} MiB ({r.hbm_bytes >> 30} GiB) | "
                  f"{'yes' if r.fits else 'NO'} | {r.flops / 1e9:.2f} | "

@@ -67,15 +67,18 @@ def test_batch_shape_vocab_and_topology_names():
 def test_largest_fitting_matches_a_linear_scan_in_few_calls():
   for limit in (1, 7, 64, 100):
     for best in range(0, limit + 3):
-      calls = []
+      for start in (1, 2, best - 1, best, best + 1, limit):
+        calls = []
 
-      def fits(n):
-        calls.append(n)
-        return n <= best
+        def fits(n):
+          calls.append(n)
+          return n <= best
 
-      expected = min(best, limit)
-      assert compile_for.largest_fitting(fits, limit) == expected
-      assert len(calls) <= 2 * int(np.log2(limit)) + 3
+        expected = min(best, limit)
+        assert compile_for.largest_fitting(fits, limit, start) == expected, (limit, best, start)
+        assert all(1 <= n <= limit for n in calls)
+        distance = abs(expected - min(max(start, 1), limit)) + 1
+        assert len(calls) <= 2 * int(np.log2(distance)) + 3
 
 
 @pytest.fixture(scope="module")
