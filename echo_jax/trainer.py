@@ -9,6 +9,7 @@ and eval points.
 
 import json
 import os
+import shutil
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -279,6 +280,20 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> No
             f"def get_config():\n  return ml_collections.ConfigDict({config.to_dict()!r})\n")
 
 
+def copy_tokenizer(tokenizer_path: str, workdir: str) -> None:
+  """Keeps the run's tokenizer beside its checkpoints (tokenizer.model / tokenizer.json), so
+  transcribe and evaluate need neither the prepared data nor its location."""
+  if jax.process_index() != 0:
+    return
+  suffix = ".json" if tokenizer_path.endswith(".json") else ".model"
+  target = os.path.join(workdir, "tokenizer" + suffix)
+  if metrics_lib.is_remote(target):
+    import tensorflow as tf  # only needed for remote workdirs
+    tf.io.gfile.copy(tokenizer_path, target, overwrite=True)
+  else:
+    shutil.copyfile(tokenizer_path, target)
+
+
 def _leaf_names(tree) -> List[str]:
   return ["/".join(str(getattr(k, "key", k)) for k in path)
           for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
@@ -373,6 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   _resolve_vocab(config, tokenizer)
   config_check.validate_config(config)
   write_resolved_config(config, workdir)
+  copy_tokenizer(prepared.tokenizer_path, workdir)
 
   model = build_model(config)
   tx = optim.make_optimizer(config.train)

@@ -54,3 +54,11 @@ def test_tiny_model_memorises_its_training_utterances(tiny_data_config, tmp_path
   assert ckpt.best_step() == STEPS
   assert ckpt.metrics(STEPS)["wer"] == result["wer"]
   ckpt.close()
+  # The run keeps its tokenizer, so inference loads it from the workdir alone.
+  from echo_jax import inference
+  from echo_jax.data.prepare import ensure_prepared
+  copied = os.path.join(workdir, "tokenizer.json")
+  with open(copied, "rb") as a, open(ensure_prepared(config).tokenizer_path, "rb") as b:
+    assert a.read() == b.read()
+  run = inference.load_run(workdir)
+  assert run.tokenizer.path == copied and run.step == STEPS
