@@ -359,7 +359,8 @@ def build_corpus(out_dir: str, num_utterances: int, seed: int = 0,
   done = _is_complete(out_dir, fingerprint)
   if done is not None:
     if progress:
-      print(f"corpus in {out_dir} is complete for these parameters; nothing to do")
+      print(f"corpus in {out_dir} is complete for these parameters; nothing to do",
+            file=sys.stderr)
     return done
   # Same parameters as the unfinished run that left wavs here: keep them (resume); otherwise
   # start afresh. Either way the manifest is rewritten only once every job has finished.
