@@ -2,10 +2,11 @@
 # Copies this repository to every worker of a TPU VM, installs it, and starts the same training
 # command on all workers at once (one process per worker; JAX joins them into one job).
 #
-#   TPU_NAME=echo ZONE=us-central2-b launch/tpu_pod.sh CONFIG WORKDIR [--config.x=y ...]
+#   TPU_NAME=echo ZONE=us-central2-b ACCELERATOR=v4-16 launch/tpu_pod.sh CONFIG WORKDIR [--config.x=y ...]
 #   e.g. launch/tpu_pod.sh configs/base.py gs://my-bucket/echo/base
 #
-# Steps: (1) copy the repo (without .venv/data/runs) to ~/echo_jax on all workers; (2) run
+# Steps: (0) compile the train step for ACCELERATOR here (launch/tpu_precheck.sh; no TPU
+# needed) and stop if it does not fit (SKIP_PRECHECK=1 skips); (1) copy the repo (without .venv/data/runs) to ~/echo_jax on all workers; (2) run
 # launch/setup.sh and install the TPU build of jax there; (3) start launch/run_worker.sh on all
 # workers in the background (log: ~/echo_jax/train.log on each worker). Re-running resumes from
 # the workdir's latest checkpoint. Env: PROJECT (optional), JAX_TPU_SPEC (pip spec for TPU jax,
@@ -29,6 +30,15 @@ ssh_all() {
   gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${project_args[@]}" --zone "$ZONE" --worker=all \
     --command "$1"
 }
+
+if [ "${SKIP_PRECHECK:-0}" != "1" ]; then
+  : "${ACCELERATOR:?set ACCELERATOR (e.g. v4-32) for the compile check, or SKIP_PRECHECK=1}"
+  overrides=()
+  for arg in "$@"; do
+    case "$arg" in --config.*=*) overrides+=(--set "${arg#--config.}") ;; esac
+  done
+  bash launch/tpu_precheck.sh "$CONFIG" "$ACCELERATOR" --steps train "${overrides[@]}"
+fi
 
 if [ "${SKIP_SETUP:-0}" != "1" ]; then
   bundle=$(mktemp -d)/echo_jax.tar.gz
