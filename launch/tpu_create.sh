@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates a Cloud TPU VM (single host or pod slice) for echo_jax.
 #
-#   TPU_NAME=echo ZONE=us-central2-b ACCELERATOR=v4-32 launch/tpu_create.sh [--spot]
+#   TPU_NAME=echo ZONE=us-central2-b ACCELERATOR=v4-16 launch/tpu_create.sh [--spot]
 #
 # Env: TPU_NAME, ZONE, ACCELERATOR (e.g. v4-8, v4-32, v5litepod-16), RUNTIME (TPU VM image),
 #      PROJECT (optional; default: gcloud's configured project).
