@@ -117,7 +117,7 @@ class Checkpointer:
       raise ValueError(
           f"checkpoint step {step} in {self.directory} was written by {pipeline['process_count']} "
           f"processes, this run has {jax.process_count()}; resume with the same process count or "
-          f"start a new workdir with --config.train.init_from={self.directory}.")
+          f"start a new workdir with --config.init_from={self.directory}.")
     return restored["params"], restored["train"], pipeline["states"][jax.process_index()]
 
   def wait(self) -> None:

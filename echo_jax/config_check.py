@@ -6,6 +6,7 @@ distributed fields and their cross-constraints (e.g. model.n_mels == data.n_mels
 """
 
 import numbers
+import os
 from typing import Any, Sequence
 
 import ml_collections
@@ -135,8 +136,6 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   _choice("train.param_sharding", t.param_sharding, sharding_lib.available_param_shardings())
-  if not isinstance(t.init_from, str):
-    _fail("train.init_from", t.init_from, "use a path (workdir or checkpoint dir) or ''")
 
 
 def _validate_eval(config: ml_collections.ConfigDict) -> None:
@@ -177,6 +176,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _validate_train(config)
   _validate_eval(config)
   _validate_distributed(config)
+  init_from = config.get("init_from", "")
+  if not isinstance(init_from, str):
+    _fail("init_from", init_from, "use a path (workdir, checkpoints dir or step dir) or ''")
+  if init_from and not init_from.startswith("gs://") and not os.path.exists(init_from):
+    _fail("init_from", init_from, "no such path; give another run's workdir, its checkpoints dir "
+          "or one of its step dirs")
 
 
 def validate_batch_sizes(config: ml_collections.ConfigDict, num_devices: int) -> None:

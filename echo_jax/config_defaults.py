@@ -97,6 +97,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model = default_model_config()
   c.data = default_data_config()
 
+  c.init_from = ""  # another run (workdir, checkpoints dir or step dir) to take params from
+
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 10000
   c.train.learning_rate = 2.5e-4
@@ -112,7 +114,6 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
   c.train.keep_best = 1
-  c.train.init_from = ""
   c.train.param_sharding = "replicated"  # replicated | fsdp
   c.train.fsdp_min_size = 1 << 14  # fsdp: parameters with fewer elements stay replicated
   c.train.compilation_cache_dir = ""

@@ -415,10 +415,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     if best_metrics and checkpointing.BEST_METRIC in best_metrics:
       best_wer = float(best_metrics[checkpointing.BEST_METRIC])
     say(f"resumed from step {start} in {ckpt.directory}")
-  elif config.train.init_from:
-    params = checkpointing.restore_params(str(config.train.init_from), state.params)
+  elif config.init_from:
+    params = checkpointing.restore_params(str(config.init_from), state.params)
     state = state.replace(params=params)
-    say(f"initialised params from {config.train.init_from}")
+    say(f"initialised params from {config.init_from}")
   start = int(start or 0)
 
   train_iter = pipeline.make_train_iterator(config, prepared, jax.process_index(),

@@ -32,11 +32,12 @@ def test_shipped_configs_are_valid(name):
     ("eval.split", "dev", "config.eval.split='dev'"),
     ("decode.max_length", 65, "config.decode.max_length=65"),
     ("distributed.process_id", 2, "config.distributed.process_id=2"),
+    ("init_from", "/nonexistent/run", "config.init_from='/nonexistent/run' is invalid: no such path"),
 ])
 def test_bad_field_is_named(field, value, expect):
   config = _config()
-  part, name = field.split(".")
-  setattr(config[part], name, value)
+  *parts, name = field.split(".")
+  setattr(config[parts[0]] if parts else config, name, value)
   with pytest.raises(ConfigError) as err:
     config_check.validate_config(config)
   assert expect in str(err.value)

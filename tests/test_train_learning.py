@@ -5,6 +5,7 @@ import glob
 import json
 import os
 
+import jax
 import numpy as np
 
 from echo_jax import checkpointing, trainer
@@ -62,3 +63,17 @@ def test_tiny_model_memorises_its_training_utterances(tiny_data_config, tmp_path
     assert a.read() == b.read()
   run = inference.load_run(workdir)
   assert run.tokenizer.path == copied and run.step == STEPS
+  # --config.init_from starts a new run from this run's best parameters: with a negligible learning
+  # rate its one-step checkpoint holds those parameters (a fresh init would differ everywhere).
+  source = checkpointing.restore_params(workdir)
+  follow = tiny_data_config
+  follow.init_from = workdir
+  follow.train.num_steps = 1
+  follow.train.learning_rate = 1e-12
+  follow.train.checkpoint_every = 1
+  follow.eval.every = 0
+  follow_dir = str(tmp_path / "follow")
+  assert trainer.train_and_evaluate(follow, follow_dir)["step"] == 1
+  started = checkpointing.restore_params(follow_dir)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-8),
+                         source, started)
