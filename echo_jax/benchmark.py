@@ -15,7 +15,6 @@ data.max_target_length tokens.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -27,6 +26,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from echo_jax import config_files
 
 SECTIONS = ("peak", "train", "diagnostics", "decode", "pipeline", "features", "recompiles")
 DEFAULT_SECTIONS = ("peak", "train", "decode", "pipeline", "features", "recompiles")
@@ -48,39 +49,13 @@ BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 def load_config(path: str):
   """get_config() of a config file (configs/*.py)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--config {path!r} does not exist; pass e.g. configs/default.py")
-  spec = importlib.util.spec_from_file_location("echo_benchmark_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ValueError(f"--config {path!r} has no get_config()")
-  return module.get_config()
+  return config_files.load_config_file(path)
 
 
 def override(config, assignments: Sequence[str]):
   """Applies `section.field=value` assignments (Python literals, else strings) to a config copy."""
-  import ast
-
   import ml_collections
-
-  config = ml_collections.ConfigDict(config.to_dict())
-  for assignment in assignments or ():
-    key, sep, text = assignment.partition("=")
-    if not sep:
-      raise ValueError(f"--set {assignment!r}: write it as section.field=value")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    node = config
-    *parents, leaf = key.split(".")
-    for name in parents:
-      node = node[name]
-    if leaf not in node:
-      raise ValueError(f"--set {assignment!r}: the config has no field {key!r}")
-    node[leaf] = value
-  return config
+  return config_files.apply_overrides(ml_collections.ConfigDict(config.to_dict()), assignments)
 
 
 def apply_shape(config, shape: Optional[str]):

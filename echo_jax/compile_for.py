@@ -433,16 +433,14 @@ def main(argv=None) -> int:
                       help="config override, e.g. --set model.dtype=bfloat16 (repeatable)")
   args = parser.parse_args(argv)
 
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("compile_for_config", args.config)
-  if spec is None or not os.path.isfile(args.config):
-    print(f"--config {args.config!r}: no such config file", file=sys.stderr)
-    return 2
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  from echo_jax import config_files
   try:
-    _apply_overrides(config, args.set)
+    config = config_files.load_config_file(args.config)
+  except (FileNotFoundError, ValueError) as e:
+    print(str(e), file=sys.stderr)
+    return 2
+  try:
+    config_files.apply_overrides(config, args.set)
   except ValueError as e:
     print(str(e), file=sys.stderr)
     return 2
@@ -483,29 +481,6 @@ def main(argv=None) -> int:
             f"{s['max_global_batch']}")
   failed = [r for r in reports if r.step == "train" and not r.fits]
   return 1 if failed else 0
-
-
-def _apply_overrides(config, overrides: Sequence[str]) -> None:
-  import ast
-  for item in overrides:
-    if "=" not in item:
-      raise ValueError(f"--set {item!r}: write FIELD=VALUE, e.g. --set train.param_sharding=fsdp")
-    field, raw = item.split("=", 1)
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      value = raw  # a bare string such as fsdp
-    node = config
-    *parents, leaf = field.split(".")
-    try:
-      for p in parents:
-        node = node[p]
-      if leaf not in node:
-        raise KeyError(leaf)
-      node[leaf] = value
-    except (KeyError, AttributeError, TypeError) as e:
-      raise ValueError(f"--set {item!r}: config has no field {field!r} of that type ({e}); see "
-                       "echo_jax/config_defaults.py") from None
 
 
 if __name__ == "__main__":

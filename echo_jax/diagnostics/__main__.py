@@ -19,13 +19,8 @@ DEFAULT_CONFIG = "configs/default.py"
 
 def _load_config(path: str):
   """A config file's get_config() (the same files echo_jax.train takes)."""
-  import importlib.util
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"--config {path} does not exist (e.g. configs/default.py)")
-  spec = importlib.util.spec_from_file_location("diagnostics_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from echo_jax.config_files import load_config_file
+  return load_config_file(path)
 
 
 def _run_config(args) -> str:

@@ -65,24 +65,11 @@ def select_maps(weights: Mapping[str, np.ndarray], batch: Mapping[str, Any],
 
 
 def load_trained(workdir: str):
-  """(config, model, variables, tokenizer) of a run: its resolved config.py, its best (else
-  latest) checkpoint, the tokenizer its prepared data uses."""
-  import importlib.util
-  import os
-  from echo_jax import checkpointing, trainer
-  from echo_jax.data.prepare import ensure_prepared
-
-  config_path = os.path.join(workdir, "config.py")
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found; --workdir must be a training run's workdir")
-  spec = importlib.util.spec_from_file_location("run_config", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  tokenizer = ensure_prepared(config).load_tokenizer()
-  model = trainer.build_model(config)
-  params = checkpointing.restore_params(workdir)
-  return config, model, {"params": params}, tokenizer
+  """(config, model, variables, tokenizer) of a run: its resolved config, its best (else latest)
+  checkpoint and its tokenizer (echo_jax.inference.load_run)."""
+  from echo_jax import inference
+  run = inference.load_run(workdir)
+  return run.config, run.model, run.variables, run.tokenizer
 
 
 def from_wave(config, wave: np.ndarray, workdir: Optional[str] = None, text: Optional[str] = None,
