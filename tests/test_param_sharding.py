@@ -10,6 +10,7 @@ from jax.sharding import PartitionSpec as P
 
 from echo_jax import config_defaults, optim, param_sharding, sharding, trainer
 from echo_jax.param_sharding import fsdp_spec
+from ragged_batches import ragged_batch
 
 VOCAB = 40
 MIN_SIZE = 1024  # small enough that the tiny model's matrices are split
@@ -95,22 +96,7 @@ def test_fsdp_shards_params_and_moments_and_device_bytes_add_up(setup):
 
 
 def _batch(config, batch_size, frames, seed):
-  """A batch in the documented format with ragged audio and text lengths."""
-  rng = np.random.default_rng(seed)
-  batch = trainer.example_batch(config, batch_size, frames)
-  num_frames = rng.integers(frames // 2, frames + 1, size=batch_size).astype(np.int32)
-  batch["num_frames"] = num_frames
-  valid = np.arange(frames)[None, :] < num_frames[:, None]
-  batch["mel"] = (rng.normal(size=batch["mel"].shape) * valid[..., None]).astype(np.float32)
-  batch["f0"] = (rng.uniform(80, 300, size=batch["f0"].shape) * valid).astype(np.float32)
-  batch["decoder_input_tokens"][:] = 0
-  batch["decoder_target_tokens"][:] = 0
-  for row in range(batch_size):
-    n = int(rng.integers(3, 12))
-    ids = rng.integers(4, VOCAB, size=n)
-    batch["decoder_target_tokens"][row, :n + 1] = np.append(ids, 2)
-    batch["decoder_input_tokens"][row, :n + 1] = np.append(1, ids)
-  return batch
+  return ragged_batch(config, batch_size, frames, VOCAB, seed)
 
 
 def test_fsdp_and_replicated_train_to_the_same_parameters(setup):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from echo_jax import metrics, optim, sharding, trainer
+from ragged_batches import ragged_batch
 
 VOCAB = 40
 
@@ -39,22 +40,7 @@ def _fresh(host_state, shardings):
 
 
 def _batch(config, batch_size, frames, seed=0):
-  """A batch in the documented format with ragged audio and text lengths."""
-  rng = np.random.default_rng(seed)
-  batch = trainer.example_batch(config, batch_size, frames)
-  num_frames = rng.integers(frames // 2, frames + 1, size=batch_size).astype(np.int32)
-  batch["num_frames"] = num_frames
-  valid = np.arange(frames)[None, :] < num_frames[:, None]
-  batch["mel"] = (rng.normal(size=batch["mel"].shape) * valid[..., None]).astype(np.float32)
-  batch["f0"] = (rng.uniform(80, 300, size=batch["f0"].shape) * valid).astype(np.float32)
-  batch["decoder_input_tokens"][:] = 0
-  batch["decoder_target_tokens"][:] = 0
-  for row in range(batch_size):
-    n = int(rng.integers(3, 12))
-    ids = rng.integers(4, VOCAB, size=n)
-    batch["decoder_target_tokens"][row, :n + 1] = np.append(ids, 2)
-    batch["decoder_input_tokens"][row, :n + 1] = np.append(1, ids)
-  return batch
+  return ragged_batch(config, batch_size, frames, VOCAB, seed)
 
 
 def _train(step, state, mesh, batches):
