@@ -9,20 +9,12 @@ import numpy as np
 import pytest
 
 from echo_jax import decoding
+from random_runs import tiny_config
 
 MAX_LENGTH = 10
 FRAMES = 64  # one bucket edge for every test batch (a multiple of the downsampling)
 
 
-def tiny_config():
-  """configs/tiny.py's get_config() (configs/ is not a package)."""
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
-  spec = importlib.util.spec_from_file_location("tiny_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def tiny_model_config(vocab_size: int):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from echo_jax import evaluate
+from random_runs import save_random_run
 
 
 def test_error_rates_match_hand_counted_edits():
@@ -54,7 +55,6 @@ def eval_run(tmp_path_factory, _tiny_prepared_session):
   tiny corpus; no tokenizer copy, so loading goes through the prepared data's tokenizer."""
   import ml_collections
 
-  from echo_jax import checkpointing, trainer
   config = ml_collections.ConfigDict(_tiny_prepared_session[0].to_dict())
   prepared = _tiny_prepared_session[1]
   tokenizer = prepared.load_tokenizer()
@@ -62,15 +62,7 @@ def eval_run(tmp_path_factory, _tiny_prepared_session):
   config.data.eval_batch_size = 4
   config.decode.max_length = 12
   workdir = str(tmp_path_factory.mktemp("eval_run"))
-  trainer.write_resolved_config(config, workdir)
-  model = trainer.build_model(config)
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), trainer.example_batch(config, 1))["params"]
-  params = jax.tree_util.tree_map(lambda x: x, params)
-  params["decoder"]["positional_embedding"] = params["decoder"]["positional_embedding"] * 30.0
-  saver = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), keep_last=1,
-                                     keep_best=0, async_save=False)
-  saver.save(3, params, {"step": np.int32(3)}, {"position": 0})
-  saver.close()
+  model, params = save_random_run(config, workdir, 3)
   return workdir, config, prepared, tokenizer, model, params
 
 

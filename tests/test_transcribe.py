@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from echo_jax import longform
+from random_runs import save_random_run, tiny_config
 
 WORDS = ("the quick brown fox jumps over the lazy dog while seven wizards quietly judge "
          "boxing matches in the old town hall and nobody notices the rain").split()
@@ -182,14 +183,6 @@ def test_without_an_alignment_the_expected_overlap_is_cut_in_its_middle():
 SAMPLE_RATE = 16000
 
 
-def tiny_config():
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
-  spec = importlib.util.spec_from_file_location("tiny_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def voice(seconds: float, f0: float, seed: int) -> np.ndarray:
@@ -208,9 +201,6 @@ def build_tiny_run(workdir, step: int = 5):
   a random tiny model; returns (config, tokenizer, model, params)."""
   import shutil
 
-  import jax
-
-  from echo_jax import checkpointing, trainer
   from echo_jax.data.tokenizer import Tokenizer
 
   workdir = str(workdir)
@@ -225,16 +215,7 @@ def build_tiny_run(workdir, step: int = 5):
   config.decode.max_length = 8
   config.decode.chunk_seconds = 1.0
   config.decode.chunk_overlap_seconds = 0.25
-  trainer.write_resolved_config(config, workdir)
-  model = trainer.build_model(config)
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), trainer.example_batch(config, 1))["params"]
-  # Sharpen the random decoder (larger learned positions) so transcripts vary with the input.
-  params = jax.tree_util.tree_map(lambda x: x, params)
-  params["decoder"]["positional_embedding"] = params["decoder"]["positional_embedding"] * 30.0
-  saver = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), keep_last=1,
-                                     keep_best=0, async_save=False)
-  saver.save(step, params, {"step": np.int32(step)}, {"position": 0})
-  saver.close()
+  model, params = save_random_run(config, workdir, step)
   return config, tokenizer, model, params
 
 
