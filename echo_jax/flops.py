@@ -1,7 +1,9 @@
 """Analytic FLOP counts of EchoModel (forward, train step, decode step) and XLA's own count.
 
 Counted: every matmul, convolution and attention contraction, 2 FLOPs per multiply-add. Not
-counted: elementwise work (norms, activations, rotary, softmax, masks) and the optimizer, which
+counted: elementwise work (norms, activations, rotary, softmax, masks, and the front-end's
+depthwise k3 conv, which layers.DepthwiseConv1D computes as shifted multiply-adds, not as a
+convolution; 6 x d FLOPs per frame, under 0.1 % of any step) and the optimizer, which
 XLA's cost analysis does include; `xla_flops` reads that count from a compiled computation and
 `dot_conv_flops_from_hlo` recounts only its dots and convolutions, so the analytic count can be
 checked exactly against what XLA compiled.
@@ -15,6 +17,7 @@ import re
 from typing import Any, Dict, Optional
 
 from echo_jax.models.config import ModelSettings, model_settings
+from echo_jax.models.layers import is_depthwise
 from echo_jax.models.encoder import (PITCH_KERNEL, SPECTROGRAM_KERNEL, WAVEFORM_CHANNELS,
                                      WAVEFORM_GROUPS, stage_strides, stream_factor,
                                      waveform_strides)
@@ -25,7 +28,10 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def conv_flops(batch: int, out_length: int, in_features: int, out_features: int, kernel: int,
-               groups: int = 1) -> int:
+               groups: int = 1, stride: int = 1) -> int:
+  """Contraction FLOPs of layers.conv(); 0 where it is a depthwise conv (elementwise work)."""
+  if is_depthwise(out_features, kernel, stride, in_features, groups):
+    return 0
   return 2 * batch * out_length * out_features * (in_features // groups) * kernel
 
 
@@ -69,7 +75,7 @@ def frontend_flops(s: ModelSettings, feature: str, batch: int, mel_frames: int) 
     first = rest = 0
     for i, stride in enumerate(waveform_strides(s.hop_length)):
       length = _ceil_div(length, stride)
-      f = conv_flops(batch, length, channels[i], channels[i + 1], 2 * stride - 1)
+      f = conv_flops(batch, length, channels[i], channels[i + 1], 2 * stride - 1, stride=stride)
       first, rest = (f, rest) if i == 0 else (first, rest + f)
     rest += conv_flops(batch, length, d, d, 3, groups=math.gcd(d, WAVEFORM_GROUPS))
     rest += conv_flops(batch, length, d, d, 1)
@@ -79,8 +85,9 @@ def frontend_flops(s: ModelSettings, feature: str, batch: int, mel_frames: int) 
   first_stride, second_stride = stage_strides(stream_factor(s, feature))
   length1 = _ceil_div(mel_frames, first_stride)
   length2 = _ceil_div(length1, second_stride)
-  first = conv_flops(batch, length1, in_features, d, kernel)
-  rest = conv_flops(batch, length2, d, d, 5) + conv_flops(batch, length2, d, d, 3, groups=d)
+  first = conv_flops(batch, length1, in_features, d, kernel, stride=first_stride)
+  rest = conv_flops(batch, length2, d, d, 5, stride=second_stride)
+  rest += conv_flops(batch, length2, d, d, 3, groups=d)  # depthwise: 0
   return {"first_conv": first, "rest": rest, "length": length2}
 
 

@@ -67,8 +67,40 @@ def _torch_conv_bias_init(fan_in: int):
   return init
 
 
+class DepthwiseConv1D(nn.Module):
+  """A stride-1 depthwise 1-D conv (one filter per channel) as `kernel` shifted multiply-adds.
+
+  Same parameters ('kernel' [k, 1, C], 'bias' [C]) and values as nn.Conv with
+  feature_group_count=C; XLA:CPU runs the grouped convolution ~20-60x slower than this
+  (benchmark.bench_depthwise).
+  """
+  features: int
+  kernel_size: int
+  dtype: jnp.dtype
+  kernel_init: Callable
+  bias_init: Callable
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init, (self.kernel_size, 1, self.features),
+                        jnp.float32).astype(self.dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(self.dtype)
+    pad = self.kernel_size // 2
+    length = x.shape[1]
+    padded = jnp.pad(x.astype(self.dtype), ((0, 0), (pad, pad), (0, 0)))
+    out = padded[:, 0:length] * kernel[0, 0]
+    for i in range(1, self.kernel_size):
+      out = out + padded[:, i:i + length] * kernel[i, 0]
+    return out + bias
+
+
+def is_depthwise(features: int, kernel: int, stride: int, in_features: int, groups: int) -> bool:
+  """Whether conv() builds a DepthwiseConv1D (shifted multiply-adds) rather than nn.Conv."""
+  return groups == in_features == features and stride == 1 and kernel % 2 == 1
+
+
 def conv(features: int, kernel: int, stride: int, name: str, settings: ModelSettings,
-         in_features: int, groups: int = 1) -> nn.Conv:
+         in_features: int, groups: int = 1) -> nn.Module:
   """1-D conv with 'same'-style padding (k//2, or stride-1 for the waveform kernels 2s-1)."""
   pad = kernel // 2
   if settings.conv_init == "torch":  # U(+-1/sqrt(fan_in)) for weight and bias
@@ -77,6 +109,9 @@ def conv(features: int, kernel: int, stride: int, name: str, settings: ModelSett
   else:
     kernel_init = nn.initializers.normal(CONV_INIT_STD)
     bias_init = nn.initializers.zeros
+  if is_depthwise(features, kernel, stride, in_features, groups):
+    return DepthwiseConv1D(features, kernel, compute_dtype(settings), kernel_init, bias_init,
+                           name=name)
   return nn.Conv(features, kernel_size=(kernel,), strides=(stride,), padding=((pad, pad),),
                  feature_group_count=groups, dtype=compute_dtype(settings),
                  param_dtype=jnp.float32, kernel_init=kernel_init, bias_init=bias_init, name=name)

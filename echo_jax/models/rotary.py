@@ -7,6 +7,8 @@ Modes (config.model.theta_mode), with f0_mean the utterance's mean F0 (see pitch
   mel:       the mel-spaced bank (spec R10) scaled by f0_mean/220 (R11); 220 Hz if unvoiced
   per_frame: theta_t = theta + f0_t per audio frame (R16); text tokens use theta + f0_mean
 Pairs (x_2k, x_2k+1) are rotated as complex numbers in float32, optionally scaled by a radius.
+cos/sin are evaluated once per stream (make_rotary) and shared by every layer's q and k: inside
+apply_rotary XLA fused them into each consumer and re-evaluated them per head (8x slower there).
 """
 
 import math
@@ -26,8 +28,10 @@ RADIUS_LOW, RADIUS_HIGH = 40.0, 600.0  # radius = clamp(f0, 40, 600) / 600 (spec
 
 @flax.struct.dataclass
 class Rotary:
-  """Rotation of one sequence: angles [B|1, T, hd/2] and an optional radius [B|1, T, hd/2|1]."""
-  angles: jax.Array
+  """Rotation of one sequence: cos and sin of its angles [B|1, T, hd/2] and an optional radius
+  [B|1, T, hd/2|1]."""
+  cos: jax.Array
+  sin: jax.Array
   radius: Optional[jax.Array] = None
 
 
@@ -82,11 +86,15 @@ def f0_radius(f0: jax.Array) -> jax.Array:
 
 def make_rotary(positions: jax.Array, inv_freq: jax.Array,
                 radius: Optional[jax.Array] = None) -> Rotary:
-  """positions [T] or [B, T]; inv_freq [B, T|1, hd/2]; returns angles = position * frequency."""
+  """positions [T] or [B, T]; inv_freq [B, T|1, hd/2]; angles = position * frequency."""
   positions = jnp.asarray(positions, jnp.float32)
   if positions.ndim == 1:
     positions = positions[None, :]
-  return Rotary(angles=positions[:, :, None] * inv_freq, radius=radius)
+  angles = positions[:, :, None] * inv_freq
+  # The barrier keeps cos/sin materialised once instead of fused into (and recomputed by) every
+  # layer's rotation.
+  cos, sin = jax.lax.optimization_barrier((jnp.cos(angles), jnp.sin(angles)))
+  return Rotary(cos=cos, sin=sin, radius=radius)
 
 
 def apply_rotary(x: jax.Array, rotary: Rotary,
@@ -95,8 +103,8 @@ def apply_rotary(x: jax.Array, rotary: Rotary,
   *lead, head_dim = x.shape
   pairs = x.astype(jnp.float32).reshape(*lead, head_dim // 2, 2)
   x0, x1 = pairs[..., 0], pairs[..., 1]
-  cos = jnp.cos(rotary.angles)[:, :, None, :]
-  sin = jnp.sin(rotary.angles)[:, :, None, :]
+  cos = rotary.cos[:, :, None, :]
+  sin = rotary.sin[:, :, None, :]
   y0 = x0 * cos - x1 * sin
   y1 = x0 * sin + x1 * cos
   scale = None

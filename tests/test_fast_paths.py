@@ -1,0 +1,122 @@
+"""The model's speed-motivated rewrites equal the operators they replace: the custom-gradient
+softmax attention vs autodiff of softmax(q.k + bias) v, the depthwise conv as shifted multiply-adds
+vs nn.Conv with feature_group_count, and the whole model's two attention paths."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import flax.linen as nn
+
+from echo_jax.models import EchoModel
+from echo_jax.models.attention import MASK_BIAS
+from echo_jax.models.config import model_settings
+from echo_jax.models.layers import DepthwiseConv1D, conv, is_depthwise
+from echo_jax.models.softmax_attention import softmax_attention
+from echo_jax.models.testing import random_batch, tiny_model_config
+
+
+def _plain_attention(q, k, v, bias):
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
+  weights = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+
+
+def _inputs(batch=2, q_len=7, k_len=9, heads=3, head_dim=8, bias_shape="pitch", seed=0):
+  keys = jax.random.split(jax.random.PRNGKey(seed), 5)
+  q = jax.random.normal(keys[0], (batch, q_len, heads, head_dim))
+  k = jax.random.normal(keys[1], (batch, k_len, heads, head_dim))
+  v = jax.random.normal(keys[2], (batch, k_len, heads, head_dim))
+  valid = jnp.arange(k_len)[None, :] < jnp.array([k_len, k_len - 4])[:batch, None]
+  mask_bias = jnp.where(valid, 0.0, MASK_BIAS)[:, None, None, :]
+  if bias_shape == "pitch":  # a differentiable [B, 1, Tq, Tk] term plus the mask
+    bias = jax.random.uniform(keys[3], (batch, 1, q_len, k_len)) + mask_bias
+  else:
+    bias = mask_bias
+  return q, k, v, bias, jax.random.normal(keys[4], (batch, q_len, heads, head_dim))
+
+
+@pytest.mark.parametrize("bias_shape", ["pitch", "mask_only"])
+def test_softmax_attention_values_and_gradients_equal_autodiff(bias_shape):
+  q, k, v, bias, cotangent = _inputs(bias_shape=bias_shape)
+
+  def loss(fn, q, k, v, bias):
+    return jnp.sum(fn(q, k, v, bias) * cotangent)
+
+  np.testing.assert_allclose(softmax_attention(q, k, v, bias), _plain_attention(q, k, v, bias),
+                             atol=1e-5)
+  ours = jax.grad(loss, argnums=(1, 2, 3, 4))(softmax_attention, q, k, v, bias)
+  reference = jax.grad(loss, argnums=(1, 2, 3, 4))(_plain_attention, q, k, v, bias)
+  for name, a, b in zip(("dq", "dk", "dv", "dbias"), ours, reference):
+    assert a.shape == b.shape, name
+    np.testing.assert_allclose(a, b, atol=2e-5, err_msg=name)
+  # Padding keys get exactly zero weight: their values never reach the output or its gradient.
+  d_v = ours[2]
+  assert float(jnp.max(jnp.abs(d_v[1, -4:]))) == 0.0
+
+
+def test_softmax_attention_keeps_bfloat16_and_matches_float32():
+  q, k, v, bias, cotangent = _inputs(bias_shape="mask_only", seed=1)
+  low = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+  out = softmax_attention(*low, bias)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(out.astype(jnp.float32), softmax_attention(q, k, v, bias),
+                             atol=5e-2)
+  grads = jax.grad(lambda q, k, v: jnp.sum(softmax_attention(q, k, v, bias).astype(jnp.float32)
+                                           * cotangent), argnums=(0, 1, 2))(*low)
+  assert all(g.dtype == jnp.bfloat16 for g in grads)
+
+
+def test_depthwise_conv_equals_grouped_conv_in_values_and_gradients():
+  channels, kernel, frames = 6, 3, 11
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, frames, channels))
+  init = nn.initializers.normal(1.0)
+  ours = DepthwiseConv1D(channels, kernel, jnp.float32, init, init)
+  grouped = nn.Conv(channels, kernel_size=(kernel,), padding=((1, 1),),
+                    feature_group_count=channels)
+  params = ours.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+      jnp.shape, grouped.init(jax.random.PRNGKey(1), x))
+  np.testing.assert_allclose(ours.apply(params, x), grouped.apply(params, x), atol=1e-5)
+
+  def loss(module, params, x):
+    return jnp.sum(jnp.sin(module.apply(params, x)))
+
+  for a, b in zip(jax.tree.leaves(jax.grad(loss, argnums=(1, 2))(ours, params, x)),
+                  jax.tree.leaves(jax.grad(loss, argnums=(1, 2))(grouped, params, x))):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_conv_builds_the_depthwise_module_only_for_depthwise_shapes():
+  settings = model_settings(tiny_model_config())
+  assert isinstance(conv(8, 3, 1, "c", settings, 8, groups=8), DepthwiseConv1D)
+  assert isinstance(conv(8, 3, 1, "c", settings, 8, groups=4), nn.Conv)
+  assert isinstance(conv(8, 3, 2, "c", settings, 8, groups=8), nn.Conv)
+  assert not is_depthwise(8, 3, 1, 4, 4) and is_depthwise(8, 5, 1, 8, 8)
+
+
+def test_model_attention_paths_agree_in_logits_and_gradients():
+  """MultiheadA takes the plain softmax path when attention weights are collected and the custom-
+  gradient path otherwise; with the pitch bias on, both must give the same model."""
+  cfg = tiny_model_config(pitch_bias=True, pitch_bias_learned=True)
+  model = EchoModel(cfg)
+  batch = random_batch(cfg, [24, 15], [10, 6], 24, 10, seed=3)
+  variables = model.init(jax.random.PRNGKey(0), batch)
+  params = variables["params"]
+
+  def fast(params):
+    return model.apply({"params": params}, batch)
+
+  def plain(params):
+    logits, _ = model.apply({"params": params}, batch, mutable=["attention_weights"])
+    return logits
+
+  np.testing.assert_allclose(fast(params), plain(params), atol=2e-5)
+  weight = jax.random.normal(jax.random.PRNGKey(1), fast(params).shape)
+  g_fast = jax.grad(lambda p: jnp.sum(fast(p) * weight))(params)
+  g_plain = jax.grad(lambda p: jnp.sum(plain(p) * weight))(params)
+  flat_fast = jax.tree_util.tree_leaves_with_path(g_fast)
+  for (path, a), b in zip(flat_fast, jax.tree.leaves(g_plain)):
+    np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
+  scale_grads = [leaf for path, leaf in flat_fast if "pitch_bias_scale" in jax.tree_util.keystr(path)]
+  assert scale_grads and all(float(jnp.abs(g)) > 0 for g in scale_grads)
