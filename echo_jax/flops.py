@@ -122,9 +122,12 @@ def decode_flops(model_cfg: Any, batch: int, mel_frames: int, max_length: int, s
                  use_cache: bool) -> Dict[str, int]:
   """Encoder once + `steps` decoder steps of decoding.py's loop for `batch` rows (beams included).
 
-  Cached: each step feeds one token; self-attention reads max_length cached keys; the cross-
-  attention keys/values of the encoder output are projected again at every step (as the model
-  does now). Uncached: each step re-runs the decoder on the whole max_length token buffer.
+  Cached: creating the cache projects the encoder output to cross-attention keys/values
+  (`cache_init`, once per sequence; the rest of that one-token decoder call is unused and
+  compiled away); each step then
+  feeds one token, self-attention reads max_length cached keys and cross-attention reads the
+  stored keys/values. Uncached: each step re-runs the decoder on the whole max_length token
+  buffer, cross-attention projections included.
   """
   s = model_settings(model_cfg)
   lengths = encoder_lengths(s, mel_frames)
@@ -133,16 +136,25 @@ def decode_flops(model_cfg: Any, batch: int, mel_frames: int, max_length: int, s
     front = frontend_flops(s, feature, batch, mel_frames)
     encoder += front["first_conv"] + front["rest"]
     encoder += s.encoder_layers * residual_flops(s, batch, length)
-  q_len = 1 if use_cache else max_length
-  step = dense_flops(batch * q_len, s.d_model, s.vocab_size)
-  step += s.decoder_layers * residual_flops(s, batch, q_len, self_kv_len=max_length)
-  cross_kv = 0
-  for length in lengths.values():
-    step += s.decoder_layers * residual_flops(s, batch, q_len, self_kv_len=max_length,
-                                              cross_len=length)
-    cross_kv += s.decoder_layers * 2 * dense_flops(batch * length, s.d_model, s.d_model)
-  return {"encoder": encoder, "per_step": step, "cross_kv_per_step": cross_kv,
-          "total": encoder + steps * step}
+
+  def decoder_call(q_len: int, self_kv_len: int) -> int:
+    """One decoder call on q_len tokens, cross-attention keys/values projected."""
+    flops = dense_flops(batch * q_len, s.d_model, s.vocab_size)
+    flops += s.decoder_layers * residual_flops(s, batch, q_len, self_kv_len=self_kv_len)
+    for length in lengths.values():
+      flops += s.decoder_layers * residual_flops(s, batch, q_len, self_kv_len=self_kv_len,
+                                                 cross_len=length)
+    return flops
+
+  cross_kv = sum(s.decoder_layers * 2 * dense_flops(batch * length, s.d_model, s.d_model)
+                 for length in lengths.values())
+  if use_cache:
+    cache_init = cross_kv
+    step = decoder_call(1, max_length) - cross_kv
+  else:
+    cache_init, step = 0, decoder_call(max_length, max_length)
+  return {"encoder": encoder, "cache_init": cache_init, "per_step": step, "cross_kv": cross_kv,
+          "total": encoder + cache_init + steps * step}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from echo_jax.models.layers import compute_dtype, dense, inverse_softplus
 from echo_jax.models.rotary import Rotary, apply_rotary
 from echo_jax.models.softmax_attention import softmax_attention
 
+CROSS_CACHE_ENTRIES = ("cached_cross_key", "cached_cross_value")  # per utterance, not per token
 MASK_BIAS = -1e30  # far below any logit, far above float32 min: sums of biases stay finite
 FZERO_INIT = 1e-4
 FZERO_LOW, FZERO_HIGH = 1e-6, 1e-3
@@ -37,7 +38,7 @@ class MultiheadA(nn.Module):
 
     pitch_z [B, T] (self-attention over F0-aligned frames only) adds the pitch-similarity bias.
     decode=True: self-attention appends keys/values/validity to the "cache" collection;
-    cross-attention computes its keys/values on the first cached call and reuses them after.
+    cross-attention stores its keys/values when the cache is created and reuses them after.
     """
     s = self.settings
     dtype = compute_dtype(s)
@@ -54,10 +55,16 @@ class MultiheadA(nn.Module):
 
     q_pos = jnp.arange(q_len)
     k_pos = jnp.arange(source.shape[1])
+    # Decoding keeps keys as [B, H, hd, Tk] and values as [B, H, Tk, hd], the layouts XLA:CPU's
+    # per-token contractions read directly; token-major [B, Tk, H, hd] made it transpose the
+    # whole cache every step.
+    k_spec, v_spec = ("bhdk", "bhkd") if decode else ("bkhd", "bkhd")
     if decode and kv is not None:
       k, v = self._cached_cross_kv(source, k_rotary, learned_radius)
     else:
       k, v = _project_kv(self, source, k_rotary, learned_radius)
+      if decode:
+        k, v = _decode_layout(k, v)
     if decode and kv is None:
       initialised = self.has_variable("cache", "cached_key")
       cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
@@ -67,13 +74,13 @@ class MultiheadA(nn.Module):
       cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
       if initialised:
         index = cache_index.value
-        k = jax.lax.dynamic_update_slice(cached_key.value, k, (0, index, 0, 0))
-        v = jax.lax.dynamic_update_slice(cached_value.value, v, (0, index, 0, 0))
+        k = jax.lax.dynamic_update_slice(cached_key.value, k, (0, 0, 0, index))
+        v = jax.lax.dynamic_update_slice(cached_value.value, v, (0, 0, index, 0))
         key_valid = jax.lax.dynamic_update_slice(cached_valid.value, key_valid, (0, index))
         cached_key.value, cached_value.value, cached_valid.value = k, v, key_valid
         cache_index.value = index + q_len
         q_pos = index + jnp.arange(q_len)
-        k_pos = jnp.arange(k.shape[1])
+        k_pos = jnp.arange(k.shape[3])
 
     bias = None  # additive logit terms; masks join it below (or fzero scales instead)
     if pitch_z is not None:
@@ -93,8 +100,8 @@ class MultiheadA(nn.Module):
     causal_mask = (q_pos[:, None] >= k_pos[None, :])[None, None] if causal else None
     mask = key_mask if causal_mask is None else key_mask & causal_mask
     v = v.astype(dtype)
-    if s.fzero == "pad_scale" or self.is_mutable_collection("attention_weights"):
-      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    if decode or s.fzero == "pad_scale" or self.is_mutable_collection("attention_weights"):
+      logits = jnp.einsum(f"bqhd,{k_spec}->bhqk", q, k, preferred_element_type=jnp.float32)
       if bias is not None:
         logits = logits + bias
       if s.fzero == "pad_scale":
@@ -108,7 +115,7 @@ class MultiheadA(nn.Module):
       weights = jax.nn.softmax(logits, axis=-1)
       # A separate collection: only materialised when a caller (attention maps) asks for it.
       self.sow("attention_weights", "weights", weights)
-      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(dtype), v)
+      out = jnp.einsum(f"bhqk,{v_spec}->bqhd", weights.astype(dtype), v)
     else:
       bias = _mask_bias(mask) if bias is None else bias + _mask_bias(mask)
       out = softmax_attention(q, k, v, bias)
@@ -117,31 +124,23 @@ class MultiheadA(nn.Module):
     return out
 
   def _cached_cross_kv(self, source, k_rotary, learned_radius):
-    """Cross-attention keys/values, projected once per decoded sequence (the encoder is fixed)."""
-    initialised = self.has_variable("cache", "cached_cross_key")
-    if not initialised:  # the call that creates the cache: compute normally
-      k, v = _project_kv(self, source, k_rotary, learned_radius)
-      self.variable("cache", "cached_cross_key", jnp.zeros, k.shape, k.dtype)
-      self.variable("cache", "cached_cross_value", jnp.zeros, v.shape, v.dtype)
-      self.variable("cache", "cross_filled", lambda: jnp.array(False))
-      return k, v
-    cached_key = self.variable("cache", "cached_cross_key")
-    cached_value = self.variable("cache", "cached_cross_value")
-    filled = self.variable("cache", "cross_filled")
-
-    def reuse(module, source, k_rotary, learned_radius, stored_key, stored_value):
-      del module, source, k_rotary, learned_radius
-      return stored_key, stored_value
-
-    def project(module, source, k_rotary, learned_radius, stored_key, stored_value):
-      del stored_key, stored_value
-      return _project_kv(module, source, k_rotary, learned_radius)
-
-    k, v = nn.cond(filled.value, reuse, project, self, source, k_rotary, learned_radius,
-                   cached_key.value, cached_value.value)
-    cached_key.value, cached_value.value = k, v
-    filled.value = jnp.array(True)
+    """Cross-attention keys/values of a decoded sequence: projected by the call that creates the
+    cache (init_decode_cache runs it once per sequence) and only read afterwards. Reading needs
+    no branch in the decode loop: a conditional there copied the stored keys/values every step.
+    """
+    key_name, value_name = CROSS_CACHE_ENTRIES
+    if self.has_variable("cache", key_name):
+      return self.get_variable("cache", key_name), self.get_variable("cache", value_name)
+    k, v = _project_kv(self, source, k_rotary, learned_radius)
+    k, v = _decode_layout(k, v)
+    self.put_variable("cache", key_name, k)
+    self.put_variable("cache", value_name, v)
     return k, v
+
+
+def _decode_layout(k: jax.Array, v: jax.Array):
+  """[B, T, H, hd] keys and values -> keys [B, H, hd, T], values [B, H, T, hd]."""
+  return k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
 
 
 def _mask_bias(mask: jax.Array) -> jax.Array:

@@ -16,9 +16,11 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from echo_jax.models import pitch as pitch_lib
 from echo_jax.models import rotary as rotary_lib
+from echo_jax.models.attention import CROSS_CACHE_ENTRIES
 from echo_jax.models.config import ModelSettings, model_settings
 from echo_jax.models.decoder import TextDecoder
 from echo_jax.models.encoder import AudioEncoder, waveform_strides
@@ -93,15 +95,23 @@ def _params_only(variables) -> Dict[str, Any]:
 
 def init_decode_cache(model: EchoModel, variables, encoded: EncoderOutput, batch_size: int,
                       max_length: int):
-  """A zeroed KV cache for `max_length` tokens (shapes traced abstractly, nothing is computed)."""
-  tokens = jax.ShapeDtypeStruct((batch_size, max_length), jnp.int32)
+  """The KV cache for `max_length` tokens: self-attention entries zeroed (shapes traced
+  abstractly), cross-attention keys/values projected from `encoded` (one decoder call on a single
+  token, once per sequence), so that decode steps only read them."""
+  params = _params_only(variables)
 
   def cache_of(params, enc, toks):
     _, state = model.apply(params, enc, toks, decode=True, method=EchoModel.decode,
                            mutable=["cache"])
     return state["cache"]
-  shapes = jax.eval_shape(cache_of, _params_only(variables), encoded, tokens)
-  return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+  shapes = jax.eval_shape(cache_of, params, encoded,
+                          jax.ShapeDtypeStruct((batch_size, max_length), jnp.int32))
+  cache = flatten_dict(jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes))
+  projected = flatten_dict(cache_of(params, encoded, jnp.zeros((batch_size, 1), jnp.int32)))
+  for path in cache:
+    if path[-1] in CROSS_CACHE_ENTRIES:
+      cache[path] = projected[path]
+  return unflatten_dict(cache)
 
 
 def decode_step(model: EchoModel, variables, cache, encoded: EncoderOutput,
