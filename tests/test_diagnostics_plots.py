@@ -55,9 +55,10 @@ def test_attention_capture_records_the_models_softmax(tiny):
     assert np.all(w[~np.broadcast_to(keys[:, None, None, :], w.shape)] == 0.0), name
     if name.startswith("decoder") and name.endswith("attna"):
       assert np.all(np.triu(w[0, 0], k=1) == 0.0), name  # causal decoder self-attention
-  # Capture is transparent: the model's output is unchanged when weights are collected.
+  # Capture is transparent: the model's output is unchanged when weights are collected (the
+  # capturing path runs the plain softmax instead of the fused one: equal to float32 rounding).
   recorded, _ = model.apply(variables, batch, mutable=["attention_weights"])
-  np.testing.assert_array_equal(recorded, model.apply(variables, batch))
+  np.testing.assert_allclose(recorded, model.apply(variables, batch), atol=1e-5, rtol=0)
   maps = attention_maps.select_maps(weights, batch, row=1, heads=[1])
   assert maps["encoder.blocks.spectrogram.1.attna head 1"].shape == (23, 23)
   assert maps["decoder.blocks.spectrogram.0.attnb head 1"].shape == (4, 23)
