@@ -462,8 +462,100 @@ def profile_train_step(config, frames: int, tokens: int, batch_size: int, trace_
     raise RuntimeError(f"jax.profiler wrote no *.trace.json.gz under {trace_dir}")
   result = profile_breakdown(traces[-1], compiled.as_text())
   result.update({"trace": traces[-1], "steps": steps,
-                 "depthwise_conv": bench_depthwise(batch_size, frames, int(config.model.d_model))})
+                 "depthwise_conv": bench_depthwise(batch_size, frames, int(config.model.d_model)),
+                 "attention_core": bench_attention_core(batch_size, frames,
+                                                        int(config.model.num_heads),
+                                                        int(config.model.d_model)),
+                 "rotary": bench_rotary(batch_size, frames, int(config.model.num_heads),
+                                        int(config.model.d_model))})
   return result
+
+
+def _alternating_best(fns: Dict[str, Callable[[], Any]], repeats: int) -> Dict[str, float]:
+  """Best seconds of each fn, calls interleaved so that machine load hits all alike."""
+  best = {name: float("inf") for name in fns}
+  for _ in range(max(int(repeats), 1)):
+    for name, fn in fns.items():
+      best[name] = min(best[name], time_calls(fn, 1)[0])
+  return best
+
+
+def bench_attention_core(batch: int, frames: int, heads: int, d_model: int,
+                         repeats: int = 5) -> Dict[str, float]:
+  """fwd+bwd seconds of one self-attention core over `frames` keys with key padding: the earlier
+  formulation (select-masked logits, jax.nn.softmax, autodiff), the same with the mask as an
+  additive bias, and models.softmax_attention (bias, hand-written gradient)."""
+  import jax
+  import jax.numpy as jnp
+
+  from echo_jax.models.attention import MASK_BIAS
+  from echo_jax.models.softmax_attention import softmax_attention
+
+  head_dim = d_model // heads
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  q, k, v, cotangent = (jax.random.normal(key, (batch, frames, heads, head_dim), jnp.float32)
+                        for key in keys)
+  lengths = jnp.maximum(frames - jnp.arange(batch) * (frames // 8), 1)
+  mask = (jnp.arange(frames)[None, :] < lengths[:, None])[:, None, None, :]
+  bias = jnp.where(mask, 0.0, MASK_BIAS).astype(jnp.float32)
+
+  def softmax_core(q, k, v, masked_logits):
+    logits = masked_logits(jnp.einsum("bqhd,bkhd->bhqk", q, k))
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+
+  variants = {
+      "select_mask_autodiff": lambda q, k, v: softmax_core(
+          q, k, v, lambda x: jnp.where(mask, x, jnp.finfo(jnp.float32).min)),
+      "bias_mask_autodiff": lambda q, k, v: softmax_core(q, k, v, lambda x: x + bias),
+      "softmax_attention": lambda q, k, v: softmax_attention(q, k, v, bias),
+  }
+  grads, calls = {}, {}
+  for name, fn in variants.items():
+    grad = jax.jit(jax.grad(lambda q, k, v, fn=fn: jnp.sum(fn(q, k, v) * cotangent),
+                            argnums=(0, 1, 2)))
+    grads[name] = jax.block_until_ready(grad(q, k, v))
+    calls[name] = lambda g=grad: jax.block_until_ready(g(q, k, v))
+  out = {f"{name}_s": t for name, t in _alternating_best(calls, repeats).items()}
+  out["speedup_vs_select_mask"] = out["select_mask_autodiff_s"] / out["softmax_attention_s"]
+  out["max_abs_gradient_difference"] = float(max(
+      jnp.max(jnp.abs(a - b)) for a, b in zip(grads["select_mask_autodiff"],
+                                                grads["softmax_attention"])))
+  return out
+
+
+def bench_rotary(batch: int, frames: int, heads: int, d_model: int, rotations: int = 4,
+                 repeats: int = 5) -> Dict[str, float]:
+  """fwd+bwd seconds of `rotations` rotations (q and k of two layers) sharing one stream's
+  angles: cos/sin evaluated from the angles at each rotation (which XLA fuses into it, per head)
+  vs models.rotary's cos/sin materialised once."""
+  import jax
+  import jax.numpy as jnp
+
+  from echo_jax.models import rotary as rotary_lib
+
+  head_dim = d_model // heads
+  x = jax.random.normal(jax.random.PRNGKey(0), (batch, frames, heads, head_dim), jnp.float32)
+  theta = jnp.linspace(9000.0, 12000.0, batch)
+
+  def rotate_all(x, theta, once):
+    inv_freq = rotary_lib.inverse_frequencies(theta, head_dim, "seed")[:, None, :]
+    if once:
+      rotary = rotary_lib.make_rotary(jnp.arange(frames), inv_freq)
+      rotary_of = lambda: rotary  # noqa: E731
+    else:
+      angles = jnp.arange(frames, dtype=jnp.float32)[None, :, None] * inv_freq
+      rotary_of = lambda: rotary_lib.Rotary(cos=jnp.cos(angles), sin=jnp.sin(angles))  # noqa: E731
+    return sum(jnp.sum(rotary_lib.apply_rotary(x * (i + 1), rotary_of()) ** 2)
+               for i in range(rotations))
+
+  calls = {}
+  for name, once in (("per_rotation", False), ("once_per_stream", True)):
+    grad = jax.jit(jax.grad(lambda x, theta, once=once: rotate_all(x, theta, once)))
+    jax.block_until_ready(grad(x, theta))
+    calls[name] = lambda g=grad: jax.block_until_ready(g(x, theta))
+  out = {f"{name}_s": t for name, t in _alternating_best(calls, repeats).items()}
+  out["speedup"] = out["per_rotation_s"] / out["once_per_stream_s"]
+  return out
 
 
 def bench_depthwise(batch: int, frames: int, channels: int, kernel: int = 3,
