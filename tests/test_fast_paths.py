@@ -118,5 +118,6 @@ def test_model_attention_paths_agree_in_logits_and_gradients():
   flat_fast = jax.tree_util.tree_leaves_with_path(g_fast)
   for (path, a), b in zip(flat_fast, jax.tree.leaves(g_plain)):
     np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
-  scale_grads = [leaf for path, leaf in flat_fast if "pitch_bias_scale" in jax.tree_util.keystr(path)]
+  scale_grads = [leaf for path, leaf in flat_fast
+                 if "pitch_bias_scale" in jax.tree_util.keystr(path)]
   assert scale_grads and all(float(jnp.abs(g)) > 0 for g in scale_grads)

@@ -68,8 +68,9 @@ def test_train_count_equals_the_unoptimised_step_exactly(train_step_lowered):
 
 def test_compiled_step_matches_the_count_within_tolerance(train_step_lowered):
   # XLA's optimised step: its dots/convs stay within 5 % of the analytic count (it turns width-1
-  # gate gradients into reductions and may expand a grouped conv's weight gradient); its total FLOPs add the elementwise work (norms, softmax, rotary, AdamW), which at
-  # d 32 is under half the contractions and only grows the total.
+  # gate gradients into reductions and may expand a grouped conv's weight gradient); its total
+  # FLOPs add the elementwise work (norms, softmax, rotary, AdamW), which at d 32 is under half
+  # the contractions and only grows the total.
   cfg, lowered = train_step_lowered
   compiled = lowered.compile()
   analytic = flops.train_step_flops(cfg, B, T, L)
