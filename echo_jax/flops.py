@@ -124,9 +124,8 @@ def decode_flops(model_cfg: Any, batch: int, mel_frames: int, max_length: int, s
 
   Cached: creating the cache projects the encoder output to cross-attention keys/values
   (`cache_init`, once per sequence; the rest of that one-token decoder call is unused and
-  compiled away); each step then
-  feeds one token, self-attention reads max_length cached keys and cross-attention reads the
-  stored keys/values. Uncached: each step re-runs the decoder on the whole max_length token
+  compiled away); each step then feeds one token, self-attention reads max_length cached keys and
+  cross-attention reads the stored keys/values. Uncached: each step re-runs the decoder on the whole max_length token
   buffer, cross-attention projections included.
   """
   s = model_settings(model_cfg)

@@ -4,8 +4,9 @@ pitch bias and an optional KV cache for incremental decoding.
 q, v, o have biases, k has none (as in the reference); q and k are each scaled by hd^-1/4.
 Logits and softmax are float32 whatever the compute dtype. Masks (key padding, causal) become one
 additive bias of MASK_BIAS on the logits: exp() underflows to exactly 0 like -inf, but a row with
-no valid key stays finite (uniform). An add fuses into the softmax's passes where a select over the
-[B, H, Tq, Tk] logits did not (measured ~1.8x faster forward on XLA:CPU, docs/performance.md).
+no valid key stays finite (uniform). The bias is the form models.softmax_attention (the default
+path, custom gradient) takes; the plain softmax runs when attention weights are collected, when
+fzero = "pad_scale", and for decoding.
 """
 
 from typing import Optional

@@ -36,6 +36,14 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   return _ACTIVATIONS[name]
 
 
+def outside_fusion(fn: Callable, operand):
+  """fn(operand), materialised as its own computation: XLA:CPU drops optimization barriers, and a
+  conditional is a boundary no fusion crosses. Both branches are fn, so the predicate (any runtime
+  value, here whether the first element is finite) never changes the result."""
+  first = jax.tree_util.tree_leaves(operand)[0].reshape(-1)[0]
+  return jax.lax.cond(jnp.isfinite(first), fn, fn, operand)
+
+
 def compute_dtype(settings: ModelSettings) -> jnp.dtype:
   return jnp.dtype(settings.dtype)
 

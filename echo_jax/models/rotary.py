@@ -8,7 +8,8 @@ Modes (config.model.theta_mode), with f0_mean the utterance's mean F0 (see pitch
   per_frame: theta_t = theta + f0_t per audio frame (R16); text tokens use theta + f0_mean
 Pairs (x_2k, x_2k+1) are rotated as complex numbers in float32, optionally scaled by a radius.
 cos/sin are evaluated once per stream (make_rotary) and shared by every layer's q and k (fused into
-each rotation, XLA re-evaluated them per head and per layer: 2x slower rotations).
+each rotation, XLA re-evaluated them per head and per layer: ~4.5x slower rotations, benchmark
+--profile `rotary`).
 """
 
 import math
@@ -18,6 +19,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from echo_jax.models.layers import outside_fusion
 
 SEED_SLOPE = 9200.0  # 10000 - 800 in the reference
 CLAMPED_BASE = 800.0
@@ -90,21 +93,9 @@ def make_rotary(positions: jax.Array, inv_freq: jax.Array,
   positions = jnp.asarray(positions, jnp.float32)
   if positions.ndim == 1:
     positions = positions[None, :]
-  cos, sin = _materialised_cos_sin(positions[:, :, None] * inv_freq)
+  # Materialised once: fused into each rotation, XLA re-evaluated cos/sin per head and layer.
+  cos, sin = outside_fusion(lambda a: (jnp.cos(a), jnp.sin(a)), positions[:, :, None] * inv_freq)
   return Rotary(cos=cos, sin=sin, radius=radius)
-
-
-def _materialised_cos_sin(angles: jax.Array):
-  """cos and sin of angles, computed once. XLA:CPU drops optimization barriers and fuses cos/sin
-  into every consumer, re-evaluating them per head and per layer; a conditional is a boundary no
-  fusion crosses. Its other branch (some angle non-finite) returns NaN, what cos/sin would give
-  there anyway, so the result only differs in rows that are non-finite regardless."""
-  def compute(a):
-    return jnp.cos(a), jnp.sin(a)
-
-  def not_finite(a):
-    return jnp.full_like(a, jnp.nan), jnp.full_like(a, jnp.nan)
-  return jax.lax.cond(jnp.all(jnp.isfinite(angles)), compute, not_finite, angles)
 
 
 def apply_rotary(x: jax.Array, rotary: Rotary,

@@ -6,10 +6,10 @@ by the row sums, broadcasts the row sums back to [Tq, Tk] and reduces (dW * W) o
 backward pass. Here the forward keeps p = exp(s - max) unnormalised and divides the [Tq, hd] output
 instead; the backward uses the flash-attention identity
     rowsum(dW * W) = rowsum(dout * out)          (an [Tq, hd] reduction, not [Tq, Tk])
-so the only [Tq, Tk] work left is the three contractions and one elementwise pass. On XLA:CPU a
-[4 x 1000]-frame layer's attention core runs ~1.2-1.3x faster forward + backward
-(docs/performance.md); the values are the plain expression's to float32 rounding
-(tests/test_model.py).
+so the only [Tq, Tk] work left is the contractions and one elementwise pass. Side by side with the
+earlier select-masked autodiff formulation it is 1.02-1.15x faster forward + backward at the
+benchmark shapes (`benchmark --profile`, `attention_core`; docs/performance.md); the values are
+the plain expression's to float32 rounding (tests/test_fast_paths.py).
 
 Logits, p and the softmax statistics are float32; q, k, v and the contractions keep their dtype
 (bfloat16 compute stays bfloat16 in the matmuls, as in the plain path).
@@ -20,25 +20,21 @@ from typing import Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from echo_jax.models.layers import outside_fusion
+
 
 def _forward(q, k, v, bias):
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
   if bias is not None:
     logits = logits + bias
-  row_max = _row_max_unfused(logits, q)
+  # Kept out of the q.k contraction's fusion: XLA:CPU fused the reduction into the contraction,
+  # which then ran ~2x slower than the contraction alone.
+  row_max = outside_fusion(lambda x: jnp.max(x, axis=-1, keepdims=True), logits)
   p = jnp.exp(logits - row_max)
   inv_sum = (1.0 / jnp.sum(p, axis=-1)).transpose(0, 2, 1)[..., None]  # [B, Tq, H, 1]
   out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v,
                    preferred_element_type=jnp.float32) * inv_sum
   return out, p, inv_sum
-
-
-def _row_max_unfused(logits: jax.Array, q: jax.Array) -> jax.Array:
-  """max over keys, behind a conditional whose branches are the same: XLA:CPU otherwise fuses the
-  reduction into the q.k contraction, which then ran ~2x slower than the contraction alone."""
-  def row_max(x):
-    return jnp.max(x, axis=-1, keepdims=True)
-  return jax.lax.cond(jnp.isfinite(q.reshape(-1)[0]), row_max, row_max, logits)
 
 
 @jax.custom_vjp
