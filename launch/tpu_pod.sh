@@ -6,7 +6,8 @@
 #   e.g. launch/tpu_pod.sh configs/base.py gs://my-bucket/echo/base
 #
 # Steps: (0) compile the train step for ACCELERATOR here (launch/tpu_precheck.sh; no TPU
-# needed) and stop if it does not fit (SKIP_PRECHECK=1 skips); (1) copy the repo (without .venv/data/runs) to ~/echo_jax on all workers; (2) run
+# needed) and stop if it does not fit (SKIP_PRECHECK=1 skips); (1) copy the repo (without
+# .venv/data/runs) to ~/echo_jax on all workers; (2) run
 # launch/setup.sh and install the TPU build of jax there; (3) start launch/run_worker.sh on all
 # workers in the background (log: ~/echo_jax/train.log on each worker). Re-running resumes from
 # the workdir's latest checkpoint. Env: PROJECT (optional), JAX_TPU_SPEC (pip spec for TPU jax,
