@@ -560,30 +560,29 @@ def bench_rotary(batch: int, frames: int, heads: int, d_model: int, rotations: i
 
 def bench_depthwise(batch: int, frames: int, channels: int, kernel: int = 3,
                     repeats: int = 5) -> Dict[str, float]:
-  """fwd+bwd seconds of the front-end's depthwise conv (feature_group_count = channels) vs the
-  same operator written as a sum of shifted, scaled copies (identical values)."""
+  """fwd+bwd seconds of the front-end's depthwise conv as a grouped convolution
+  (feature_group_count = channels) vs the model's layers.DepthwiseConv1D (shifted multiply-adds,
+  identical values)."""
   import jax
   import jax.numpy as jnp
+  from flax import linen as nn
+
+  from echo_jax.models.layers import DepthwiseConv1D
 
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, frames, channels), jnp.float32)
-  w = jax.random.normal(jax.random.PRNGKey(1), (kernel, 1, channels), jnp.float32)
-  pad = kernel // 2
-
-  def grouped(x, w):
-    return jax.lax.conv_general_dilated(x, w, (1,), [(pad, pad)],
-                                        dimension_numbers=("NWC", "WIO", "NWC"),
-                                        feature_group_count=channels)
-
-  def shifted(x, w):
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (0, 0)))
-    return sum(padded[:, i:i + frames] * w[i, 0] for i in range(kernel))
-
-  out = {}
-  for name, fn in (("grouped_conv", grouped), ("shifted_sum", shifted)):
-    grad = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) ** 2), argnums=(0, 1)))
-    jax.block_until_ready(grad(x, w))
-    out[name + "_s"] = min(time_calls(lambda g=grad: jax.block_until_ready(g(x, w)), repeats))
-  out["max_abs_difference"] = float(jnp.max(jnp.abs(grouped(x, w) - shifted(x, w))))
+  init = nn.initializers.normal(1.0)
+  shifted = DepthwiseConv1D(channels, kernel, jnp.float32, init, init)
+  params = shifted.init(jax.random.PRNGKey(1), x)
+  grouped = nn.Conv(channels, kernel_size=(kernel,), padding=((kernel // 2, kernel // 2),),
+                    feature_group_count=channels)
+  calls = {}
+  for name, module in (("grouped_conv", grouped), ("shifted_sum", shifted)):
+    grad = jax.jit(jax.grad(lambda p, x, m=module: jnp.sum(m.apply(p, x) ** 2), argnums=(0, 1)))
+    jax.block_until_ready(grad(params, x))
+    calls[name] = lambda g=grad: jax.block_until_ready(g(params, x))
+  out = {f"{name}_s": t for name, t in _alternating_best(calls, repeats).items()}
+  out["max_abs_difference"] = float(jnp.max(jnp.abs(grouped.apply(params, x) -
+                                                    shifted.apply(params, x))))
   out["speedup"] = out["grouped_conv_s"] / out["shifted_sum_s"]
   return out
 

@@ -7,7 +7,7 @@ backward pass. Here the forward keeps p = exp(s - max) unnormalised and divides 
 instead; the backward uses the flash-attention identity
     rowsum(dW * W) = rowsum(dout * out)          (an [Tq, hd] reduction, not [Tq, Tk])
 so the only [Tq, Tk] work left is the contractions and one elementwise pass. Side by side with the
-earlier select-masked autodiff formulation it is 1.02-1.15x faster forward + backward at the
+earlier select-masked autodiff formulation it is 1.0-1.15x faster forward + backward at the
 benchmark shapes (`benchmark --profile`, `attention_core`; docs/performance.md); the values are
 the plain expression's to float32 rounding (tests/test_fast_paths.py).
 
