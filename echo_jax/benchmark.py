@@ -237,7 +237,7 @@ def _train_setup(config, frames: int, tokens: int, batch_size: int, with_diagnos
   schedule = optim.learning_rate_schedule(config.train)
   state, shardings = trainer.create_train_state(model, tx, config, mesh)
   step = trainer.make_train_step(model, tx, schedule, mesh, shardings,
-                                 with_diagnostics=with_diagnostics)
+                                 with_diagnostics=with_diagnostics, train_config=config.train)
   host = full_batch(config.model, batch_size, frames, tokens)
   device_part, _ = sharding_lib.split_host_batch(host)
   batch = sharding_lib.global_batch(device_part, mesh)
@@ -804,7 +804,7 @@ def bench_recompiles(config, steps: int = 50, small_model: bool = True) -> Dict[
   tx = optim.make_optimizer(config.train)
   schedule = optim.learning_rate_schedule(config.train)
   state, shardings = trainer.create_train_state(model, tx, config, mesh)
-  step = trainer.make_train_step(model, tx, schedule, mesh, shardings)
+  step = trainer.make_train_step(model, tx, schedule, mesh, shardings, train_config=config.train)
   rng = np.random.default_rng(1)
   plan = bucket_schedule(len(edges), steps)
   host_batches = []

@@ -278,7 +278,8 @@ def compile_steps(config, topology: str, param_sharding: Optional[str] = None,
       continue
     batch = abstract_batch(config, size, frames, mesh)
     if step == "train":
-      jitted = trainer.make_train_step(model, tx, schedule, mesh, shardings)
+      jitted = trainer.make_train_step(model, tx, schedule, mesh, shardings,
+                                       train_config=config.train)
       reports.append(_compile_into(r, jitted, with_shardings(abstract, shardings), batch))
     elif step == "eval":
       jitted = trainer.make_eval_step(model, mesh, shardings.params)

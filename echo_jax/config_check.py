@@ -130,6 +130,18 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
   _int_at_least("train.checkpoint_every", t.checkpoint_every, 1)
   _int_at_least("train.keep_checkpoints", t.keep_checkpoints, 1)
   _int_at_least("train.keep_best", t.keep_best, 0)
+  _number_in("train.ctc_weight", t.ctc_weight, 0.0, 1.0)
+  if t.ctc_weight > 0 and not config.model.get("ctc_head", False):
+    _fail("train.ctc_weight", t.ctc_weight,
+          "the CTC loss needs a CTC head: set config.model.ctc_head=True (or ctc_weight=0)")
+  _number_in("train.label_smoothing", t.label_smoothing, 0.0, 1.0, high_open=True)
+  sa = t.spec_augment
+  for name in ("freq_masks", "time_masks", "freq_mask_bins", "time_mask_frames"):
+    _int_at_least(f"train.spec_augment.{name}", sa[name], 0)
+  if sa.freq_mask_bins > config.data.n_mels:
+    _fail("train.spec_augment.freq_mask_bins", sa.freq_mask_bins,
+          f"use at most config.data.n_mels={config.data.n_mels}")
+  _number_in("train.spec_augment.time_mask_max_fraction", sa.time_mask_max_fraction, 0.0, 1.0)
   from echo_jax import param_sharding  # registers the "fsdp" rule with this config's threshold
   try:
     param_sharding.configure(t)
@@ -139,6 +151,10 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_eval(config: ml_collections.ConfigDict) -> None:
+  _number_in("decode.ctc_weight", config.decode.ctc_weight, 0.0, 1.0)
+  if config.decode.ctc_weight > 0 and not config.model.get("ctc_head", False):
+    _fail("decode.ctc_weight", config.decode.ctc_weight,
+          "joint CTC/attention decoding needs a model trained with config.model.ctc_head=True")
   e = config.eval
   _int_at_least("eval.every", e.every, 0)
   if not isinstance(e.split, str) or e.split not in config.data.tfds_splits:

@@ -43,6 +43,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   m.encoder_act = "swish"
   m.decoder_act = "gelu"
   m.dropout_rate = 0.0
+  m.ctc_head = False  # a CTC projection on the encoder output (needed by train.ctc_weight > 0)
   m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params always float32)
   return m
 
@@ -117,6 +118,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.param_sharding = "replicated"  # replicated | fsdp
   c.train.fsdp_min_size = 1 << 14  # fsdp: parameters with fewer elements stay replicated
   c.train.compilation_cache_dir = ""
+  # Joint CTC/attention: loss = (1 - w) * CE + w * CTC (needs model.ctc_head); 0 = attention only.
+  c.train.ctc_weight = 0.0
+  c.train.label_smoothing = 0.0
+  # SpecAugment in the train step (0 masks = off): widths in mel bins and in mel frames (8 ms).
+  c.train.spec_augment = ml_collections.ConfigDict()
+  c.train.spec_augment.freq_masks = 0
+  c.train.spec_augment.freq_mask_bins = 27
+  c.train.spec_augment.time_masks = 0
+  c.train.spec_augment.time_mask_frames = 40
+  c.train.spec_augment.time_mask_max_fraction = 0.05  # a time mask covers at most this share
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 1000
@@ -127,6 +138,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.decode = ml_collections.ConfigDict()
   c.decode.beam_size = 1
   c.decode.length_penalty = 0.6
+  c.decode.ctc_weight = 0.0  # joint beam search: weight of the CTC prefix score (needs a CTC head)
   c.decode.max_length = 128
   c.decode.chunk_seconds = 15.0
   c.decode.chunk_overlap_seconds = 2.0

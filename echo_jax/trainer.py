@@ -24,9 +24,11 @@ from jax.experimental import multihost_utils
 from echo_jax import checkpointing
 from echo_jax import config_check
 from echo_jax import distributed
+from echo_jax import losses
 from echo_jax import metrics as metrics_lib
 from echo_jax import optim
 from echo_jax import sharding as sharding_lib
+from echo_jax import spec_augment
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 
@@ -115,30 +117,58 @@ def create_train_state(model, tx: optax.GradientTransformation, config: ml_colle
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh,
-                    shardings: TrainState, with_diagnostics: bool = False) -> Callable:
+                    shardings: TrainState, with_diagnostics: bool = False,
+                    train_config: Optional[ml_collections.ConfigDict] = None) -> Callable:
   """jit-compiled `(state, global_batch) -> (state, step_metrics[, diagnostics])`, state donated.
 
-  The loss is the token cross-entropy summed over the global batch divided by the global count of
-  real (non-pad) target tokens, in float32. A step with a non-finite loss or gradient leaves the
-  state unchanged and records its step in `first_bad_step`; every later step is then a no-op, so
-  the state the host sees is the last good one.
+  The loss is (1 - w) * CE + w * CTC with w = train.ctc_weight: the token cross-entropy (label
+  smoothed by train.label_smoothing) summed over the global batch divided by the global count of
+  real (non-pad) target tokens, and the CTC loss summed likewise divided by the global label count;
+  all in float32. SpecAugment (train.spec_augment) masks the log-mel batch first, from the step's
+  RNG. A step with a non-finite loss or gradient leaves the state unchanged and records its step in
+  `first_bad_step`; every later step is then a no-op, so the state the host sees is the last good
+  one. `train_config` None means plain cross-entropy (no CTC, smoothing or SpecAugment).
   """
+  ctc_weight = float(train_config.ctc_weight) if train_config is not None else 0.0
+  smoothing = float(train_config.label_smoothing) if train_config is not None else 0.0
+  masking = (train_config.spec_augment if train_config is not None
+             and spec_augment.enabled(train_config.spec_augment) else None)
+
   def step_fn(state: TrainState, batch: Dict[str, jax.Array]):
     rng = jax.random.fold_in(state.rng, state.step)
+    dropout_rng, mask_rng = jax.random.split(rng)
+    if masking is not None:
+      batch = {**batch, "mel": spec_augment.apply(mask_rng, batch["mel"], batch["num_frames"],
+                                                  masking)}
 
     def loss_fn(params):
+      kwargs = {"train": True, "rngs": {"dropout": dropout_rng}, "method": type(model).forward}
       if with_diagnostics:
-        logits, mutated = model.apply({"params": params}, batch, train=True,
-                                      rngs={"dropout": rng}, mutable=["intermediates"])
+        (logits, ctc), mutated = model.apply({"params": params}, batch, mutable=["intermediates"],
+                                             **kwargs)
         intermediates = mutated.get("intermediates", {})
       else:
-        logits = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
+        logits, ctc = model.apply({"params": params}, batch, **kwargs)
         intermediates = None
-      sums = metrics_lib.token_sums(logits, batch["decoder_target_tokens"])
-      loss = sums["loss_sum"] / jnp.maximum(sums["num_tokens"], 1.0)
-      return loss, (sums, intermediates)
+      targets = batch["decoder_target_tokens"]
+      sums = metrics_lib.token_sums(logits, targets)
+      num_tokens = jnp.maximum(sums["num_tokens"], 1.0)
+      ce = sums["loss_sum"] / num_tokens
+      if smoothing > 0:
+        ce_train = losses.smoothed_token_loss_sum(logits, targets, smoothing) / num_tokens
+      else:
+        ce_train = ce
+      parts = {"ce_loss": ce}
+      loss = ce_train
+      if ctc_weight > 0:
+        ctc_sums = losses.ctc_sums(ctc.logits, ctc.valid, targets)
+        ctc_loss = ctc_sums["ctc_loss_sum"] / jnp.maximum(ctc_sums["num_labels"], 1.0)
+        parts["ctc_loss"] = ctc_loss
+        loss = (1.0 - ctc_weight) * ce_train + ctc_weight * ctc_loss
+      return loss, (sums, parts, intermediates)
 
-    (loss, (sums, intermediates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (sums, parts, intermediates)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
     grad_norm = optax.tree.norm(grads)
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
@@ -157,6 +187,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
         first_bad_step=jnp.where(healthy & ~finite, state.step, state.first_bad_step))
     step_metrics = {
         "loss": loss,
+        **parts,
         "grad_norm": grad_norm,
         "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
         "num_tokens": sums["num_tokens"],
@@ -177,10 +208,15 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
 
 
 def make_eval_step(model, mesh, param_shardings) -> Callable:
-  """jit `(params, global_batch) -> {loss_sum, num_tokens, num_correct}` (teacher forced)."""
+  """jit `(params, global_batch) -> {loss_sum, num_tokens, num_correct[, ctc_loss_sum,
+  num_labels]}` (teacher forced; the CTC sums when the model has a CTC head)."""
   def eval_fn(params, batch):
-    logits = model.apply({"params": params}, batch)
-    return metrics_lib.token_sums(logits, batch["decoder_target_tokens"], batch.get("valid"))
+    logits, ctc = model.apply({"params": params}, batch, method=type(model).forward)
+    sums = metrics_lib.token_sums(logits, batch["decoder_target_tokens"], batch.get("valid"))
+    if ctc is not None:
+      sums.update(losses.ctc_sums(ctc.logits, ctc.valid, batch["decoder_target_tokens"],
+                                  batch.get("valid")))
+    return sums
 
   return jax.jit(eval_fn, in_shardings=(param_shardings, sharding_lib.batch_sharding(mesh)),
                  out_shardings=sharding_lib.replicated(mesh))
@@ -194,6 +230,17 @@ def make_generate(model, mesh, param_shardings, max_length: int) -> Callable:
     return greedy_decode(model, {"params": params}, batch, max_length)
 
   return jax.jit(generate_fn, in_shardings=(param_shardings, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=sharding_lib.batch_sharding(mesh))
+
+
+def make_ctc_generate(model, mesh, param_shardings) -> Callable:
+  """jit `(params, global_batch) -> tokens [B, T]`: CTC greedy (best path) transcripts."""
+  def ctc_fn(params, batch):
+    encoded = model.apply({"params": params}, batch, method=type(model).encode)
+    ctc = model.apply({"params": params}, encoded, method=type(model).ctc)
+    return losses.ctc_greedy_tokens(ctc.logits, ctc.valid)
+
+  return jax.jit(ctc_fn, in_shardings=(param_shardings, sharding_lib.batch_sharding(mesh)),
                  out_shardings=sharding_lib.batch_sharding(mesh))
 
 
@@ -229,11 +276,13 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 
 def evaluate(config: ml_collections.ConfigDict, params, eval_step, generate, mesh, tokenizer,
-             batches) -> Dict[str, float]:
-  """Validation loss, teacher-forced token accuracy and (if enabled) WER/CER of greedy decoding."""
+             batches, ctc_generate: Optional[Callable] = None) -> Dict[str, float]:
+  """Validation loss, teacher-forced token accuracy and (if enabled) WER/CER of greedy decoding;
+  with `ctc_generate`, also the CTC loss and the WER/CER of CTC greedy decoding (ctc_wer, ctc_cer)."""
   totals = None
   references: List[str] = []
   hypotheses: List[str] = []
+  ctc_hypotheses: List[str] = []
   examples = 0
   for local_batch in batches:
     device_batch, _ = sharding_lib.split_host_batch(local_batch)
@@ -245,9 +294,12 @@ def evaluate(config: ml_collections.ConfigDict, params, eval_step, generate, mes
     if config.eval.generate:
       tokens = to_host(generate(params, batch))
       targets = to_host(batch["decoder_target_tokens"])
+      ctc_tokens = to_host(ctc_generate(params, batch)) if ctc_generate is not None else None
       for row in np.nonzero(valid)[0]:
         references.append(ids_to_text(tokenizer, targets[row]))
         hypotheses.append(ids_to_text(tokenizer, tokens[row]))
+        if ctc_tokens is not None:
+          ctc_hypotheses.append(ids_to_text(tokenizer, ctc_tokens[row]))
   if totals is None:
     raise ValueError(f"eval split {config.eval.split!r} produced no batches; check "
                      "config.eval.split and the prepared data.")
@@ -256,8 +308,13 @@ def evaluate(config: ml_collections.ConfigDict, params, eval_step, generate, mes
   result = {"loss": float(totals["loss_sum"]) / count,
             "token_accuracy": float(totals["num_correct"]) / count,
             "num_examples": float(examples)}
+  if "ctc_loss_sum" in totals:
+    result["ctc_loss"] = float(totals["ctc_loss_sum"]) / max(float(totals["num_labels"]), 1.0)
   if config.eval.generate:
     result.update(metrics_lib.error_rates(references, hypotheses))
+    if ctc_hypotheses:
+      result.update({f"ctc_{k}": v
+                     for k, v in metrics_lib.error_rates(references, ctc_hypotheses).items()})
     result["examples"] = [{"reference": r, "hypothesis": h}
                           for r, h in list(zip(references, hypotheses))[:3]]
   return result
@@ -394,12 +451,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   tx = optim.make_optimizer(config.train)
   schedule = optim.learning_rate_schedule(config.train)
   state, shardings = create_train_state(model, tx, config, mesh)
-  train_step = make_train_step(model, tx, schedule, mesh, shardings)
+  train_step = make_train_step(model, tx, schedule, mesh, shardings, train_config=config.train)
   diag_every = int(config.diagnostics.every)
-  diag_step = (make_train_step(model, tx, schedule, mesh, shardings, with_diagnostics=True)
+  diag_step = (make_train_step(model, tx, schedule, mesh, shardings, with_diagnostics=True,
+                               train_config=config.train)
                if diag_every > 0 else None)
   eval_step = make_eval_step(model, mesh, shardings.params)
   generate = make_generate(model, mesh, shardings.params, int(config.decode.max_length))
+  ctc_generate = (make_ctc_generate(model, mesh, shardings.params)
+                  if config.model.ctc_head else None)
 
   ckpt = checkpointing.Checkpointer(
       checkpointing.checkpoint_dir(workdir), keep_last=int(config.train.keep_checkpoints),
@@ -464,6 +524,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
               "grad_norm": metrics_lib.host_mean([float(m["grad_norm"]) for m in fetched]),
               "learning_rate": float(last["learning_rate"]),
               "frames_per_second": fps}
+    for part in ("ce_loss", "ctc_loss"):
+      if part in last:
+        record[part] = metrics_lib.host_mean([float(m[part]) for m in fetched])
     writer.write(end_step, record, prefix="train/")
     summary["train_loss"] = losses[-1]
     last_logged_step = end_step
@@ -483,7 +546,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     started = time.perf_counter()
     batches = pipeline.make_eval_batches(config, str(config.eval.split), jax.process_index(),
                                          jax.process_count())
-    result = evaluate(config, state.params, eval_step, generate, mesh, tokenizer, batches)
+    result = evaluate(config, state.params, eval_step, generate, mesh, tokenizer, batches,
+                      ctc_generate)
     if "wer" in result and np.isfinite(result["wer"]):
       best_wer = min(best_wer, result["wer"])
       result["best_wer"] = best_wer

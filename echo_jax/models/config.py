@@ -51,6 +51,12 @@ class ModelSettings:
   decoder_act: str
   dropout_rate: float
   dtype: str
+  ctc_head: bool = False
+
+  @property
+  def ctc_feature(self) -> str:
+    """The encoder stream the CTC head reads: the spectrogram when present, else the first."""
+    return "spectrogram" if "spectrogram" in self.features else self.features[0]
 
   @property
   def head_dim(self) -> int:
@@ -62,9 +68,14 @@ class ModelSettings:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(ModelSettings))
+# Fields added after runs were saved: an older run's config lacks them and means their default.
+_OPTIONAL = {f.name: f.default for f in dataclasses.fields(ModelSettings)
+             if f.default is not dataclasses.MISSING}
 
 
 def _get(cfg: Any, name: str) -> Any:
+  if name in _OPTIONAL and not (name in cfg if isinstance(cfg, Mapping) else hasattr(cfg, name)):
+    return _OPTIONAL[name]
   if isinstance(cfg, Mapping):
     if name not in cfg:
       raise ValueError(f"config.model.{name} is missing; start from "
@@ -140,7 +151,7 @@ def validate_model_config(cfg: Any) -> ModelSettings:
   _check_choice("f0_mean_mode", v["f0_mean_mode"], F0_MEAN_MODES)
   _check_choice("radius_mode", v["radius_mode"], RADIUS_MODES)
   for name in ("cross_attn_rotary", "decoder_rotary", "pitch_bias", "pitch_bias_learned",
-               "causal_decoder"):
+               "causal_decoder", "ctc_head"):
     _check_bool(name, v[name])
   _check_positive("pitch_bias_scale", v["pitch_bias_scale"])
   _check_choice("fzero", v["fzero"], FZERO_MODES)

@@ -5,6 +5,8 @@
   logits = model.apply(variables, batch)                                     # [B, L, V] float32
   enc = model.apply(variables, batch, method=EchoModel.encode)
   logits = model.apply(variables, enc, tokens, method=EchoModel.decode)
+With config.model.ctc_head the encoder also has a CTC projection (blank = pad id 0):
+  logits, ctc = model.apply(variables, batch, method=EchoModel.forward)      # ctc: CtcOutput
 Incremental decoding: cache = init_decode_cache(model, variables, enc, B, max_len), then
   logits, cache = decode_step(model, variables, cache, enc, tokens[:, t:t + 1]).
 """
@@ -24,6 +26,7 @@ from echo_jax.models.attention import CROSS_CACHE_ENTRIES
 from echo_jax.models.config import ModelSettings, model_settings
 from echo_jax.models.decoder import TextDecoder
 from echo_jax.models.encoder import AudioEncoder, waveform_strides
+from echo_jax.models.layers import RMSNorm, dense
 
 
 @flax.struct.dataclass
@@ -43,6 +46,13 @@ class EncoderOutput:
   token_radius: Optional[jax.Array] = None
 
 
+@flax.struct.dataclass
+class CtcOutput:
+  """Per-frame CTC log-probabilities' logits [B, T, V] float32 and frame validity [B, T] bool."""
+  logits: jax.Array
+  valid: jax.Array
+
+
 def _batch_f0(batch: Dict[str, jax.Array], settings: ModelSettings) -> jax.Array:
   if "f0" in batch:
     return jnp.asarray(batch["f0"], jnp.float32)
@@ -60,6 +70,9 @@ class EchoModel(nn.Module):
     self.settings = model_settings(self.config)
     self.encoder = AudioEncoder(self.settings)
     self.decoder = TextDecoder(self.settings)
+    if self.settings.ctc_head:
+      self.ctc_norm = RMSNorm(jnp.float32)
+      self.ctc_projection = dense(self.settings.vocab_size, "ctc_projection", jnp.float32)
 
   def encode(self, batch: Dict[str, jax.Array], train: bool = False) -> EncoderOutput:
     s = self.settings
@@ -85,7 +98,24 @@ class EchoModel(nn.Module):
                         encoded.key_masks, encoded.key_rotary, encoded.token_inv_freq,
                         encoded.token_radius, decode=decode, deterministic=not train)
 
+  def ctc(self, encoded: EncoderOutput) -> CtcOutput:
+    """The CTC head on the encoder output of `settings.ctc_feature` (needs ctc_head=True)."""
+    if not self.settings.ctc_head:
+      raise ValueError("this model has no CTC head; set config.model.ctc_head=True (and retrain)")
+    feature = self.settings.ctc_feature
+    x = self.ctc_norm(encoded.encodings[feature])
+    return CtcOutput(logits=self.ctc_projection(x), valid=encoded.key_masks[feature])
+
+  def forward(self, batch: Dict[str, jax.Array],
+              train: bool = False) -> Tuple[jax.Array, Optional[CtcOutput]]:
+    """(attention-decoder logits [B, L, V], CtcOutput or None without a CTC head)."""
+    encoded = self.encode(batch, train=train)
+    logits = self.decode(encoded, batch["decoder_input_tokens"], train=train)
+    return logits, (self.ctc(encoded) if self.settings.ctc_head else None)
+
   def __call__(self, batch: Dict[str, jax.Array], train: bool = False) -> jax.Array:
+    if self.is_initializing():  # create the CTC head's parameters too
+      return self.forward(batch, train=train)[0]
     return self.decode(self.encode(batch, train=train), batch["decoder_input_tokens"], train=train)
 
 
@@ -168,4 +198,5 @@ def expected_param_count(model_cfg) -> int:
   decoder = s.vocab_size * d + s.text_ctx * d + norm
   decoder += s.decoder_layers * residual(False, s.decoder_rotary)
   decoder += len(s.features) * (s.decoder_layers * residual(True, s.decoder_rotary) + 1)
-  return encoder + decoder
+  ctc = (norm + d * s.vocab_size + s.vocab_size) if s.ctc_head else 0
+  return encoder + decoder + ctc

@@ -1,0 +1,66 @@
+"""Training losses beyond the plain token cross-entropy: label smoothing and the CTC branch.
+
+All return sums over the batch (float32) with their counts, so that the caller divides by the
+*global* count, as metrics.token_sums does for the cross-entropy.
+"""
+
+from typing import Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+CTC_BLANK_ID = PAD_ID  # the pad id is never a label, so it doubles as the CTC blank
+
+
+def smoothed_token_loss_sum(logits: jax.Array, targets: jax.Array,
+                            label_smoothing: float) -> jax.Array:
+  """Sum over real (non-pad) targets of the cross-entropy against smoothed labels:
+  (1 - eps) * nll(target) + eps * mean over the vocabulary of -log p (optax.smooth_labels' target,
+  written without the one-hot)."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  uniform = -jnp.mean(log_probs, axis=-1)
+  loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+  return jnp.sum(jnp.where(targets != PAD_ID, loss, 0.0))
+
+
+def ctc_labels(targets: jax.Array) -> jax.Array:
+  """decoder_target_tokens [B, L] -> CTC labels: the same ids without BOS/EOS (pads after)."""
+  return jnp.where((targets == EOS_ID) | (targets == BOS_ID), PAD_ID, targets)
+
+
+def ctc_sums(ctc_logits: jax.Array, frame_valid: jax.Array, targets: jax.Array,
+             row_weights: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
+  """Summed CTC loss (optax.ctc_loss, blank = pad id 0) and the label count, both float32.
+
+  ctc_logits [B, T, V], frame_valid [B, T] bool, targets = decoder_target_tokens [B, L].
+  `row_weights` ([B] bool) drops whole rows (eval padding).
+  """
+  labels = ctc_labels(targets)
+  label_valid = labels != PAD_ID
+  per_row = optax.ctc_loss(ctc_logits.astype(jnp.float32),
+                           1.0 - frame_valid.astype(jnp.float32), labels,
+                           1.0 - label_valid.astype(jnp.float32), blank_id=CTC_BLANK_ID)
+  counts = jnp.sum(label_valid.astype(jnp.float32), axis=-1)
+  keep = counts > 0
+  if row_weights is not None:
+    keep = keep & row_weights.astype(bool)
+  return {"ctc_loss_sum": jnp.sum(jnp.where(keep, per_row, 0.0)),
+          "num_labels": jnp.sum(jnp.where(keep, counts, 0.0))}
+
+
+def ctc_greedy_tokens(ctc_logits: jax.Array, frame_valid: jax.Array) -> jax.Array:
+  """Best path per frame, repeats merged, blanks dropped: [B, T] int32 token ids, left-aligned and
+  padded with 0 (the layout of decoder_target_tokens without EOS)."""
+  best = jnp.argmax(ctc_logits, axis=-1).astype(jnp.int32)
+  previous = jnp.pad(best[:, :-1], ((0, 0), (1, 0)), constant_values=CTC_BLANK_ID)
+  emit = frame_valid & (best != CTC_BLANK_ID) & (best != previous)
+  emit = emit & (best != BOS_ID) & (best != EOS_ID)
+  # Stable compaction: each emitted token goes to slot (number of emissions before it).
+  slot = jnp.cumsum(emit, axis=-1) - 1
+  slot = jnp.where(emit, slot, best.shape[1])  # non-emitted frames go to a dropped extra slot
+  out = jnp.zeros((best.shape[0], best.shape[1] + 1), jnp.int32)
+  out = out.at[jnp.arange(best.shape[0])[:, None], slot].set(jnp.where(emit, best, 0))
+  return out[:, :-1]

@@ -1,0 +1,128 @@
+"""The CTC branch and label smoothing against brute-force references; the CTC head's parameters
+and invariances; the joint loss of the train step against its formula."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from echo_jax import losses
+from echo_jax.models import EchoModel, count_params, expected_param_count
+from echo_jax.models.testing import pad_batch, random_batch, tiny_model_config
+
+
+def _collapse(path):
+  out, previous = [], None
+  for token in path:
+    if token != previous and token != losses.CTC_BLANK_ID:
+      out.append(token)
+    previous = token
+  return out
+
+
+def _brute_force_ctc(logits: np.ndarray, labels) -> float:
+  """-log of the summed probability of every frame path that collapses to `labels`."""
+  log_probs = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), axis=-1), np.float64)
+  frames, vocab = log_probs.shape
+  total = -np.inf
+  for path in itertools.product(range(vocab), repeat=frames):
+    if _collapse(path) == list(labels):
+      total = np.logaddexp(total, sum(log_probs[t, p] for t, p in enumerate(path)))
+  return -total
+
+
+@pytest.mark.parametrize("labels,frames", [([3, 3], 5), ([4, 3], 4), ([3], 3), ([5, 4, 3], 5)])
+def test_ctc_loss_equals_brute_force(labels, frames):
+  vocab = 6
+  rng = np.random.default_rng(len(labels) * 10 + frames)
+  logits = rng.normal(size=(1, frames, vocab)).astype(np.float32)
+  # decoder_target_tokens: labels, then EOS, then padding (EOS is not a CTC label).
+  targets = np.array([labels + [losses.EOS_ID, 0]], np.int32)
+  sums = losses.ctc_sums(jnp.asarray(logits), jnp.ones((1, frames), bool), jnp.asarray(targets))
+  assert float(sums["num_labels"]) == len(labels)
+  np.testing.assert_allclose(float(sums["ctc_loss_sum"]), _brute_force_ctc(logits[0], labels),
+                             rtol=1e-5)
+
+
+def test_ctc_loss_ignores_padded_frames_and_dropped_rows():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(2, 4, 5)).astype(np.float32)
+  targets = np.array([[3, 4, 2, 0], [4, 2, 0, 0]], np.int32)
+  valid = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
+  sums = losses.ctc_sums(jnp.asarray(logits), jnp.asarray(valid), jnp.asarray(targets))
+  expected = _brute_force_ctc(logits[0, :3], [3, 4]) + _brute_force_ctc(logits[1, :2], [4])
+  np.testing.assert_allclose(float(sums["ctc_loss_sum"]), expected, rtol=1e-5)
+  dropped = losses.ctc_sums(jnp.asarray(logits), jnp.asarray(valid), jnp.asarray(targets),
+                            row_weights=jnp.array([True, False]))
+  np.testing.assert_allclose(float(dropped["ctc_loss_sum"]),
+                             _brute_force_ctc(logits[0, :3], [3, 4]), rtol=1e-5)
+  assert float(dropped["num_labels"]) == 2.0
+
+
+def test_ctc_greedy_merges_repeats_and_drops_blanks_and_padding():
+  best_paths = np.array([[0, 5, 5, 0, 5, 4, 4, 0, 7], [6, 6, 6, 0, 0, 3, 0, 0, 0]])
+  valid = np.array([[True] * 8 + [False], [True] * 9])
+  logits = np.eye(8, dtype=np.float32)[best_paths] * 10.0
+  tokens = np.asarray(losses.ctc_greedy_tokens(jnp.asarray(logits), jnp.asarray(valid)))
+  np.testing.assert_array_equal(tokens[0], [5, 5, 4, 0, 0, 0, 0, 0, 0])  # frame 8 is padding
+  np.testing.assert_array_equal(tokens[1], [6, 3, 0, 0, 0, 0, 0, 0, 0])
+
+
+def test_label_smoothing_equals_optax_smoothed_cross_entropy():
+  rng = np.random.default_rng(1)
+  logits = jnp.asarray(rng.normal(size=(2, 5, 11)).astype(np.float32))
+  targets = jnp.asarray(np.array([[4, 5, 6, 2, 0], [7, 2, 0, 0, 0]], np.int32))
+  for eps in (0.0, 0.1, 0.3):
+    smoothed = optax.smooth_labels(jax.nn.one_hot(targets, 11), eps)
+    reference = optax.softmax_cross_entropy(logits, smoothed)
+    expected = float(jnp.sum(jnp.where(targets != 0, reference, 0.0)))
+    got = float(losses.smoothed_token_loss_sum(logits, targets, eps))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def ctc_model():
+  cfg = tiny_model_config(ctc_head=True, spectrogram_downsample=2)
+  model = EchoModel(cfg)
+  batch = random_batch(cfg, [16, 9, 13], [7, 4, 6], 16, 7, seed=2)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), batch)
+  return cfg, model, batch, variables
+
+
+def test_ctc_head_parameters_are_counted(ctc_model):
+  cfg, _, _, variables = ctc_model
+  assert "ctc_projection" in variables["params"] and "ctc_norm" in variables["params"]
+  assert count_params(variables["params"]) == expected_param_count(cfg)
+  without = tiny_model_config(spectrogram_downsample=2)
+  assert expected_param_count(cfg) - expected_param_count(without) == 32 + 32 * 24 + 24
+
+
+def test_ctc_output_ignores_padding_and_other_rows(ctc_model):
+  cfg, model, batch, variables = ctc_model
+  forward = jax.jit(lambda v, b: model.apply(v, b, method=EchoModel.forward))
+  _, ctc = forward(variables, batch)
+  _, padded = forward(variables, pad_batch(batch, 24, 9, cfg.hop_length))
+  lengths = np.asarray(ctc.valid).sum(axis=1)
+  np.testing.assert_array_equal(lengths, [8, 5, 7])  # ceil(frames / 2)
+  for row, n in enumerate(lengths):
+    np.testing.assert_allclose(np.asarray(padded.logits)[row, :n], np.asarray(ctc.logits)[row, :n],
+                               atol=2e-5)
+  single = {k: v[1:2] for k, v in batch.items()}
+  _, alone = forward(variables, single)
+  np.testing.assert_allclose(np.asarray(alone.logits)[0, :5], np.asarray(ctc.logits)[1, :5],
+                             atol=2e-5)
+
+
+def test_model_without_ctc_head_says_how_to_get_one():
+  cfg = tiny_model_config()
+  model = EchoModel(cfg)
+  batch = random_batch(cfg, [8], [3], 8, 4)
+  variables = model.init(jax.random.PRNGKey(0), batch)
+  logits, ctc = model.apply(variables, batch, method=EchoModel.forward)
+  assert ctc is None and logits.shape == (1, 4, 24)
+  with pytest.raises(ValueError, match="ctc_head=True"):
+    encoded = model.apply(variables, batch, method=EchoModel.encode)
+    model.apply(variables, encoded, method=EchoModel.ctc)
