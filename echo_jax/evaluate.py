@@ -15,8 +15,28 @@ Two kinds of numbers, reported separately:
     compute and so is not a transcription result). Examples longer than the largest bucket
     (chunked manifest audio) are left out of these and counted in `teacher_forced.skipped`.
 
-Writes predictions.tsv, predictions.jsonl and summary.json to --out (default
-<workdir>/eval/<split or manifest name>_step<STEP>) and prints the summary.
+Breakdown (summary["breakdown"], echo_jax.error_breakdown): the decoded WER/CER and the word
+insertions / deletions / substitutions (plus the character ones) per group of utterances, for each
+dimension the metadata allows:
+  * engine, speaker (the TTS voice; held-out voices in validation/test), text_source: manifest
+    fields;
+  * f0_band: low < 120 Hz, mid 120-200 Hz, high > 200 Hz, of the utterance's median F0 over its
+    voiced frames (f0 > 0) of the features it was decoded from, else the manifest's
+    expected_f0_hz;
+  * augment: one group per kind in the manifest's augment dict (an utterance with noise and reverb
+    counts in both), "clean" for an empty dict.
+Metadata is joined on the utterance id: with --split from the prepared dataset's source manifest
+(<corpus_dir>/manifest.jsonl, or data.manifest_path when it is JSONL) and the stored speaker; with
+--manifest FILE.jsonl from that file. An utterance without a field is in no group of that
+dimension; a dimension no utterance has is absent. Schema: {dimension: {group: {"wer", "cer",
+"num_utterances", "words", "insertions", "deletions", "substitutions", "characters",
+"char_insertions", "char_deletions", "char_substitutions"}}}; wer/cer are corpus rates within the
+group (null for a group without reference words).
+
+Writes predictions.tsv, predictions.jsonl (with each utterance's metadata: engine, voice,
+speaker, text_source, augment, expected_f0_hz, f0_median_hz, f0_band where known) and summary.json
+to --out (default <workdir>/eval/<split or manifest name>_step<STEP>), prints the summary as JSON
+and then the breakdown as a table (--json: the JSON only).
 """
 
 import argparse
@@ -27,14 +47,14 @@ import json
 import os
 import sys
 import time
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import jiwer
 import numpy as np
 
-from echo_jax import decoding, transcribe
+from echo_jax import decoding, error_breakdown, transcribe
 
 NORMALISATION = ("echo_jax.data.text.normalise_transcript on reference and hypothesis "
                  "(lower case a-z and apostrophe, single spaces)")
@@ -48,6 +68,9 @@ class Example:
   bounds: List[tuple]  # chunk sample bounds (for stitching)
   result: Optional[transcribe.FileResult] = None
   token_ids: Optional[np.ndarray] = None  # stored target ids (prepared splits); else encoded
+  # engine, speaker, augment, ... (error_breakdown.MANIFEST_FIELDS) and, once evaluated, the
+  # measured f0_median_hz and f0_band
+  metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def normalise(text: str) -> str:
@@ -67,6 +90,8 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> Dict:
       "word_insertions": int(words.insertions), "word_hits": int(words.hits),
       "reference_words": int(words.substitutions + words.deletions + words.hits),
       "reference_characters": int(chars.substitutions + chars.deletions + chars.hits),
+      "char_substitutions": int(chars.substitutions), "char_deletions": int(chars.deletions),
+      "char_insertions": int(chars.insertions),
   }
 
 
@@ -128,29 +153,81 @@ class TeacherForcing:
     return out
 
 
-def read_manifest(path: str, split: Optional[str] = None) -> List[Dict[str, str]]:
-  """Rows {id, path, text, split} of a manifest in any layout the data part reads
+def read_manifest(path: str, split: Optional[str] = None) -> List[Dict[str, Any]]:
+  """Rows {id, path, text, split, metadata} of a manifest in any layout the data part reads
   (echo_jax.data.builders.sources.manifest_items: .jsonl, .tsv with or without header, LibriSpeech
-  or Common Voice folders); `split` keeps only that split."""
+  or Common Voice folders); `split` keeps only that split. metadata: the row's breakdown fields
+  (manifest_metadata for JSONL files, else the speaker when the layout names one)."""
   from echo_jax.data.builders import sources
-  items = sources.manifest_items(os.path.abspath(path))
+  path = os.path.abspath(path)
+  items = sources.manifest_items(path)
+  extra = manifest_metadata(path) if os.path.isfile(path) else {}
   wanted = [sources.canonical_split(split, "--split")] if split else list(sources.SPLITS)
-  return [{"id": item.key, "path": item.audio_path, "text": item.raw_text, "split": name}
-          for name in wanted for item in items.get(name, [])]
+  rows = []
+  for name in wanted:
+    for item in items.get(name, []):
+      metadata = {"speaker": item.speaker} if item.speaker else {}
+      metadata.update(extra.get(item.key, {}))
+      rows.append({"id": item.key, "path": item.audio_path, "text": item.raw_text, "split": name,
+                   "metadata": metadata})
+  return rows
 
 
-def manifest_examples(rows: Sequence[Dict[str, str]], config) -> List[Example]:
+def manifest_metadata(path: str) -> Dict[str, Dict[str, Any]]:
+  """{utterance id: {field: value}} of error_breakdown.MANIFEST_FIELDS from a JSONL manifest,
+  ids as the data part derives them. Anything else (TSV, a folder, a missing file, a line that is
+  not a JSON object) gives no metadata instead of an error: the breakdown is optional."""
+  from echo_jax.data.builders import sources
+  if not path.endswith((".jsonl", ".json")):
+    return {}
+  out = {}
+  try:
+    with open(path, encoding="utf-8") as handle:
+      for line in handle:
+        try:
+          row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+          continue
+        if not isinstance(row, dict):
+          continue
+        key = row.get("id")
+        if key is None:  # the same fallback id as sources.jsonl_items
+          audio = next((row[k] for k in sources._PATH_KEYS if row.get(k) is not None), None)
+          if audio is None:
+            continue
+          key = os.path.splitext(str(audio))[0]
+        out[str(key)] = {k: row[k] for k in error_breakdown.MANIFEST_FIELDS if k in row}
+  except OSError as e:
+    print(f"no breakdown metadata from {path}: {e}", file=sys.stderr)
+    return {}
+  return out
+
+
+def source_manifest(config) -> Optional[str]:
+  """The JSONL manifest a prepared dataset was built from, when it has one."""
+  from echo_jax.data import prepare
+  dataset = str(config.data.dataset)
+  if dataset == "echo_speech":
+    return os.path.join(prepare.corpus_dir(config), "manifest.jsonl")
+  if dataset == "manifest" and str(config.data.manifest_path).endswith((".jsonl", ".json")):
+    return os.path.abspath(str(config.data.manifest_path))
+  return None
+
+
+def manifest_examples(rows: Sequence[Dict[str, Any]], config) -> List[Example]:
   examples = []
   for row in rows:
     prepared = transcribe.prepare_file(row["path"], config)
     examples.append(Example(row["id"], row["text"], prepared.items, prepared.bounds,
-                            prepared.result))
+                            prepared.result, metadata=dict(row.get("metadata") or {})))
   return examples
 
 
 def split_examples(config, split: str, max_examples: int = -1) -> List[Example]:
   """Prepared TFDS examples of a split (the features the model trained on)."""
   from echo_jax.data import pipeline
+  manifest = source_manifest(config)
+  by_id = manifest_metadata(manifest) if manifest else {}
   examples = []
   for record in pipeline.iterate_examples(config, split):
     if 0 <= max_examples <= len(examples):
@@ -162,10 +239,26 @@ def split_examples(config, split: str, max_examples: int = -1) -> List[Example]:
     key = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
     text = record["text"].decode() if isinstance(record["text"], bytes) else str(record["text"])
     seconds = item["mel"].shape[0] * int(config.data.hop_length) / int(config.data.sample_rate)
+    speaker = record.get("speaker", "")
+    speaker = speaker.decode() if isinstance(speaker, bytes) else str(speaker)
+    metadata = {"speaker": speaker} if speaker else {}
+    metadata.update(by_id.get(key, {}))
     examples.append(Example(key, text, [item], [(0, 0)],
                             transcribe.FileResult(path=key, num_chunks=1, duration_s=seconds),
-                            token_ids=np.asarray(record["tokens"], np.int32)))
+                            token_ids=np.asarray(record["tokens"], np.int32), metadata=metadata))
   return examples
+
+
+def add_measured_f0(example: Example) -> None:
+  """Sets metadata f0_median_hz (median over the voiced frames of the features the example is
+  decoded from, all chunks) and f0_band (of that, else of the manifest's expected F0)."""
+  f0 = [np.ravel(item["f0"]) for item in example.items if "f0" in item]
+  median = error_breakdown.median_voiced_f0(np.concatenate(f0)) if f0 else None
+  if median is not None:
+    example.metadata[error_breakdown.MEASURED_F0_FIELD] = round(median, 1)
+  band = error_breakdown.utterance_f0_band(example.metadata)
+  if band is not None:
+    example.metadata["f0_band"] = band
 
 
 class Evaluator:
@@ -203,6 +296,12 @@ def evaluate_examples(examples: Sequence[Example], evaluator: Evaluator) -> Dict
   if usable:
     summary["decoded"] = error_rates([ex.reference for ex in usable],
                                      [ex.result.text for ex in usable])
+  for ex in examples:
+    add_measured_f0(ex)
+  counts = [error_breakdown.edit_counts(normalise(ex.reference), normalise(ex.result.text))
+            for ex in usable]
+  summary["breakdown"] = error_breakdown.breakdown_from_counts(counts,
+                                                               [ex.metadata for ex in usable])
   summary["teacher_forced"] = evaluator.teacher_forcing(usable)
   return summary
 
@@ -220,6 +319,7 @@ def write_outputs(out_dir: str, examples: Sequence[Example], summary: Dict) -> N
     for ex in examples:
       row = {"id": ex.key, "reference": ex.reference,
              "reference_normalised": normalise(ex.reference)}
+      row.update((k, v) for k, v in ex.metadata.items() if k not in row)
       if ex.result.error is None:
         row.update(hypothesis=ex.result.text, hypothesis_normalised=normalise(ex.result.text),
                    wer=utterance_wer(ex.reference, ex.result.text), chunks=ex.result.num_chunks)
@@ -229,6 +329,18 @@ def write_outputs(out_dir: str, examples: Sequence[Example], summary: Dict) -> N
   with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as handle:
     json.dump(summary, handle, indent=2, sort_keys=True)
     handle.write("\n")
+
+
+def breakdown_table(summary: Dict) -> str:
+  """The summary's breakdown as text, the overall decoded numbers first."""
+  decoded = summary.get("decoded")
+  overall = None
+  if decoded:
+    overall = {"num_utterances": summary["num_decoded"], "words": decoded["reference_words"],
+               "wer": decoded["wer"], "cer": decoded["cer"],
+               "insertions": decoded["word_insertions"], "deletions": decoded["word_deletions"],
+               "substitutions": decoded["word_substitutions"]}
+  return error_breakdown.format_table(summary.get("breakdown", {}), overall)
 
 
 def parse_args(argv):
@@ -250,6 +362,8 @@ def parse_args(argv):
   parser.add_argument("--batch-size", type=int, default=None,
                       help="default: config.data.eval_batch_size")
   parser.add_argument("--out", default=None, help="output directory")
+  parser.add_argument("--json", action="store_true",
+                      help="print only the summary JSON (no breakdown table after it)")
   args = parser.parse_args(argv)
   if args.split is None and args.manifest is None:
     parser.error("give --split NAME or --manifest FILE")
@@ -289,6 +403,9 @@ def main(argv=None) -> int:
     write_outputs(out_dir, examples, summary)
     summary["outputs"] = os.path.abspath(out_dir)
   print(json.dumps(summary, indent=2, sort_keys=True))
+  if not args.json:
+    print()
+    print(breakdown_table(summary), end="")
   for key, reason in summary["failed"].items():
     print(f"{key}: {reason}", file=sys.stderr)
   return 0

@@ -112,3 +112,59 @@ def test_features_command_plots_a_recording(tmp_path, capsys):
             "configs/tiny.py", "--out", str(tmp_path / "pics" / "f.png")])
   assert capsys.readouterr().out.strip().endswith("f.png")
   _png(tmp_path / "pics" / "f.png")
+
+
+def test_curves_plot_draws_the_logged_values(tmp_path, capsys):
+  from echo_jax.metrics import MetricsWriter
+
+  # Written by the trainer's own writer, so the plot reads the real metrics.jsonl format.
+  run = tmp_path / "run"
+  writer = MetricsWriter(str(run))
+  train = {10: (3.0, 2.0, 1.0, 1e-3), 20: (2.5, 1.6, 0.9, 2e-3), 30: (2.0, 1.2, 0.8, 3e-3)}
+  for step, (loss, ctc, ce, lr) in train.items():
+    writer.write(step, {"loss": loss, "ctc_loss": ctc, "ce_loss": ce, "learning_rate": lr},
+                 prefix="train/")
+  evals = {20: (2.7, 0.9, 0.5, 0.95, 0.6), 30: (2.2, 0.8, 0.4, 0.85, 0.45)}
+  for step, (loss, wer, cer, ctc_wer, ctc_cer) in evals.items():
+    writer.write(step, {"loss": loss, "wer": wer, "cer": cer, "ctc_wer": ctc_wer,
+                        "ctc_cer": ctc_cer, "best_wer": wer, "token_accuracy": 0.3},
+                 prefix="eval/")
+  writer.write(30, {"loss": float("nan")}, prefix="train/")  # non-finite: left out
+  writer.close()
+
+  records = plots.read_metrics(str(run / "metrics.jsonl"))
+  fig = plots.curves_figure(records)
+  lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+  panels = {ax.get_title(): sorted(line.get_label() for line in ax.get_lines())
+            for ax in fig.axes}
+  assert panels == {
+      "loss": ["eval/loss", "train/ce_loss", "train/ctc_loss", "train/loss"],
+      "error rate": ["eval/cer", "eval/ctc_cer", "eval/ctc_wer", "eval/wer"],
+      "learning rate": ["train/learning_rate"]}
+  expected = {f"train/{name}": {s: v[i] for s, v in train.items()}
+              for i, name in enumerate(["loss", "ctc_loss", "ce_loss", "learning_rate"])}
+  expected.update({f"eval/{name}": {s: v[i] for s, v in evals.items()}
+                   for i, name in enumerate(["loss", "wer", "cer", "ctc_wer", "ctc_cer"])})
+  assert sorted(lines) == sorted(expected)
+  for label, points in expected.items():
+    np.testing.assert_array_equal(lines[label].get_xdata(), list(points))
+    np.testing.assert_allclose(lines[label].get_ydata(), list(points.values()), rtol=1e-12)
+  plots.plt.close(fig)
+
+  # A resumed run logs the steps after its checkpoint again: the later value is the one drawn.
+  resumed = records + [{"step": 20, "train/loss": 2.4}]
+  fig = plots.curves_figure(resumed)
+  line = next(drawn for ax in fig.axes for drawn in ax.get_lines()
+              if drawn.get_label() == "train/loss")
+  np.testing.assert_allclose(line.get_ydata(), [3.0, 2.4, 2.0])
+  plots.plt.close(fig)
+
+  # The command: default output RUN/curves.png, or an explicit .png path.
+  assert cli.main(["plot", "curves", str(run)]) == 0
+  assert capsys.readouterr().out.strip() == str(run / "curves.png")
+  _png(run / "curves.png")
+  cli.main(["plot", "curves", str(run / "metrics.jsonl"), "--out", str(tmp_path / "c.png")])
+  _png(tmp_path / "c.png")
+  with pytest.raises(ValueError, match="no loss/wer/cer/lr keys"):
+    (tmp_path / "empty.jsonl").write_text('{"step": 1, "train/grad_norm": 1.0}\n')
+    plots.plot_curves(str(tmp_path / "x.png"), str(tmp_path / "empty.jsonl"))

@@ -72,7 +72,10 @@ def test_evaluate_split_cli_writes_consistent_outputs(eval_run, capsys):
   from echo_jax.data import pipeline
   workdir, config, prepared, tokenizer, model, params = eval_run
   code = evaluate.main(["--workdir", workdir, "--split", "test"])
-  printed = json.loads(capsys.readouterr().out)
+  # stdout: the summary JSON, then the breakdown table.
+  stdout = capsys.readouterr().out
+  printed, end = json.JSONDecoder().raw_decode(stdout)
+  table = stdout[end:].strip().splitlines()
   assert code == 0
   out_dir = os.path.join(workdir, "eval", "test_step3")
   assert printed["outputs"] == out_dir
@@ -99,6 +102,45 @@ def test_evaluate_split_cli_writes_consistent_outputs(eval_run, capsys):
   assert summary["teacher_forced"]["target_tokens"] == total
   assert summary["teacher_forced"]["token_accuracy"] == pytest.approx(correct / total)
   assert summary["teacher_forced"]["skipped"] == 0
+  check_breakdown(summary, rows, config, table)
+
+
+def check_breakdown(summary, rows, config, table):
+  """The split's breakdown against the corpus manifest and jiwer on the written predictions."""
+  import jiwer
+
+  from echo_jax import error_breakdown
+  manifest = {r["id"]: r for r in map(json.loads, open(os.path.join(config.data.corpus_dir,
+                                                                     "manifest.jsonl")))}
+  breakdown = summary["breakdown"]
+  assert {"engine", "speaker", "f0_band"} <= set(breakdown)
+  for row in rows:  # predictions carry the manifest's metadata and the measured F0 band
+    for field in ("engine", "voice", "speaker", "expected_f0_hz"):
+      assert row[field] == manifest[row["id"]][field]
+    assert row["f0_band"] == error_breakdown.f0_band(row["f0_median_hz"])
+  # Test speakers are the held-out voices of the test rows; each group's numbers are jiwer's on
+  # its own rows, and the engine groups add up to the overall counts.
+  assert set(breakdown["speaker"]) == {r["speaker"] for r in manifest.values()
+                                       if r["split"] == "test"}
+  for dimension in ("engine", "speaker", "f0_band"):
+    for name, stats in breakdown[dimension].items():
+      members = [r for r in rows if r[dimension] == name]
+      words = jiwer.process_words([r["reference_normalised"] for r in members],
+                                  [r["hypothesis_normalised"] for r in members])
+      chars = jiwer.process_characters([r["reference_normalised"] for r in members],
+                                       [r["hypothesis_normalised"] for r in members])
+      assert stats["num_utterances"] == len(members)
+      assert (stats["insertions"], stats["deletions"], stats["substitutions"]) == (
+          words.insertions, words.deletions, words.substitutions)
+      assert stats["wer"] == pytest.approx(words.wer) and stats["cer"] == pytest.approx(chars.cer)
+  decoded = summary["decoded"]
+  for key in ("insertions", "deletions", "substitutions"):
+    assert sum(g[key] for g in breakdown["engine"].values()) == decoded["word_" + key]
+  assert sum(g["words"] for g in breakdown["engine"].values()) == decoded["reference_words"]
+  assert table[0].split()[:3] == ["group", "utts", "words"]
+  assert table[1].split()[:3] == ["all", str(summary["num_decoded"]),
+                                  str(decoded["reference_words"])]
+  assert "engine" in table and all(f"  {name}" in "\n".join(table) for name in breakdown["engine"])
 
 
 def test_manifest_mode_agrees_with_split_mode_and_reports_bad_files(eval_run, tmp_path):
@@ -128,3 +170,29 @@ def test_manifest_mode_agrees_with_split_mode_and_reports_bad_files(eval_run, tm
   evaluate.write_outputs(str(tmp_path / "out"), from_manifest, manifest_summary)
   written = [json.loads(line) for line in open(tmp_path / "out" / "predictions.jsonl")]
   assert written[-1]["error"] == "unreadable" and "hypothesis" not in written[-1]
+  # A TSV names no engine or voice, but the F0 bands come from the same features.
+  assert set(manifest_summary["breakdown"]) == {"f0_band"}
+  assert manifest_summary["breakdown"]["f0_band"] == split_summary["breakdown"]["f0_band"]
+
+  # A JSONL manifest's own fields: augmentation kinds (noise+reverb counts in both) and text
+  # source join on the id; the engine groups equal the split's.
+  corpus_rows = {r["id"]: r for r in map(json.loads, open(os.path.join(corpus,
+                                                                       "manifest.jsonl")))}
+  both = {"noise": {"type": "white", "snr_db": 9.0}, "reverb": {"rt60_s": 0.4}}
+  kinds = [both, {}] + [{"noise": {"type": "pink", "snr_db": 17.3}}] * (len(rows) - 2)
+  jsonl = tmp_path / "test.jsonl"
+  with open(jsonl, "w") as handle:
+    for i, r in enumerate(rows):
+      row = dict(corpus_rows[r["id"]], path=r["path"], augment=kinds[i],
+                 text_source=("fortunes", "wordnet")[i % 2])
+      handle.write(json.dumps(row) + "\n")
+  jsonl_examples = evaluate.manifest_examples(evaluate.read_manifest(str(jsonl)), config)
+  jsonl_summary = evaluator(jsonl_examples)
+  breakdown = jsonl_summary["breakdown"]
+  assert breakdown["engine"] == split_summary["breakdown"]["engine"]
+  counts = {name: group["num_utterances"] for name, group in breakdown["augment"].items()}
+  assert len(rows) >= 2 and counts == {"clean": 1, "noise": len(rows) - 1, "reverb": 1}
+  assert breakdown["augment"]["reverb"]["words"] == len(rows[0]["text"].split())
+  assert {n: g["num_utterances"] for n, g in breakdown["text_source"].items()} == {
+      "fortunes": len(rows[0::2]), "wordnet": len(rows[1::2])}
+  assert jsonl_examples[0].metadata["augment"] == both

@@ -4,7 +4,7 @@
   python -m echo_jax.diagnostics plot rotary --out DIR
   python -m echo_jax.diagnostics plot features --wav FILE [--config CFG] --out DIR
   python -m echo_jax.diagnostics plot attention --wav FILE [--config CFG] [--workdir RUN] --out DIR
-  python -m echo_jax.diagnostics plot curves RUN --out DIR
+  python -m echo_jax.diagnostics plot curves RUN [--out FILE.png]   (default RUN/curves.png)
   python -m echo_jax.diagnostics plot theta RUN [--steps A:B] [--config CFG] --out DIR
 """
 
@@ -55,9 +55,19 @@ def _report(args) -> int:
   return 0
 
 
+def _out_path(args) -> str:
+  """--out as a .png path or a folder for <what>.png; curves default to RUN/curves.png."""
+  if args.out is None:
+    if args.what != "curves" or not args.run:
+      raise SystemExit(f"plot {args.what} needs --out DIR (or a .png path)")
+    folder = os.path.dirname(args.run) if args.run.endswith(".jsonl") else args.run
+    return os.path.join(folder, "curves.png")
+  return args.out if args.out.endswith(".png") else os.path.join(args.out, f"{args.what}.png")
+
+
 def _plot(args) -> int:
   from echo_jax.diagnostics import plots
-  out = os.path.join(args.out, f"{args.what}.png") if not args.out.endswith(".png") else args.out
+  out = _out_path(args)
   if args.what == "rotary":
     path = plots.plot_rotary(out, theta_modes=args.theta_modes, f0_values=args.f0,
                              base_theta=args.theta, positions=args.positions,
@@ -140,8 +150,10 @@ def main(argv=None) -> int:
 
   plot = sub.add_parser("plot", help="write a PNG")
   plot.add_argument("what", choices=["rotary", "features", "attention", "curves", "theta"])
-  plot.add_argument("run", nargs="?", default=None, help="workdir (curves, theta)")
-  plot.add_argument("--out", required=True, help="output folder (or a .png path)")
+  plot.add_argument("run", nargs="?", default=None,
+                    help="workdir (curves: its metrics.jsonl, or that file; theta: its dumps)")
+  plot.add_argument("--out", default=None,
+                    help="output folder (or a .png path); curves default to RUN/curves.png")
   plot.add_argument("--config", default=None,
                     help="config file (default: RUN/config.py for theta, else configs/default.py)")
   plot.add_argument("--steps", default=None)

@@ -163,6 +163,7 @@ def plot_attention(out_path: str, maps: Mapping[str, np.ndarray], title: str = "
 # ---------------------------------------------------------------- 4. training curves
 
 def read_metrics(path: str) -> List[Dict[str, float]]:
+  """metrics.jsonl records ({"step": int, "train/loss": float, ...}), in file order."""
   records = []
   with open(path) as f:
     for line_no, line in enumerate(f, 1):
@@ -175,39 +176,84 @@ def read_metrics(path: str) -> List[Dict[str, float]]:
 
 
 def _series(records, key):
-  pts = [(r["step"], r[key]) for r in records
-         if key in r and isinstance(r[key], (int, float)) and np.isfinite(r[key])]
-  return np.asarray(pts, np.float64).reshape(-1, 2)
+  """[N, 2] (step, value) of `key`'s finite values, by step. A step logged twice (a resumed run
+  repeats the steps after its checkpoint) keeps its last value, the one training went on from."""
+  by_step = {}
+  for r in records:
+    value = r.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+      by_step[int(r["step"])] = float(value)
+  return np.asarray(sorted(by_step.items()), np.float64).reshape(-1, 2)
+
+
+def _metric_name(key: str) -> str:
+  return key.rsplit("/", 1)[-1]
+
+
+def _is_loss(key: str) -> bool:  # loss, nll and its parts (ctc_loss, ce_loss)
+  name = _metric_name(key)
+  return name in ("loss", "nll") or name.endswith("_loss")
+
+
+def _is_error_rate(key: str) -> bool:  # wer, cer, ctc_wer, ...; not the running best_wer
+  name = _metric_name(key)
+  if name.startswith("best_"):
+    return False
+  return name in ("wer", "cer") or name.endswith(("_wer", "_cer"))
 
 
 def curve_panels(records: Sequence[Mapping[str, float]]) -> List[tuple]:
-  """[(panel title, [metric keys])] for loss, error rate and learning rate, when present."""
+  """[(panel title, [metric keys])] for loss (train/eval loss and its ctc/ce parts), error rate
+  (WER/CER of decoding, incl. ctc_wer/ctc_cer) and learning rate, when present."""
   keys = sorted({k for r in records for k in r if k != "step"})
   panels = [
-      ("loss", [k for k in keys if k.rsplit("/", 1)[-1] in ("loss", "nll")]),
-      ("error rate", [k for k in keys if k.rsplit("/", 1)[-1] in ("wer", "cer")]),
-      ("learning rate", [k for k in keys if k.rsplit("/", 1)[-1] in ("lr", "learning_rate")]),
+      ("loss", [k for k in keys if _is_loss(k)]),
+      ("error rate", [k for k in keys if _is_error_rate(k)]),
+      ("learning rate", [k for k in keys if _metric_name(k) in ("lr", "learning_rate")]),
   ]
   return [(name, ks) for name, ks in panels if ks]
 
 
-def plot_curves(out_path: str, metrics_path: str) -> str:
-  """Loss (train and eval), WER/CER and learning rate against step, from metrics.jsonl."""
-  records = read_metrics(metrics_path)
+def _curve_style(key: str) -> Dict:
+  """Train solid, eval with markers; CER and the loss parts dashed, so WER/CER and total/part
+  pairs read apart while sharing a colour cycle."""
+  name = _metric_name(key)
+  dashed = name.endswith("cer") or (name.endswith("_loss") and name != "loss")
+  return {"ls": "--" if dashed else "-", "marker": "o" if key.startswith("eval/") else None}
+
+
+def curves_figure(records: Sequence[Mapping[str, float]], title: str = ""):
+  """The learning-curves figure: one panel per curve_panels entry, one line per metric key
+  (label = the key; x = step, y = value, as read)."""
   panels = curve_panels(records)
   if not panels:
     keys = sorted({k for r in records for k in r})
-    raise ValueError(f"{metrics_path} has no loss/wer/cer/lr keys; found {keys}")
+    raise ValueError(f"no loss/wer/cer/lr keys among {keys}")
   fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.2 * len(panels), 3.2))
   for ax, (name, ks) in zip(axes[0], panels):
     for k in ks:
       pts = _series(records, k)
-      ax.plot(pts[:, 0], pts[:, 1], marker="o" if len(pts) < 30 else None, ms=3, label=k)
+      style = _curve_style(k)
+      marker = style["marker"] or ("o" if len(pts) < 30 else None)
+      ax.plot(pts[:, 0], pts[:, 1], ls=style["ls"], marker=marker, ms=3, label=k)
     ax.set_xlabel("step")
     ax.set_title(name)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=10)
   fig.tight_layout()
+  return fig
+
+
+def plot_curves(out_path: str, metrics_path: str) -> str:
+  """Loss (train and eval, CTC/CE parts), WER/CER and learning rate against step, from
+  metrics.jsonl (metrics.MetricsWriter's format)."""
+  records = read_metrics(metrics_path)
+  try:
+    fig = curves_figure(records)
+  except ValueError as e:
+    raise ValueError(f"{metrics_path}: {e}") from None
   return _save(fig, out_path)
 
 
