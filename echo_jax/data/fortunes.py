@@ -57,18 +57,32 @@ def load_sentences(fortunes_dir: str = FORTUNES_DIR, min_words: int = MIN_WORDS,
 
 @functools.lru_cache(maxsize=4)
 def _load_sentences(fortunes_dir: str, min_words: int, max_words: int):
-  sentences, seen, rejected = [], set(), {}
-  for path in fortune_files(fortunes_dir):
-    for fortune in fortunes_in(path):
-      for sentence in text_lib.split_sentences(fortune):
-        reason = text_lib.tts_rejection_reason(sentence, min_words, max_words)
-        if reason is None and len(text_lib.normalise_transcript(sentence)) > MAX_CHARS:
-          reason = "too_many_characters"
-        if reason is None and text_lib.normalise_transcript(sentence) in seen:
-          reason = "duplicate"
-        if reason is not None:
-          rejected[reason] = rejected.get(reason, 0) + 1
-          continue
-        seen.add(text_lib.normalise_transcript(sentence))
-        sentences.append(text_lib.engine_text(sentence))
+  candidates = (sentence for path in fortune_files(fortunes_dir) for fortune in fortunes_in(path)
+                for sentence in text_lib.split_sentences(fortune))
+  sentences, rejected = speakable_sentences(candidates, min_words, max_words)
   return tuple(sentences), tuple(rejected.items())
+
+
+def speakable_sentences(candidates, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS,
+                        seen: set[str] | None = None) -> tuple[list[str], dict[str, int]]:
+  """The candidates an engine reads exactly as written, as engine text, unique by transcript.
+
+  The filter every text source shares: `text.tts_rejection_reason`, at most MAX_CHARS once
+  normalised, and no transcript twice (also none already in `seen`, which is updated).
+  Returns the kept sentences in input order and rejection counts by reason.
+  """
+  seen = set() if seen is None else seen
+  sentences, rejected = [], {}
+  for sentence in candidates:
+    reason = text_lib.tts_rejection_reason(sentence, min_words, max_words)
+    transcript = text_lib.normalise_transcript(sentence)
+    if reason is None and len(transcript) > MAX_CHARS:
+      reason = "too_many_characters"
+    if reason is None and transcript in seen:
+      reason = "duplicate"
+    if reason is not None:
+      rejected[reason] = rejected.get(reason, 0) + 1
+      continue
+    seen.add(transcript)
+    sentences.append(text_lib.engine_text(sentence))
+  return sentences, rejected

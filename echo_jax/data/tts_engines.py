@@ -11,6 +11,11 @@ sentence at default settings, see docs/data.md):
 - festival: kal_diphone and ked_diphone follow `int_lr_params` target_f0_mean (Hz);
   cmu_us_slt_arctic_hts ignores it (and hts `-fm`), so its pitch varies only by sox.
 
+Pitch range (how far the intonation swings around the median) is set per utterance where the
+engine allows: espeak-ng through SSML `<prosody range="N%">` (the median rises with it, by about
+11 % of the change: see ESPEAK_RANGE_F0_SLOPE), flite `int_f0_target_stddev` and festival's
+`target_f0_std` (both 0.14 x target F0 x range). Voices without native pitch control have none.
+
 Splits hold out whole voices: see `VALIDATION_*` / `TEST_*` below.
 """
 
@@ -21,6 +26,7 @@ import math
 import os
 import shutil
 import subprocess
+from xml.sax import saxutils
 
 ENGINES = ("espeak-ng", "flite", "festival")
 SPLITS = ("train", "validation", "test")
@@ -38,6 +44,11 @@ ESPEAK_VARIANT_F0 = {
     "klatt": 103, "klatt3": 103, "klatt4": 102, "klatt5": 102,
 }
 ESPEAK_PITCH_SLOPE = 73.0  # F0 doubles every 73 steps of -p
+# Median F0 x (1 + slope x (range - 1)) under SSML prosody range (measured on m3, f2, klatt4 at
+# 50-200 %: 0.94 at 50 %, 1.06 at 150 %, 1.11 at 200 %).
+ESPEAK_RANGE_F0_SLOPE = 0.11
+# Target F0 standard deviation of flite/festival at pitch range 1 (festival's own default ratio).
+F0_STD_RATIO = 0.14
 VALIDATION_ESPEAK_VARIANTS = ("m6", "f4")
 TEST_ESPEAK_VARIANTS = ("m7", "f5", "klatt4")
 VALIDATION_VOICES = {"flite": ("rms",), "festival": ()}
@@ -64,7 +75,19 @@ class Voice:
   def speaker(self) -> str:
     return f"{self.engine}/{self.name}"
 
-  def expected_f0(self, pitch: float | None, sox_cents: float = 0.0) -> float:
+  @property
+  def has_pitch_range(self) -> bool:
+    """Whether the engine voice takes a pitch-range (intonation swing) setting."""
+    return self.pitch_unit != ""
+
+  def range_f0_factor(self, pitch_range: float | None) -> float:
+    """How the pitch-range setting moves the median F0 (espeak's range grows upwards)."""
+    if pitch_range is None or self.pitch_unit != "espeak_p":
+      return 1.0
+    return 1.0 + ESPEAK_RANGE_F0_SLOPE * (pitch_range - 1.0)
+
+  def expected_f0(self, pitch: float | None, sox_cents: float = 0.0,
+                  pitch_range: float | None = None) -> float:
     """Approximate median F0 (Hz) of speech made with these settings."""
     if self.pitch_unit == "espeak_p":
       base = self.nominal_f0_hz * 2.0 ** ((pitch - 50.0) / ESPEAK_PITCH_SLOPE)
@@ -72,14 +95,17 @@ class Voice:
       base = float(pitch)
     else:
       base = self.nominal_f0_hz
-    return base * 2.0 ** (sox_cents / 1200.0)
+    return base * self.range_f0_factor(pitch_range) * 2.0 ** (sox_cents / 1200.0)
 
-  def pitch_bounds(self) -> tuple[float, float] | None:
-    """The native pitch range clipped so the expected F0 stays inside TARGET_F0_RANGE."""
+  def pitch_bounds(self, f0_scale: float = 1.0) -> tuple[float, float] | None:
+    """The native pitch range clipped so the expected F0 stays inside TARGET_F0_RANGE.
+
+    `f0_scale` is what later steps multiply F0 by (pitch range, speed perturbation).
+    """
     if self.pitch_range is None:
       return None
     low, high = self.pitch_range
-    f0_low, f0_high = TARGET_F0_RANGE
+    f0_low, f0_high = (f / f0_scale for f in TARGET_F0_RANGE)
     if self.pitch_unit == "espeak_p":
       low = max(low, 50.0 + ESPEAK_PITCH_SLOPE * math.log2(f0_low / self.nominal_f0_hz))
       high = min(high, 50.0 + ESPEAK_PITCH_SLOPE * math.log2(f0_high / self.nominal_f0_hz))
@@ -201,21 +227,30 @@ def run_tool(cmd: list[str], reason: str) -> None:
     raise SynthesisError(f"{reason}_failed", result.stderr.decode(errors="replace")[-300:])
 
 
-def _espeak(voice: Voice, text_path: str, wav_path: str, pitch, rate) -> None:
+def _espeak(voice: Voice, text_path: str, wav_path: str, pitch, rate, pitch_range) -> None:
   accent, _, variant = voice.name.partition("+")
   spec = ESPEAK_ACCENTS.get(accent, accent) + (f"+{variant}" if variant else "")
-  run_tool(["espeak-ng", "-v", spec, "-p", str(int(pitch)), "-s", str(int(rate)),
-            "-f", text_path, "-w", wav_path], "engine")
+  cmd = ["espeak-ng", "-v", spec, "-p", str(int(pitch)), "-s", str(int(rate))]
+  if pitch_range is not None:  # only SSML sets the range from the command line
+    with open(text_path, encoding="ascii") as f:
+      text = saxutils.escape(f.read().strip())
+    text_path = f"{text_path}.ssml"
+    with open(text_path, "w", encoding="ascii") as f:
+      f.write(f'<speak><prosody range="{round(100 * pitch_range)}%">{text}</prosody></speak>\n')
+    cmd.append("-m")
+  run_tool(cmd + ["-f", text_path, "-w", wav_path], "engine")
 
 
-def _flite(voice: Voice, text_path: str, wav_path: str, pitch, rate) -> None:
+def _flite(voice: Voice, text_path: str, wav_path: str, pitch, rate, pitch_range) -> None:
   cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={rate:.4f}"]
   if pitch is not None:
     cmd += ["--setf", f"int_f0_target_mean={pitch:.1f}"]
+    if pitch_range is not None:
+      cmd += ["--setf", f"int_f0_target_stddev={F0_STD_RATIO * pitch * pitch_range:.1f}"]
   run_tool(cmd + ["-f", text_path, "-o", wav_path], "engine")
 
 
-def _festival(voice: Voice, text_path: str, wav_path: str, pitch, rate) -> None:
+def _festival(voice: Voice, text_path: str, wav_path: str, pitch, rate, pitch_range) -> None:
   evals = [f"(voice_{voice.name})"]
   if "hts" in voice.name:
     # HTS voices ignore Duration_Stretch; their engine's -r is a speed factor.
@@ -224,8 +259,9 @@ def _festival(voice: Voice, text_path: str, wav_path: str, pitch, rate) -> None:
   else:
     evals.append(f"(Parameter.set 'Duration_Stretch {rate:.4f})")
   if pitch is not None:
+    spread = F0_STD_RATIO * pitch * (1.0 if pitch_range is None else pitch_range)
     evals.append(f"(set! int_lr_params '((target_f0_mean {pitch:.1f}) (target_f0_std "
-                 f"{0.14 * pitch:.1f}) (model_f0_mean 170) (model_f0_std 34)))")
+                 f"{spread:.1f}) (model_f0_mean 170) (model_f0_std 34)))")
   cmd = ["text2wave"]
   for e in evals:
     cmd += ["-eval", e]
@@ -235,8 +271,14 @@ def _festival(voice: Voice, text_path: str, wav_path: str, pitch, rate) -> None:
 _SYNTH = {"espeak-ng": _espeak, "flite": _flite, "festival": _festival}
 
 
-def synthesise(voice: Voice, text_path: str, wav_path: str, pitch, rate) -> None:
-  """Write `wav_path` (native rate) speaking the text in `text_path`; SynthesisError on failure."""
-  _SYNTH[voice.engine](voice, text_path, wav_path, pitch, rate)
+def synthesise(voice: Voice, text_path: str, wav_path: str, pitch, rate,
+               pitch_range: float | None = None) -> None:
+  """Write `wav_path` (native rate) speaking the text in `text_path`; SynthesisError on failure.
+
+  `pitch_range` (1 = the engine's default swing) is ignored by voices without pitch control.
+  """
+  if not voice.has_pitch_range:
+    pitch_range = None
+  _SYNTH[voice.engine](voice, text_path, wav_path, pitch, rate, pitch_range)
   if not os.path.isfile(wav_path) or os.path.getsize(wav_path) <= 44:
     raise SynthesisError("engine_no_output", voice.speaker)
