@@ -14,6 +14,9 @@ Two kinds of numbers, reported separately:
     is the WER of the argmax sequence cut at EOS (the seed's "WER", which needs the reference to
     compute and so is not a transcription result). Examples longer than the largest bucket
     (chunked manifest audio) are left out of these and counted in `teacher_forced.skipped`.
+  * ctc_greedy (models with a CTC head): the CTC best path of the encoder alone, repeats merged
+    and blanks dropped, as a second hypothesis (`ctc_hypothesis` in predictions.jsonl); same
+    normalisation, single-chunk examples only.
 
 Breakdown (summary["breakdown"], echo_jax.error_breakdown): the decoded WER/CER and the word
 insertions / deletions / substitutions (plus the character ones) per group of utterances, for each
@@ -153,6 +156,43 @@ class TeacherForcing:
     return out
 
 
+class CtcGreedy:
+  """CTC best-path transcripts from the encoder alone (a second hypothesis; needs a CTC head),
+  over padded bucket batches (one compile per bucket); long chunked audio is left out."""
+
+  def __init__(self, config, model, variables, tokenizer, batch_size: int):
+    from echo_jax import losses
+    self.config, self.variables, self.tokenizer = config, variables, tokenizer
+    self.batch_size = int(batch_size)
+
+    def best_path(variables, batch):
+      encoded = model.apply(variables, batch, method=type(model).encode)
+      ctc = model.apply(variables, encoded, method=type(model).ctc)
+      return losses.ctc_greedy_tokens(ctc.logits, ctc.valid)
+    self._best_path = jax.jit(best_path)
+
+  def __call__(self, examples: Sequence[Example]) -> Dict:
+    """Sets metadata["ctc_hypothesis"] of each single-chunk example; returns their error rates."""
+    single = [ex for ex in examples if len(ex.items) == 1]
+    edges = self.config.data.bucket_frames
+    by_edge: Dict[int, List[Example]] = {}
+    for ex in single:
+      by_edge.setdefault(transcribe.bucket_edge(ex.items[0]["mel"].shape[0], edges), []).append(ex)
+    for edge, group_all in sorted(by_edge.items()):
+      for start in range(0, len(group_all), self.batch_size):
+        group = group_all[start:start + self.batch_size]
+        batch = transcribe.pad_batch([ex.items[0] for ex in group], edge, self.batch_size,
+                                     self.config)
+        tokens = np.asarray(self._best_path(self.variables, batch))[:len(group)]
+        for ex, text in zip(group, decoding.decode_batch_text(tokens, self.tokenizer)):
+          ex.metadata["ctc_hypothesis"] = text
+    out = {"examples": len(single), "skipped": len(examples) - len(single)}
+    if single:
+      out.update(error_rates([ex.reference for ex in single],
+                             [ex.metadata["ctc_hypothesis"] for ex in single]))
+    return out
+
+
 def read_manifest(path: str, split: Optional[str] = None) -> List[Dict[str, Any]]:
   """Rows {id, path, text, split, metadata} of a manifest in any layout the data part reads
   (echo_jax.data.builders.sources.manifest_items: .jsonl, .tsv with or without header, LibriSpeech
@@ -270,6 +310,8 @@ class Evaluator:
     self.transcriber = transcribe.BatchTranscriber(config, model, variables, tokenizer, beam_size,
                                                    batch_size)
     self.teacher_forcing = TeacherForcing(config, model, variables, tokenizer, batch_size)
+    self.ctc_greedy = (CtcGreedy(config, model, variables, tokenizer, batch_size)
+                       if config.model.get("ctc_head", False) else None)
 
   def __call__(self, examples: Sequence[Example]) -> Dict:
     return evaluate_examples(examples, self)
@@ -303,6 +345,8 @@ def evaluate_examples(examples: Sequence[Example], evaluator: Evaluator) -> Dict
   summary["breakdown"] = error_breakdown.breakdown_from_counts(counts,
                                                                [ex.metadata for ex in usable])
   summary["teacher_forced"] = evaluator.teacher_forcing(usable)
+  if evaluator.ctc_greedy is not None:
+    summary["ctc_greedy"] = evaluator.ctc_greedy(usable)
   return summary
 
 

@@ -194,7 +194,7 @@ def test_draws_follow_the_configured_rates_and_ranges():
       assert d["noise"]["type"] in augment.NOISE_TYPES
       assert augment.SNR_RANGE_DB[0] <= d["noise"]["snr_db"] <= augment.SNR_RANGE_DB[1]
     if "bandlimit" in d:
-      assert 250 <= d["bandlimit"]["low_hz"] <= 350 and 3300 <= d["bandlimit"]["high_hz"] <= 3800
+      assert 50 <= d["bandlimit"]["low_hz"] <= 100 and 3300 <= d["bandlimit"]["high_hz"] <= 3800
     if "gain" in d:
       assert augment.GAIN_RANGE_DB[0] <= d["gain"]["db"] <= augment.GAIN_RANGE_DB[1]
   types = collections.Counter(d["noise"]["type"] for d in draws if "noise" in d)
