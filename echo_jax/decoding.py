@@ -8,6 +8,18 @@ the cache is tested against and as the baseline of `measure_decode_speed`.
 Output layout matches `decoder_target_tokens`: position i holds the token predicted after the
 decoder saw BOS and output tokens 0..i-1, so a row reads `[prefix..., generated..., EOS, 0, ...]`.
 Forced prefix tokens (after BOS) are part of the output. PAD and BOS are never generated.
+
+Joint CTC/attention beam search (Watanabe et al. 2017; ESPnet's CTCPrefixScore): with
+`ctc_weight` = w > 0 (the model needs a CTC head) a hypothesis scores
+(1 - w) * attention log p + w * CTC prefix log p, the prefix probability computed by
+`echo_jax.ctc_prefix` for every vocabulary label at once over the encoder frames, and EOS scoring
+the full-sequence CTC probability (`ctc_candidates` = M limits the CTC scoring to each
+hypothesis's M best tokens by attention, ESPnet's pre-beam). A prefix that cannot fit the valid
+CTC frames scores -inf, so a joint hypothesis never has more labels than the CTC head has frames:
+runaway repetition ends without a separate guard. Greedy decoding with w > 0 is joint beam search
+with one beam. With w = 0 the CTC head is never run and results are exactly those of
+attention-only search. `max_tokens_per_frame` (opt-in, any weight) caps the tokens before EOS at
+that ratio of each utterance's input frames.
 """
 
 import functools
@@ -18,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from echo_jax import ctc_prefix
 from echo_jax.models.attention import CROSS_CACHE_ENTRIES
 
 PAD_ID = 0
@@ -34,6 +47,14 @@ def _decode_method(model):
 
 def _encode_method(model):
   return type(model).encode
+
+
+def _ctc_method(model):
+  method = getattr(type(model), "ctc", None)
+  if method is None:
+    raise ValueError(f"ctc_weight > 0 needs a model with a CTC head; {type(model).__name__} has "
+                     "no ctc method")
+  return method
 
 
 def encode_batch(model, variables, batch):
@@ -169,16 +190,53 @@ def _previous_tokens(tokens, position):
   return jnp.where(position == 0, jnp.int32(BOS_ID), prev)
 
 
+def _check_ctc_weight(ctc_weight: float):
+  if not 0.0 <= ctc_weight <= 1.0:
+    raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+
+
+def _token_limits(batch, max_tokens_per_frame: Optional[float]):
+  """Most tokens before EOS per utterance ([B] int32, at least 1), or None when off."""
+  if max_tokens_per_frame is None:
+    return None
+  if max_tokens_per_frame <= 0:
+    raise ValueError(f"max_tokens_per_frame must be > 0, got {max_tokens_per_frame}")
+  frames = jnp.asarray(batch["num_frames"], jnp.float32)
+  return jnp.maximum(jnp.floor(max_tokens_per_frame * frames), 1.0).astype(jnp.int32)
+
+
+def _end_when_over_limit(scores, position, limits):
+  """scores [B, ..., V]: only EOS stays possible where `position` reached the row's limit."""
+  over = (position >= limits).reshape(limits.shape + (1,) * (scores.ndim - 1))
+  return jnp.where(over & (jnp.arange(scores.shape[-1]) != EOS_ID), -jnp.inf, scores)
+
+
+def _weighted(logp, weight: float):
+  """weight * logp with -inf kept -inf (a masked token stays impossible at weight 0)."""
+  return jnp.where(logp == -jnp.inf, -jnp.inf, weight * logp)
+
+
+def ctc_frame_log_probs(model, variables, encoded):
+  """The CTC head on an EncoderOutput -> time-major log posteriors [T, B, V], padded frames
+  emitting blank (the layout `echo_jax.ctc_prefix` scores)."""
+  params = {k: v for k, v in variables.items() if k != "cache"}
+  ctc = model.apply(params, encoded, method=_ctc_method(model))
+  return ctc_prefix.frame_log_probs(ctc.logits, ctc.valid)
+
+
 def greedy_decode(model, variables, batch, max_length: int, prefix=None, *,
-                  use_cache: bool = True) -> jax.Array:
+                  use_cache: bool = True,
+                  max_tokens_per_frame: Optional[float] = None) -> jax.Array:
   """Greedy decoding to EOS. Returns int32 [B, max_length]; positions after EOS are 0.
 
   jit-friendly: wrap as `jax.jit(functools.partial(greedy_decode, model, max_length=L))`.
-  `prefix` ([P] or [B, P] int32) forces the first P output tokens.
+  `prefix` ([P] or [B, P] int32) forces the first P output tokens. `max_tokens_per_frame`: see
+  the module docstring. (Greedy with a CTC weight: `beam_search` with beam_size 1.)
   """
   _check_max_length(model, max_length)
   batch_size = _batch_size(batch)
   prefix, prefix_len = _normalise_prefix(prefix, batch_size, max_length)
+  limits = _token_limits(batch, max_tokens_per_frame)
   encoded = encode_batch(model, variables, batch)
   state, step = _make_stepper(model, variables, encoded, batch_size, max_length, use_cache)
 
@@ -190,7 +248,10 @@ def greedy_decode(model, variables, batch, max_length: int, prefix=None, *,
     position, tokens, finished, state = carry
     inputs = _previous_tokens(tokens, position)
     logits, state = step(state, inputs[:, None], position)
-    next_token = jnp.argmax(_mask_special(logits), axis=-1).astype(jnp.int32)
+    logits = _mask_special(logits)
+    if limits is not None:
+      logits = _end_when_over_limit(logits, position, limits)
+    next_token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     if prefix is not None:
       forced = jax.lax.dynamic_index_in_dim(prefix, jnp.minimum(position, prefix_len - 1), axis=1,
                                             keepdims=False)
@@ -212,22 +273,42 @@ def length_penalty_factor(length, alpha: float):
 
 
 def beam_search(model, variables, batch, beam_size: int, max_length: int, length_penalty: float,
-                prefix=None, *, use_cache: bool = True):
+                prefix=None, *, use_cache: bool = True, ctc_weight: float = 0.0,
+                ctc_candidates: Optional[int] = None,
+                max_tokens_per_frame: Optional[float] = None):
   """Beam search with length normalisation. Returns (tokens int32 [B, max_length], scores [B]).
 
   Rule (as HF `early_stopping=True`): a hypothesis ends when it emits EOS while ranked within the
   top `beam_size` candidates of its step; a batch row stops once `beam_size` hypotheses have ended,
-  and the best of them by log p / length_penalty_factor(length) is returned (length counts output
+  and the best of them by score / length_penalty_factor(length) is returned (length counts output
   tokens including EOS). Rows that never finish return their best live beam scored at max_length.
-  With beam_size 1 this is exactly greedy decoding. Forced prefix tokens add 0 to log p.
+  With beam_size 1 this is exactly greedy decoding. Forced prefix tokens add 0 to the score.
+
+  score = log p (attention), or with ctc_weight w > 0 (needs a CTC head)
+  (1 - w) * log p + w * log p_ctc(prefix), p_ctc(prefix + EOS) being the full-sequence CTC
+  probability; a row also stops once none of its live beams can still fit the CTC frames.
+  `ctc_candidates` = M (ESPnet's pre-beam) CTC-scores only each hypothesis's M best tokens by
+  attention (the rest cannot be chosen): faster for a large vocabulary, no longer exhaustive;
+  None scores every token. `max_tokens_per_frame`: see the module docstring.
   """
   _check_max_length(model, max_length)
+  _check_ctc_weight(ctc_weight)
+  if ctc_candidates is not None and ctc_candidates < 1:
+    raise ValueError(f"ctc_candidates must be >= 1 or None, got {ctc_candidates}")
   if beam_size < 1:
     raise ValueError(f"beam_size must be >= 1, got {beam_size}")
   batch_size = _batch_size(batch)
   prefix, prefix_len = _normalise_prefix(prefix, batch_size, max_length)
+  limits = _token_limits(batch, max_tokens_per_frame)
+  joint = ctc_weight > 0
   num_rows = batch_size * beam_size
-  encoded = _repeat_rows(encode_batch(model, variables, batch), batch_size, beam_size)
+  encoded = encode_batch(model, variables, batch)
+  if joint:
+    ctc_log_probs = ctc_frame_log_probs(model, variables, encoded)  # [T, B, V], once per utterance
+    ctc_state = ctc_prefix.initial_state(ctc_log_probs, beam_size)
+  else:
+    ctc_state = None  # an empty pytree: the attention-only loop carries nothing more
+  encoded = _repeat_rows(encoded, batch_size, beam_size)
   state, step = _make_stepper(model, variables, encoded, num_rows, max_length, use_cache)
   neg_inf = jnp.float32(-jnp.inf)
   beam_rank = jnp.arange(2 * beam_size)
@@ -237,18 +318,32 @@ def beam_search(model, variables, batch, beam_size: int, max_length: int, length
     return (position < max_length) & ~jnp.all(done)
 
   def body(carry):
-    position, live_seqs, live_logp, fin_seqs, fin_scores, state, done = carry
+    position, live_seqs, live_logp, fin_seqs, fin_scores, state, ctc_state, done = carry
     inputs = _previous_tokens(live_seqs, position).reshape(num_rows, 1)
     logits, state = step(state, inputs, position)
     logp = jax.nn.log_softmax(_mask_special(logits), axis=-1)
     vocab = logp.shape[-1]
     logp = logp.reshape(batch_size, beam_size, vocab)
+    if limits is not None:
+      logp = _end_when_over_limit(logp, position, limits)
     if prefix is not None:
       forced = jax.lax.dynamic_index_in_dim(prefix, jnp.minimum(position, prefix_len - 1), axis=1,
                                             keepdims=False)
       is_forced = jnp.arange(vocab)[None, None, :] == forced[:, None, None]
       forced_logp = jnp.where(is_forced, 0.0, neg_inf)
       logp = jnp.where(position < prefix_len, forced_logp, logp)
+    if joint:
+      # The CTC term telescopes: each step adds log psi(g + c) - log psi(g). Dead beams
+      # (psi(g) = 0) stay dead rather than turning NaN.
+      candidates = None
+      if ctc_candidates is not None and ctc_candidates < vocab:
+        candidates = jax.lax.top_k(logp, ctc_candidates)[1]
+      psi = ctc_prefix.extension_scores(ctc_state, ctc_log_probs, EOS_ID, candidates)
+      gain = jnp.where(jnp.isfinite(ctc_state.score)[..., None],
+                       psi - ctc_state.score[..., None], neg_inf)
+      if prefix is not None:
+        gain = jnp.where(position < prefix_len, 0.0, gain)
+      logp = _weighted(logp, 1.0 - ctc_weight) + ctc_weight * gain
     candidates = (live_logp[:, :, None] + logp).reshape(batch_size, beam_size * vocab)
     top_logp, top_index = jax.lax.top_k(candidates, 2 * beam_size)
     parent = top_index // vocab
@@ -263,6 +358,9 @@ def beam_search(model, variables, batch, beam_size: int, max_length: int, length
     source_beam = jnp.take_along_axis(parent, keep, axis=1)
     rows = (jnp.arange(batch_size)[:, None] * beam_size + source_beam).reshape(-1)
     state = _gather_rows(state, rows, num_rows)
+    if joint:
+      ctc_state = ctc_prefix.extend(ctc_prefix.select(ctc_state, source_beam), ctc_log_probs,
+                                    jnp.take_along_axis(token, keep, axis=1))
 
     # Finished hypotheses: EOS candidates ranked within the top beam_size, while the row is open.
     ends = is_eos & (beam_rank[None, :] < beam_size) & ~done[:, None] & jnp.isfinite(top_logp)
@@ -273,13 +371,16 @@ def beam_search(model, variables, batch, beam_size: int, max_length: int, length
     fin_scores, best = jax.lax.top_k(all_scores, beam_size)
     fin_seqs = jnp.take_along_axis(all_seqs, best[:, :, None], axis=1)
     done = done | (jnp.sum(jnp.isfinite(fin_scores), axis=1) >= beam_size)
-    return position + 1, live_seqs, live_logp, fin_seqs, fin_scores, state, done
+    if joint:  # every live prefix outgrew the CTC frames: only its EOS could ever end it
+      done = done | ~jnp.any(jnp.isfinite(live_logp), axis=1)
+    return position + 1, live_seqs, live_logp, fin_seqs, fin_scores, state, ctc_state, done
 
   live_logp = jnp.full((batch_size, beam_size), neg_inf).at[:, 0].set(0.0)
   seqs = jnp.zeros((batch_size, beam_size, max_length), jnp.int32)
   carry = (jnp.int32(0), seqs, live_logp, seqs, jnp.full((batch_size, beam_size), neg_inf), state,
-           jnp.zeros((batch_size,), bool))
-  _, live_seqs, live_logp, fin_seqs, fin_scores, _, done = jax.lax.while_loop(cond, body, carry)
+           ctc_state, jnp.zeros((batch_size,), bool))
+  _, live_seqs, live_logp, fin_seqs, fin_scores, _, _, done = jax.lax.while_loop(cond, body,
+                                                                                 carry)
 
   # Rows still open at max_length also consider their live beams (which have length max_length).
   live_scores = jnp.where(done[:, None], neg_inf,
@@ -300,16 +401,26 @@ class DecodeFn(NamedTuple):
 
 
 def make_decode_fn(model, max_length: int, beam_size: int = 1, length_penalty: float = 0.0,
-                   use_cache: bool = True) -> DecodeFn:
-  """One jitted decoder reused across batches; same shapes (bucket, batch size) -> no recompile."""
+                   use_cache: bool = True, ctc_weight: float = 0.0,
+                   ctc_candidates: Optional[int] = None,
+                   max_tokens_per_frame: Optional[float] = None) -> DecodeFn:
+  """One jitted decoder reused across batches; same shapes (bucket, batch size) -> no recompile.
+
+  beam_size 1 without a CTC weight is greedy decoding; with ctc_weight > 0 it is joint beam
+  search with one beam (the CTC prefix score needs the beam machinery).
+  """
+  _check_ctc_weight(ctc_weight)
   count = [0]
 
   def run(variables, batch, prefix=None):
     count[0] += 1  # Python side effect: runs only while tracing
-    if beam_size == 1:
-      return greedy_decode(model, variables, batch, max_length, prefix, use_cache=use_cache)
+    if beam_size == 1 and ctc_weight == 0:
+      return greedy_decode(model, variables, batch, max_length, prefix, use_cache=use_cache,
+                           max_tokens_per_frame=max_tokens_per_frame)
     tokens, _ = beam_search(model, variables, batch, beam_size, max_length, length_penalty, prefix,
-                            use_cache=use_cache)
+                            use_cache=use_cache, ctc_weight=ctc_weight,
+                            ctc_candidates=ctc_candidates,
+                            max_tokens_per_frame=max_tokens_per_frame)
     return tokens
 
   return DecodeFn(jax.jit(run), lambda: count[0])
@@ -340,7 +451,8 @@ def _generated_token_count(tokens) -> int:
 def measure_decode_speed(model, variables, batch, max_length: int, beam_size: int = 1,
                          use_cache: bool = True, *, length_penalty: float = 0.6,
                          repeats: int = 3, sample_rate: int = 16000,
-                         hop_length: int = 128) -> dict:
+                         hop_length: int = 128, ctc_weight: float = 0.0,
+                         ctc_candidates: Optional[int] = None) -> dict:
   """Times jitted decoding of one batch (encoder included), after one compile call, and the
   jitted encoder alone on the same batch, so the decoder's share is known.
 
@@ -349,7 +461,8 @@ def measure_decode_speed(model, variables, batch, max_length: int, beam_size: in
   faster than real time. decoder_seconds = seconds - encoder_seconds (medians): the part the KV
   cache changes.
   """
-  decoder = make_decode_fn(model, max_length, beam_size, length_penalty, use_cache)
+  decoder = make_decode_fn(model, max_length, beam_size, length_penalty, use_cache, ctc_weight,
+                           ctc_candidates)
   encoder = jax.jit(functools.partial(encode_batch, model))
   start = time.perf_counter()
   tokens = jax.block_until_ready(decoder.fn(variables, batch))
@@ -371,6 +484,7 @@ def measure_decode_speed(model, variables, batch, max_length: int, beam_size: in
   return {
       "use_cache": bool(use_cache),
       "beam_size": int(beam_size),
+      "ctc_weight": float(ctc_weight),
       "batch_size": _batch_size(batch),
       "max_length": int(max_length),
       "generated_tokens": num_tokens,
