@@ -37,7 +37,8 @@ def default_model_config() -> ml_collections.ConfigDict:
   m.fzero = "off"  # off | pad_scale
   m.causal_decoder = True
   m.embed_init = "scaled"  # scaled: N(0, d^-1/2) | normal: N(0, 1) (reference)
-  m.conv_init = "normal"  # normal: N(0, 0.02), zero bias | torch: PyTorch default uniform (reference)
+  # normal: N(0, 0.02), zero bias | torch: PyTorch default uniform (reference) | fan_in: He normal
+  m.conv_init = "normal"
   # Activations as in the reference.
   m.frontend_act = "gelu"
   m.encoder_act = "swish"

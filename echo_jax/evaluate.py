@@ -332,6 +332,7 @@ def evaluate_examples(examples: Sequence[Example], evaluator: Evaluator) -> Dict
       "failed": {ex.key: ex.result.error for ex in failed},
       "normalisation": NORMALISATION,
       "decode": {"beam_size": int(beam_size), "max_length": int(config.decode.max_length),
+                 "ctc_weight": float(config.decode.get("ctc_weight", 0.0)),
                  "length_penalty": float(config.decode.length_penalty),
                  "seconds_incl_compile": decode_seconds},
   }
@@ -405,6 +406,9 @@ def parse_args(argv):
                       help="default: config.decode.beam_size")
   parser.add_argument("--batch-size", type=int, default=None,
                       help="default: config.data.eval_batch_size")
+  parser.add_argument("--ctc-weight", type=float, default=None,
+                      help="weight of the CTC prefix score in joint CTC/attention decoding "
+                           "(needs a CTC head; default: config.decode.ctc_weight)")
   parser.add_argument("--out", default=None, help="output directory")
   parser.add_argument("--json", action="store_true",
                       help="print only the summary JSON (no breakdown table after it)")
@@ -422,7 +426,7 @@ def main(argv=None) -> int:
   # stdout carries only the summary: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
     run = inference.load_run(args.workdir, args.checkpoint)
-    config = run.config
+    config = transcribe.apply_ctc_weight(run.config, args.ctc_weight)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None
                   else int(config.data.eval_batch_size))

@@ -21,6 +21,7 @@ import os
 import sys
 from typing import Dict, Iterable, List, Optional, Sequence
 
+import ml_collections
 import numpy as np
 
 from echo_jax import decoding, longform
@@ -127,8 +128,10 @@ class BatchTranscriber:
     self.variables = variables
     self.tokenizer = tokenizer
     self.batch_size = int(batch_size)
+    ctc_weight = float(config.decode.get("ctc_weight", 0.0))
     self.decoder = decoding.make_decode_fn(model, int(config.decode.max_length), int(beam_size),
-                                           float(config.decode.length_penalty))
+                                           float(config.decode.length_penalty),
+                                           ctc_weight=ctc_weight)
 
   def __call__(self, items: Sequence[Dict[str, np.ndarray]]) -> List[str]:
     texts: List[Optional[str]] = [None] * len(items)
@@ -217,7 +220,24 @@ def parse_args(argv):
                       help="default: config.decode.beam_size")
   parser.add_argument("--batch-size", type=int, default=None,
                       help="chunks per decode batch (default: config.data.eval_batch_size)")
+  parser.add_argument("--ctc-weight", type=float, default=None,
+                      help="weight of the CTC prefix score in joint CTC/attention decoding "
+                           "(needs a CTC head; default: config.decode.ctc_weight)")
   return parser.parse_args(argv)
+
+
+def apply_ctc_weight(config, ctc_weight):
+  """config with decode.ctc_weight set from the command line (None: keep the run's)."""
+  if ctc_weight is None:
+    return config
+  if not 0.0 <= ctc_weight <= 1.0:
+    raise SystemExit(f"--ctc-weight={ctc_weight} is invalid: use a number in [0, 1]")
+  if ctc_weight > 0 and not config.model.get("ctc_head", False):
+    raise SystemExit(f"--ctc-weight={ctc_weight}: this run's model has no CTC head "
+                     "(trained without config.model.ctc_head=True); use 0")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.decode.ctc_weight = float(ctc_weight)
+  return config
 
 
 def main(argv=None) -> int:
@@ -232,10 +252,11 @@ def main(argv=None) -> int:
   # stdout carries only the transcripts: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
     run = inference.load_run(args.workdir, args.checkpoint)
-    beam_size = args.beam_size if args.beam_size is not None else int(run.config.decode.beam_size)
+    config = apply_ctc_weight(run.config, args.ctc_weight)
+    beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None
-                  else int(run.config.data.eval_batch_size))
-    results = transcribe_files(paths, run.config, run.model, run.variables, run.tokenizer,
+                  else int(config.data.eval_batch_size))
+    results = transcribe_files(paths, config, run.model, run.variables, run.tokenizer,
                                beam_size=beam_size, batch_size=batch_size)
   failed = 0
   for result in results:

@@ -9,7 +9,7 @@ F0_MEAN_MODES = ("utt_voiced", "utt_all", "batch_all")
 RADIUS_MODES = ("off", "learned", "f0")
 FZERO_MODES = ("off", "pad_scale")
 EMBED_INITS = ("scaled", "normal")
-CONV_INITS = ("normal", "torch")
+CONV_INITS = ("normal", "torch", "fan_in")
 ACTIVATION_NAMES = ("gelu", "relu", "sigmoid", "tanh", "swish", "silu", "tanhshrink", "softplus",
                     "softshrink", "leaky_relu", "elu")
 DTYPES = ("float32", "bfloat16")

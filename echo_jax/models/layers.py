@@ -114,6 +114,12 @@ def conv(features: int, kernel: int, stride: int, name: str, settings: ModelSett
   if settings.conv_init == "torch":  # U(+-1/sqrt(fan_in)) for weight and bias
     kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
     bias_init = _torch_conv_bias_init(in_features // groups * kernel)
+  elif settings.conv_init == "fan_in":
+    # He-normal: keeps each conv's output at the input's scale. With N(0, 0.02) the depthwise
+    # conv (fan-in 3) shrinks the audio ~30x and the front-end output is ~1/500 of the sinusoids
+    # added after it, so the encoder starts out seeing positions, not sound.
+    kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+    bias_init = nn.initializers.zeros
   else:
     kernel_init = nn.initializers.normal(CONV_INIT_STD)
     bias_init = nn.initializers.zeros
