@@ -44,6 +44,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   m.encoder_act = "swish"
   m.decoder_act = "gelu"
   m.dropout_rate = 0.0
+  m.mel_normalization = "none"  # none | utterance: per-utterance, per-bin mean/variance (CMVN)
   m.ctc_head = False  # a CTC projection on the encoder output (needed by train.ctc_weight > 0)
   m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params always float32)
   return m

@@ -13,6 +13,7 @@ CONV_INITS = ("normal", "torch", "fan_in")
 ACTIVATION_NAMES = ("gelu", "relu", "sigmoid", "tanh", "swish", "silu", "tanhshrink", "softplus",
                     "softshrink", "leaky_relu", "elu")
 DTYPES = ("float32", "bfloat16")
+MEL_NORMALIZATIONS = ("none", "utterance")
 DOWNSAMPLES = (1, 2, 4)
 MIN_VOCAB = 4  # pad 0, bos 1, eos 2, unk 3
 
@@ -52,6 +53,7 @@ class ModelSettings:
   dropout_rate: float
   dtype: str
   ctc_head: bool = False
+  mel_normalization: str = "none"
 
   @property
   def ctc_feature(self) -> str:
@@ -163,6 +165,7 @@ def validate_model_config(cfg: Any) -> ModelSettings:
   if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
     _fail("dropout_rate", rate, "use a number in [0, 1)")
   _check_choice("dtype", v["dtype"], DTYPES)
+  _check_choice("mel_normalization", v["mel_normalization"], MEL_NORMALIZATIONS)
   values["features"] = tuple(feats)
   values["theta"] = float(v["theta"])
   values["pitch_bias_scale"] = float(v["pitch_bias_scale"])

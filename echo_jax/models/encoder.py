@@ -35,6 +35,18 @@ def _zero_padding(x: jax.Array, num_valid: jax.Array) -> jax.Array:
                    jnp.zeros((), x.dtype))
 
 
+def normalise_per_utterance(mel: jax.Array, num_frames: jax.Array) -> jax.Array:
+  """Per-utterance, per-bin mean and variance normalisation over the real frames (CMVN): removes
+  the level and channel colouring that gain, noise and band-limits put on the log-mel; padding
+  stays 0."""
+  valid = pitch_lib.frame_validity(num_frames, mel.shape[1])[:, :, None]
+  x = mel.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(valid, axis=1, keepdims=True), 1).astype(jnp.float32)
+  mean = jnp.sum(jnp.where(valid, x, 0.0), axis=1, keepdims=True) / count
+  var = jnp.sum(jnp.where(valid, jnp.square(x - mean), 0.0), axis=1, keepdims=True) / count
+  return jnp.where(valid, (x - mean) * jax.lax.rsqrt(var + 1e-5), 0.0).astype(mel.dtype)
+
+
 def stage_strides(downsample: int) -> Tuple[int, int]:
   """Strides of the first two spectrogram/pitch convs for a total downsampling of 1, 2 or 4."""
   return {1: (1, 1), 2: (2, 1), 4: (2, 2)}[downsample]
@@ -133,6 +145,8 @@ class AudioEncoder(nn.Module):
         if mel.shape[-1] != s.n_mels:
           raise ValueError(f"batch['mel'] has {mel.shape[-1]} mel bins but config.model.n_mels="
                            f"{s.n_mels}; make config.model.n_mels equal config.data.n_mels")
+        if s.mel_normalization == "utterance":
+          mel = normalise_per_utterance(mel, num_frames)
         x, n = ConvFrontend(s, s.n_mels, SPECTROGRAM_KERNEL, factor, feature,
                             name=f"frontend_{feature}")(mel, num_frames, deterministic)
       elif feature == "pitch":
