@@ -1,6 +1,7 @@
 """The CTC branch and label smoothing against brute-force references; the CTC head's parameters
 and invariances; the joint loss of the train step against its formula."""
 
+import importlib
 import itertools
 
 import jax
@@ -9,9 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from echo_jax import losses
+from echo_jax import losses, metrics, optim, sharding, spec_augment, trainer
 from echo_jax.models import EchoModel, count_params, expected_param_count
 from echo_jax.models.testing import pad_batch, random_batch, tiny_model_config
+from ragged_batches import ragged_batch
 
 
 def _collapse(path):
@@ -126,3 +128,48 @@ def test_model_without_ctc_head_says_how_to_get_one():
   with pytest.raises(ValueError, match="ctc_head=True"):
     encoded = model.apply(variables, batch, method=EchoModel.encode)
     model.apply(variables, encoded, method=EchoModel.ctc)
+
+
+def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
+  """step loss == (1 - w) * smoothed CE / tokens + w * CTC / labels on the SpecAugmented batch,
+  from the step's RNG; the eval step sees the batch unmasked."""
+  config = importlib.import_module("configs.tiny").get_config()
+  config.model.vocab_size = 40
+  config.model.ctc_head = True
+  t = config.train
+  t.ctc_weight, t.label_smoothing = 0.3, 0.1
+  t.spec_augment.update(dict(freq_masks=2, freq_mask_bins=8, time_masks=2, time_mask_frames=30,
+                             time_mask_max_fraction=0.2))
+  model = trainer.build_model(config)
+  tx = optim.make_optimizer(t)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  state, shardings = trainer.create_train_state(model, tx, config, mesh)
+  params, rng = jax.device_get(state.params), jax.device_get(state.rng)
+  step = trainer.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
+                                 train_config=t)
+  batch = ragged_batch(config, 4, 256, 40, 0)
+  _, step_metrics = step(state, sharding.global_batch(batch, mesh))
+
+  _, mask_rng = jax.random.split(jax.random.fold_in(rng, 0))
+  masked = dict(batch, mel=spec_augment.apply(mask_rng, batch["mel"], batch["num_frames"],
+                                              t.spec_augment))
+  assert not np.allclose(np.asarray(masked["mel"]), batch["mel"])
+  # Dropout is off in the tiny config, so the forward pass is deterministic given the batch.
+  logits, ctc = model.apply({"params": params}, masked, train=True, method=EchoModel.forward)
+  targets = jnp.asarray(batch["decoder_target_tokens"])
+  tokens = float(metrics.token_sums(logits, targets)["num_tokens"])
+  ce = float(losses.smoothed_token_loss_sum(logits, targets, 0.1)) / tokens
+  ctc_sums = losses.ctc_sums(ctc.logits, ctc.valid, targets)
+  ctc_loss = float(ctc_sums["ctc_loss_sum"]) / float(ctc_sums["num_labels"])
+  np.testing.assert_allclose(float(step_metrics["loss"]), 0.7 * ce + 0.3 * ctc_loss, rtol=1e-4)
+  np.testing.assert_allclose(float(step_metrics["ctc_loss"]), ctc_loss, rtol=1e-4)
+
+  eval_step = trainer.make_eval_step(model, mesh, shardings.params)
+  sums = eval_step(jax.device_put(params, shardings.params), sharding.global_batch(batch, mesh))
+  plain_logits, plain_ctc = model.apply({"params": params}, batch, method=EchoModel.forward)
+  expected = metrics.token_sums(plain_logits, targets)
+  np.testing.assert_allclose(float(sums["loss_sum"]), float(expected["loss_sum"]), rtol=1e-4)
+  np.testing.assert_allclose(
+      float(sums["ctc_loss_sum"]),
+      float(losses.ctc_sums(plain_ctc.logits, plain_ctc.valid, targets)["ctc_loss_sum"]),
+      rtol=1e-4)
