@@ -4,11 +4,15 @@
       --workdir runs/default
   .venv/bin/python -m echo_jax.evaluate --workdir runs/default --split test
 
-Hardware: one idle 2-core x86-64 CPU (no accelerator), 24 GiB.
+Hardware: one 2-core x86-64 CPU (no accelerator), 24 GiB; peak RSS 2.7 GB.
 Recipe: 10,000 synthetic utterances (8,000 distinct training sentences from fortunes and WordNet,
 135 voices, seeded acoustic augmentation), a d192 4+2-layer Echo with a CTC head on the encoder,
-character targets, per-utterance CMVN, joint CTC/attention loss (CTC weight 0.5), label smoothing 0.1, mild SpecAugment.
-Measured wall time and test-split result: see README.md ("The default run").
+character targets, per-utterance CMVN, He-initialised front-end, joint CTC/attention loss (CTC
+weight 0.5), label smoothing 0.1, mild SpecAugment, 3,600 steps (~4 epochs).
+Wall time measured: synthesis 14.8 min + features 6.5 min + training 40.6 min + test eval ~3 min.
+Result on the test split (unseen voices and sentences): CTC best path WER 91.7 %, CER 42.8 %;
+greedy attention WER 113.1 %, CER 66.3 % (old default: WER 106 %, CER 85 %). The model listens but
+is short of epochs; docs/accuracy.md has the diagnosis and the measured bound.
 """
 
 from echo_jax.config_defaults import default_config
