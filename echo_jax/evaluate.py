@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import jiwer
 import numpy as np
 
-from echo_jax import decoding, error_breakdown, transcribe
+from echo_jax import decoding, error_breakdown, losses, transcribe
 
 NORMALISATION = ("echo_jax.data.text.normalise_transcript on reference and hypothesis "
                  "(lower case a-z and apostrophe, single spaces)")
@@ -112,6 +112,19 @@ def example_tokens(example: Example, tokenizer, max_length: int):
   return target_tokens(ids, max_length)
 
 
+def bucket_batches(single: Sequence[Example], config, batch_size: int):
+  """(examples, padded batch) per `batch_size` single-chunk examples of one length bucket, each
+  batch padded to its bucket edge and to `batch_size` rows (one compile per bucket)."""
+  edges = config.data.bucket_frames
+  by_edge: Dict[int, List[Example]] = {}
+  for ex in single:
+    by_edge.setdefault(transcribe.bucket_edge(ex.items[0]["mel"].shape[0], edges), []).append(ex)
+  for edge, group_all in sorted(by_edge.items()):
+    for start in range(0, len(group_all), batch_size):
+      group = group_all[start:start + batch_size]
+      yield group, transcribe.pad_batch([ex.items[0] for ex in group], edge, batch_size, config)
+
+
 class TeacherForcing:
   """Teacher-forced argmax over padded bucket batches (one compile per bucket)."""
 
@@ -126,28 +139,20 @@ class TeacherForcing:
 
   def __call__(self, examples: Sequence[Example]) -> Dict:
     single = [ex for ex in examples if len(ex.items) == 1]
-    edges = self.config.data.bucket_frames
-    by_edge: Dict[int, List[Example]] = {}
-    for ex in single:
-      by_edge.setdefault(transcribe.bucket_edge(ex.items[0]["mel"].shape[0], edges), []).append(ex)
     correct = total = 0
     refs, hyps = [], []
-    for edge, group_all in sorted(by_edge.items()):
-      for start in range(0, len(group_all), self.batch_size):
-        group = group_all[start:start + self.batch_size]
-        batch = transcribe.pad_batch([ex.items[0] for ex in group], edge, self.batch_size,
-                                     self.config)
-        tokens = [example_tokens(ex, self.tokenizer, self.max_length) for ex in group]
-        tokens += [tokens[0]] * (self.batch_size - len(group))
-        batch["decoder_input_tokens"] = np.stack([t[0] for t in tokens])
-        batch["decoder_target_tokens"] = np.stack([t[1] for t in tokens])
-        predicted = np.asarray(self._argmax(self.variables, batch))[:len(group)]
-        targets = batch["decoder_target_tokens"][:len(group)]
-        valid = targets != 0
-        correct += int(np.sum((predicted == targets) & valid))
-        total += int(np.sum(valid))
-        refs.extend(ex.reference for ex in group)
-        hyps.extend(decoding.decode_batch_text(predicted, self.tokenizer))
+    for group, batch in bucket_batches(single, self.config, self.batch_size):
+      tokens = [example_tokens(ex, self.tokenizer, self.max_length) for ex in group]
+      tokens += [tokens[0]] * (self.batch_size - len(group))
+      batch["decoder_input_tokens"] = np.stack([t[0] for t in tokens])
+      batch["decoder_target_tokens"] = np.stack([t[1] for t in tokens])
+      predicted = np.asarray(self._argmax(self.variables, batch))[:len(group)]
+      targets = batch["decoder_target_tokens"][:len(group)]
+      valid = targets != 0
+      correct += int(np.sum((predicted == targets) & valid))
+      total += int(np.sum(valid))
+      refs.extend(ex.reference for ex in group)
+      hyps.extend(decoding.decode_batch_text(predicted, self.tokenizer))
     out = {"token_accuracy": correct / total if total else float("nan"),
            "target_tokens": total, "examples": len(single),
            "skipped": len(examples) - len(single)}
@@ -161,7 +166,6 @@ class CtcGreedy:
   over padded bucket batches (one compile per bucket); long chunked audio is left out."""
 
   def __init__(self, config, model, variables, tokenizer, batch_size: int):
-    from echo_jax import losses
     self.config, self.variables, self.tokenizer = config, variables, tokenizer
     self.batch_size = int(batch_size)
 
@@ -174,18 +178,10 @@ class CtcGreedy:
   def __call__(self, examples: Sequence[Example]) -> Dict:
     """Sets metadata["ctc_hypothesis"] of each single-chunk example; returns their error rates."""
     single = [ex for ex in examples if len(ex.items) == 1]
-    edges = self.config.data.bucket_frames
-    by_edge: Dict[int, List[Example]] = {}
-    for ex in single:
-      by_edge.setdefault(transcribe.bucket_edge(ex.items[0]["mel"].shape[0], edges), []).append(ex)
-    for edge, group_all in sorted(by_edge.items()):
-      for start in range(0, len(group_all), self.batch_size):
-        group = group_all[start:start + self.batch_size]
-        batch = transcribe.pad_batch([ex.items[0] for ex in group], edge, self.batch_size,
-                                     self.config)
-        tokens = np.asarray(self._best_path(self.variables, batch))[:len(group)]
-        for ex, text in zip(group, decoding.decode_batch_text(tokens, self.tokenizer)):
-          ex.metadata["ctc_hypothesis"] = text
+    for group, batch in bucket_batches(single, self.config, self.batch_size):
+      tokens = np.asarray(self._best_path(self.variables, batch))[:len(group)]
+      for ex, text in zip(group, decoding.decode_batch_text(tokens, self.tokenizer)):
+        ex.metadata["ctc_hypothesis"] = text
     out = {"examples": len(single), "skipped": len(examples) - len(single)}
     if single:
       out.update(error_rates([ex.reference for ex in single],
