@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from echo_jax import ctc_prefix
+from echo_jax import ctc_prefix, losses
 from echo_jax.models.attention import CROSS_CACHE_ENTRIES
 
 PAD_ID = 0
@@ -222,6 +222,15 @@ def ctc_frame_log_probs(model, variables, encoded):
   params = {k: v for k, v in variables.items() if k != "cache"}
   ctc = model.apply(params, encoded, method=_ctc_method(model))
   return ctc_prefix.frame_log_probs(ctc.logits, ctc.valid)
+
+
+def ctc_greedy_decode(model, variables, batch):
+  """The CTC best path of the encoder alone: [B, T] token ids, repeats merged, blanks dropped,
+  left-aligned and padded with 0 (needs a CTC head)."""
+  params = {k: v for k, v in variables.items() if k != "cache"}
+  encoded = model.apply(params, batch, method=_encode_method(model))
+  ctc = model.apply(params, encoded, method=_ctc_method(model))
+  return losses.ctc_greedy_tokens(ctc.logits, ctc.valid)
 
 
 def greedy_decode(model, variables, batch, max_length: int, prefix=None, *,

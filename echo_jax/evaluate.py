@@ -46,6 +46,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -57,7 +58,7 @@ import jax.numpy as jnp
 import jiwer
 import numpy as np
 
-from echo_jax import decoding, error_breakdown, losses, transcribe
+from echo_jax import decoding, error_breakdown, transcribe
 
 NORMALISATION = ("echo_jax.data.text.normalise_transcript on reference and hypothesis "
                  "(lower case a-z and apostrophe, single spaces)")
@@ -169,11 +170,7 @@ class CtcGreedy:
     self.config, self.variables, self.tokenizer = config, variables, tokenizer
     self.batch_size = int(batch_size)
 
-    def best_path(variables, batch):
-      encoded = model.apply(variables, batch, method=type(model).encode)
-      ctc = model.apply(variables, encoded, method=type(model).ctc)
-      return losses.ctc_greedy_tokens(ctc.logits, ctc.valid)
-    self._best_path = jax.jit(best_path)
+    self._best_path = jax.jit(functools.partial(decoding.ctc_greedy_decode, model))
 
   def __call__(self, examples: Sequence[Example]) -> Dict:
     """Sets metadata["ctc_hypothesis"] of each single-chunk example; returns their error rates."""

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+from echo_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 CTC_BLANK_ID = PAD_ID  # the pad id is never a label, so it doubles as the CTC blank
 
 

@@ -235,10 +235,10 @@ def make_generate(model, mesh, param_shardings, max_length: int) -> Callable:
 
 def make_ctc_generate(model, mesh, param_shardings) -> Callable:
   """jit `(params, global_batch) -> tokens [B, T]`: CTC greedy (best path) transcripts."""
+  from echo_jax.decoding import ctc_greedy_decode
+
   def ctc_fn(params, batch):
-    encoded = model.apply({"params": params}, batch, method=type(model).encode)
-    ctc = model.apply({"params": params}, encoded, method=type(model).ctc)
-    return losses.ctc_greedy_tokens(ctc.logits, ctc.valid)
+    return ctc_greedy_decode(model, {"params": params}, batch)
 
   return jax.jit(ctc_fn, in_shardings=(param_shardings, sharding_lib.batch_sharding(mesh)),
                  out_shardings=sharding_lib.batch_sharding(mesh))

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from echo_jax import decoding, losses, optim, sharding, trainer
+from echo_jax import decoding, optim, sharding, trainer
 from echo_jax.data import features
 from echo_jax.data.tokenizer import Tokenizer
 from echo_jax.metrics import error_rates
@@ -72,7 +72,7 @@ def test_model_listens_to_the_audio_not_its_length(tmp_path):
 
   variables = {"params": jax.device_get(state.params)}
   generate = jax.jit(lambda v, b: decoding.greedy_decode(model, v, b, 24))
-  best_path = jax.jit(lambda v, b: _ctc_best_path(model, v, b))
+  best_path = jax.jit(lambda v, b: decoding.ctc_greedy_decode(model, v, b))
 
   def transcripts(b):
     attention = decoding.decode_batch_text(np.asarray(generate(variables, b)), tokenizer)
@@ -89,8 +89,3 @@ def test_model_listens_to_the_audio_not_its_length(tmp_path):
   assert error_rates(SENTENCES, backwards)["cer"] > 0.3, backwards
   assert error_rates(SENTENCES, backwards_ctc)["cer"] > 0.3, backwards_ctc
 
-
-def _ctc_best_path(model, variables, batch):
-  encoded = model.apply(variables, batch, method=type(model).encode)
-  ctc = model.apply(variables, encoded, method=type(model).ctc)
-  return losses.ctc_greedy_tokens(ctc.logits, ctc.valid)
