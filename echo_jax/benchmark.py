@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from echo_jax import config_files
+from echo_jax.errors import UserError, run_cli
 
 SECTIONS = ("peak", "train", "diagnostics", "decode", "pipeline", "features", "recompiles")
 DEFAULT_SECTIONS = ("peak", "train", "decode", "pipeline", "features", "recompiles")
@@ -1083,11 +1084,11 @@ def main(argv=None) -> None:
     print(render_tables(results))
     return
   if not args.config:
-    raise SystemExit("--config is required (e.g. --config configs/default.py)")
+    raise UserError("--config is required (e.g. --config configs/default.py)")
   result = run(args)
   print(json.dumps({"peak_gflops": result["peak_gflops"], "targets": result["targets"]},
                    indent=1, default=float))
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(run_cli(main))

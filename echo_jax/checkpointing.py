@@ -9,6 +9,7 @@ and, when an evaluation ran at that step, orbax's metrics file ({"wer": ...}) fo
 Every process calls `save`/`restore` (orbax coordinates multi-host writes itself).
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -22,9 +23,56 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from echo_jax.errors import UserError
+
 CHECKPOINT_SUBDIR = "checkpoints"
 ITEM_NAMES = ("params", "train", "pipeline")
 BEST_METRIC = "wer"  # lower is better
+COMMIT_MARKER = "commit_success.txt"  # orbax writes it last, just before the atomic rename
+QUARANTINE_PREFIX = "corrupt_"  # damaged steps are moved to checkpoints/corrupt_<step>/
+
+
+class CheckpointMismatchError(UserError):
+  """An intact checkpoint that does not fit this run (other model shapes or process count)."""
+
+
+class NoUsableCheckpointError(UserError):
+  """Every checkpoint of a run failed to restore (each was moved aside)."""
+
+
+class CheckpointWriteError(UserError):
+  """A save failed (disk full, directory not writable); earlier checkpoints are intact."""
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+  """The first line of an exception's message, shortened: orbax errors span dozens of lines."""
+  text = str(error).strip().splitlines()
+  first = text[0] if text else ""
+  message = f"{type(error).__name__}: {first}" if first else type(error).__name__
+  return message if len(message) <= limit else message[:limit - 3] + "..."
+
+
+def _path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def shape_mismatches(params_dir: str, params_like: Any, limit: int = 3) -> List[str]:
+  """How the saved parameter tree in `params_dir` differs from `params_like` (names and shapes);
+  empty when it fits. Reading the metadata of a damaged checkpoint raises."""
+  with ocp.StandardCheckpointer() as reader:
+    metadata = reader.metadata(params_dir).item_metadata
+  tree = getattr(metadata, "tree", metadata)
+  saved = {_path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(tree)
+           if hasattr(m, "shape")}
+  if not saved:  # orbax logs and returns nothing for unreadable metadata
+    raise OSError(f"the parameter metadata in {params_dir} is unreadable")
+  wanted = {_path_name(p): tuple(np.shape(x))
+            for p, x in jax.tree_util.tree_leaves_with_path(params_like)}
+  problems = [f"{name}: saved {saved[name]}, this config {wanted[name]}"
+              for name in sorted(saved.keys() & wanted.keys()) if saved[name] != wanted[name]]
+  problems += [f"{name}: only in this config" for name in sorted(wanted.keys() - saved.keys())]
+  problems += [f"{name}: only in the checkpoint" for name in sorted(saved.keys() - wanted.keys())]
+  return problems[:limit]
 
 
 def absolute(path: str) -> str:
@@ -72,9 +120,13 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         best_fn=_wer_of, best_mode="min",
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save, create=True)
+        enable_async_checkpointing=async_save, create=True,
+        # A save killed half-way leaves a <step>.orbax-checkpoint-tmp-* folder: never a
+        # checkpoint (orbax lists only renamed, committed steps), only disk space to reclaim.
+        cleanup_tmp_directories=True)
     self.directory = absolute(directory)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEM_NAMES)
+    self._in_flight: Optional[int] = None  # the async save not yet known to have finished
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -95,14 +147,34 @@ class Checkpointer:
     """Starts an async save of `step`. Collective: every process calls it with its own
     `pipeline_state` (JSON-serialisable); all processes' states are stored together."""
     pipeline = {"process_count": jax.process_count(), "states": gather_json(pipeline_state)}
-    self._manager.save(
-        int(step),
-        args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params),
-            train=ocp.args.StandardSave(train_state),
-            pipeline=ocp.args.JsonSave(pipeline)),
-        metrics=dict(metrics) if metrics else None,
-        force=True)
+    with self._write_errors(int(step)):
+      self._manager.save(
+          int(step),
+          args=ocp.args.Composite(
+              params=ocp.args.StandardSave(params),
+              train=ocp.args.StandardSave(train_state),
+              pipeline=ocp.args.JsonSave(pipeline)),
+          metrics=dict(metrics) if metrics else None,
+          force=True)
+    self._in_flight = int(step)
+
+  @contextlib.contextmanager
+  def _write_errors(self, step: Optional[int] = None):
+    """Turns a failed write (this save, or the async one before it, which orbax reports at the
+    next save or wait) into one CheckpointWriteError naming the step and what is intact."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except - orbax/tensorstore raise many types
+      failed = self._in_flight if self._in_flight is not None else step
+      self._in_flight = None
+      try:
+        intact = [s for s in sorted(self._manager.all_steps()) if s != failed]
+      except Exception:  # pylint: disable=broad-except - listing can fail for the same reason
+        intact = []
+      raise CheckpointWriteError(
+          f"saving checkpoint step {failed} to {self.directory} failed ({one_line(e)}); the "
+          f"earlier checkpoints {intact or '(none)'} are intact. Free disk space or make the "
+          "workdir writable, then rerun the same command to resume.") from e
 
   def restore(self, step: int, params_like: Any, train_state_like: Any) -> Tuple[Any, Any, Any]:
     """(params, train_state, this process's pipeline state) at `step`, placed like the templates."""
@@ -114,18 +186,91 @@ class Checkpointer:
             pipeline=ocp.args.JsonRestore()))
     pipeline = restored["pipeline"]
     if int(pipeline["process_count"]) != jax.process_count():
-      raise ValueError(
+      raise CheckpointMismatchError(
           f"checkpoint step {step} in {self.directory} was written by {pipeline['process_count']} "
           f"processes, this run has {jax.process_count()}; resume with the same process count or "
           f"start a new workdir with --config.init_from={self.directory}.")
     return restored["params"], restored["train"], pipeline["states"][jax.process_index()]
 
+  def step_dir(self, step: int) -> epath.Path:
+    return epath.Path(self.directory) / str(int(step))
+
+  @staticmethod
+  def check_committed(step_dir) -> None:
+    """Raises (a plain OSError: damage, not a user error) when the step's save never committed."""
+    if not (epath.Path(step_dir) / COMMIT_MARKER).exists():
+      raise OSError(f"no {COMMIT_MARKER}: the save of this step never committed")
+
+  def check_fits(self, step: int, params_like: Any) -> None:
+    """Raises CheckpointMismatchError when `step` is intact but holds another model's params;
+    raises other errors when it is damaged (no commit marker, unreadable metadata)."""
+    step_dir = self.step_dir(step)
+    self.check_committed(step_dir)
+    problems = shape_mismatches(str(step_dir / "params"), params_like)
+    if problems:
+      raise CheckpointMismatchError(
+          f"checkpoint step {step} in {self.directory} holds a different model ("
+          f"{'; '.join(problems)}); resume with the config that run was started with "
+          f"({os.path.dirname(self.directory)}/config.json), or use a new --workdir (optionally "
+          f"with --config.init_from of a compatible run).")
+
+  def quarantine(self, step: int, reason: str) -> str:
+    """Moves a damaged step to checkpoints/corrupt_<step>[_n]/ (never deletes it); collective.
+    Returns the new path."""
+    source = self.step_dir(step)
+    target = epath.Path(self.directory) / f"{QUARANTINE_PREFIX}{int(step)}"
+    suffix = 1
+    while target.exists():
+      target = epath.Path(self.directory) / f"{QUARANTINE_PREFIX}{int(step)}_{suffix}"
+      suffix += 1
+    if jax.process_index() == 0:
+      source.rename(target)
+      (target / "REASON.txt").write_text(reason + "\n")
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"quarantine_{int(step)}")
+    self._manager.reload()
+    return str(target)
+
+  def restore_newest(self, params_like: Any, train_state_like: Any,
+                     report=logging.warning) -> Optional[Tuple[int, Any, Any, Any]]:
+    """(step, params, train_state, pipeline state) of the newest checkpoint that restores, or None
+    when the run has no checkpoint. A damaged step (missing or corrupt array files, no commit
+    marker, unreadable metadata or pipeline state) is reported in one line and moved aside, and
+    the next older step is tried; when none is left this raises NoUsableCheckpointError. An
+    intact checkpoint of another model raises CheckpointMismatchError (nothing is moved)."""
+    moved = []
+    for step in sorted(self.all_steps(), reverse=True):
+      problem = None
+      try:
+        self.check_fits(step, params_like)
+        restored = self.restore(step, params_like, train_state_like)
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except - any failure means "damaged"
+        problem = one_line(e)
+      problems = [p for p in gather_json(problem) if p]  # every process falls back together
+      if not problems:
+        return (step,) + tuple(restored)
+      target = self.quarantine(step, problems[0])
+      moved.append(target)
+      report(f"checkpoint step {step} does not restore ({problems[0]}); moved it to {target} "
+             "and trying the previous one")
+    if moved:
+      raise NoUsableCheckpointError(
+          f"no checkpoint in {self.directory} restores; the damaged ones were moved to "
+          f"{', '.join(moved)}. Rerun to start from step 0, or put an intact copy back.")
+    return None
+
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._write_errors():
+      self._manager.wait_until_finished()
+    self._in_flight = None
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
 
 
 def _resolve_checkpoint_root(path: str) -> Tuple[str, Optional[int]]:

@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from echo_jax.errors import run_cli
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LIBTPU_DIR = REPO / ".venv" / "libtpu"
 STEPS = ("train", "eval", "generate")
@@ -485,4 +487,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(run_cli(main))

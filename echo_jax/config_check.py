@@ -12,12 +12,13 @@ from typing import Any, Sequence
 import ml_collections
 
 from echo_jax import sharding as sharding_lib
+from echo_jax.errors import UserError
 
 TOKENIZERS = ("sentencepiece", "char")
 SPM_MODEL_TYPES = ("bpe", "unigram")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
   """A config field has a bad value; the message names it and says how to fix it."""
 
 

@@ -45,6 +45,12 @@ def default_model_config() -> ml_collections.ConfigDict:
   m.decoder_act = "gelu"
   m.dropout_rate = 0.0
   m.mel_normalization = "none"  # none | utterance: per-utterance, per-bin mean/variance (CMVN)
+  # conv1d: the reference front-end (mel bins as channels); conv2d: two 3x3 convs over time and
+  # frequency (stride 2 in frequency, the time strides of spectrogram_downsample) with
+  # frontend_channels channels, flattened and projected to d_model.
+  m.spectrogram_frontend = "conv1d"
+  m.frontend_channels = 32
+  m.encoder_conv_kernel = 0  # > 0: a conformer-style depthwise conv module in each encoder block
   m.ctc_head = False  # a CTC projection on the encoder output (needed by train.ctc_weight > 0)
   m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params always float32)
   return m

@@ -59,6 +59,7 @@ import jiwer
 import numpy as np
 
 from echo_jax import decoding, error_breakdown, transcribe
+from echo_jax.errors import UserError, run_cli
 
 NORMALISATION = ("echo_jax.data.text.normalise_transcript on reference and hypothesis "
                  "(lower case a-z and apostrophe, single spaces)")
@@ -434,8 +435,9 @@ def main(argv=None) -> int:
       examples = split_examples(config, args.split, args.max_examples)
       name = args.split
     if not examples:
-      print("nothing to evaluate (no examples found)", file=sys.stderr)
-      return 1
+      raise UserError(f"nothing to evaluate: {args.manifest or 'split ' + repr(args.split)} has no "
+                      "usable example; check the manifest's paths and split column or the split "
+                      "name (train, validation, test)")
     evaluator = Evaluator(config, run.model, run.variables, run.tokenizer, beam_size, batch_size)
     summary = evaluator(examples)
     summary.update(workdir=os.path.abspath(args.workdir), checkpoint_step=run.step,
@@ -453,4 +455,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(run_cli(main))

@@ -14,11 +14,14 @@ import dataclasses
 import importlib.util
 import json
 import os
+import sys
 from typing import Any, Optional
 
 import jax
 import ml_collections
 import numpy as np
+
+from echo_jax.errors import MissingInputError, UserError
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
@@ -46,7 +49,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if os.path.isfile(json_path):
     with open(json_path, encoding="utf-8") as handle:
       return ml_collections.ConfigDict(json.load(handle))
-  raise FileNotFoundError(f"{workdir!r} has no config.py or config.json; pass the workdir of a "
+  raise MissingInputError(f"{workdir!r} has no config.py or config.json; pass the workdir of a "
                           "training run (python -m echo_jax.train --workdir ...)")
 
 
@@ -64,32 +67,72 @@ def load_tokenizer(workdir: str, config):
   tokenizer = Tokenizer.load(tokenizer_path(workdir, config))
   vocab = int(config.model.vocab_size)
   if vocab not in (-1, tokenizer.vocab_size):
-    raise ValueError(f"the run's model has vocab_size={vocab} but tokenizer {tokenizer.path} has "
+    raise UserError(f"the run's model has vocab_size={vocab} but tokenizer {tokenizer.path} has "
                      f"{tokenizer.vocab_size} ids; the workdir's tokenizer does not match its "
                      "model")
   return tokenizer
 
 
-def choose_step(workdir: str, step: Optional[int] = None) -> int:
-  """`step` if it exists, else the best-by-WER checkpoint, else the latest."""
+def candidate_steps(workdir: str, step: Optional[int] = None) -> list:
+  """Checkpoint steps to load, in order of preference: `step` alone if given, else the best by
+  WER followed by the others, newest first (the fallbacks when the best is damaged)."""
   from echo_jax import checkpointing
   directory = os.path.abspath(checkpointing.checkpoint_dir(workdir))
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoints in {directory!r}; train first or pass the right "
+    raise MissingInputError(f"no checkpoints in {directory!r}; train first or pass the right "
                             "--workdir")
   checkpointer = checkpointing.Checkpointer(directory, keep_last=1, keep_best=0, async_save=False)
   try:
-    steps = checkpointer.all_steps()
+    steps = sorted(checkpointer.all_steps(), reverse=True)
     if not steps:
-      raise FileNotFoundError(f"no checkpoints in {directory!r}")
+      raise MissingInputError(f"no checkpoints in {directory!r}; train first or pass the right "
+                              "--workdir")
     if step is not None:
       if int(step) not in steps:
-        raise ValueError(f"checkpoint step {step} not in {directory!r}; available: {sorted(steps)}")
-      return int(step)
+        raise UserError(f"checkpoint step {step} not in {directory!r}; pick one of "
+                        f"{sorted(steps)} with --checkpoint")
+      return [int(step)]
     best = checkpointer.best_step()
-    return int(best if best is not None else checkpointer.latest_step())
+    first = int(best if best is not None else steps[0])
+    return [first] + [s for s in steps if s != first]
   finally:
     checkpointer.close()
+
+
+def choose_step(workdir: str, step: Optional[int] = None) -> int:
+  """`step` if it exists, else the best-by-WER checkpoint, else the latest."""
+  return candidate_steps(workdir, step)[0]
+
+
+def restore_first_usable(workdir: str, like: Any, steps: list, explicit: bool,
+                         warn=None) -> tuple:
+  """(step, params) of the first of `steps` that restores. A damaged explicit --checkpoint is a
+  one-line user error; a damaged best/latest falls back to the next step with a warning."""
+  from echo_jax import checkpointing
+  warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+  for i, chosen in enumerate(steps):
+    try:
+      checkpointing.Checkpointer.check_committed(
+          os.path.join(checkpointing.checkpoint_dir(workdir), str(chosen)))
+      mismatch = checkpointing.shape_mismatches(
+          os.path.join(checkpointing.checkpoint_dir(workdir), str(chosen), "params"), like)
+      if mismatch:
+        raise checkpointing.CheckpointMismatchError(
+            f"checkpoint step {chosen} in {workdir} does not fit the run's config "
+            f"({'; '.join(mismatch)}); was config.py edited after training?")
+      return chosen, checkpointing.restore_params(workdir, like, step=chosen)
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except - any read failure: damaged
+      reason = checkpointing.one_line(e)
+      if explicit:
+        raise UserError(f"checkpoint step {chosen} in {workdir} does not restore ({reason}); "
+                        "pass another --checkpoint or omit it to use the best usable one") from e
+      if i + 1 == len(steps):
+        raise UserError(f"no checkpoint in {workdir} restores (the last tried, step {chosen}: "
+                        f"{reason}); retrain or restore the checkpoints from a copy") from e
+      warn(f"checkpoint step {chosen} does not restore ({reason}); using step {steps[i + 1]}")
+  raise AssertionError("unreachable: steps is never empty")
 
 
 def abstract_params(model, config):
@@ -104,13 +147,13 @@ def load_run(workdir: str, step: Optional[int] = None) -> Run:
   from echo_jax import checkpointing, trainer
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   config = load_config(workdir)
+  steps = candidate_steps(workdir, step)  # before the tokenizer: a wrong step fails fast
   tokenizer = load_tokenizer(workdir, config)
   if int(config.model.vocab_size) == -1:
     config.model.vocab_size = tokenizer.vocab_size
   model = trainer.build_model(config)
-  chosen = choose_step(workdir, step)
   like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
                                 abstract_params(model, config))
-  params = checkpointing.restore_params(workdir, like, step=chosen)
+  chosen, params = restore_first_usable(workdir, like, steps, explicit=step is not None)
   return Run(workdir=workdir, config=config, model=model, variables={"params": params},
              tokenizer=tokenizer, step=chosen)

@@ -11,12 +11,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from echo_jax import config_check
+from echo_jax import errors
 from echo_jax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file with get_config().", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local path or gs://...).")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the traceback of user errors too.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -27,8 +28,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax/tfds info logs drown the progress bar
   try:
     summary = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except config_check.ConfigError as e:
-    sys.exit(f"error: {e}")  # a bad field: the message says which and how to fix it
+  except errors.UserError as e:  # bad field, manifest line, checkpoint...: the message says how
+    if _DEBUG.value or errors.debug_requested([]):
+      raise
+    print(f"error: {errors.user_message(e)}", file=sys.stderr)
+    sys.exit(errors.EXIT_USER_ERROR)
   except trainer.NonFiniteError as e:
     logging.error("%s", e)
     sys.exit(3)

@@ -466,9 +466,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       keep_best=int(config.train.keep_best))
   pipeline_state = None
   best_wer = float("inf")
-  start = ckpt.latest_step()
-  if start is not None:
-    params, resumable, pipeline_state = ckpt.restore(start, state.params, state.resumable())
+  restored = ckpt.restore_newest(state.params, state.resumable(), report=say)
+  start = None
+  if restored is not None:
+    start, params, resumable, pipeline_state = restored
     state = state.replace(params=params, **resumable)
     best = ckpt.best_step()
     best_metrics = ckpt.metrics(best) if best is not None else None

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from echo_jax import decoding, longform
+from echo_jax.errors import UserError, run_cli
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -231,9 +232,9 @@ def apply_ctc_weight(config, ctc_weight):
   if ctc_weight is None:
     return config
   if not 0.0 <= ctc_weight <= 1.0:
-    raise SystemExit(f"--ctc-weight={ctc_weight} is invalid: use a number in [0, 1]")
+    raise UserError(f"--ctc-weight={ctc_weight} is invalid: use a number in [0, 1]")
   if ctc_weight > 0 and not config.model.get("ctc_head", False):
-    raise SystemExit(f"--ctc-weight={ctc_weight}: this run's model has no CTC head "
+    raise UserError(f"--ctc-weight={ctc_weight}: this run's model has no CTC head "
                      "(trained without config.model.ctc_head=True); use 0")
   config = ml_collections.ConfigDict(config.to_dict())
   config.decode.ctc_weight = float(ctc_weight)
@@ -247,8 +248,8 @@ def main(argv=None) -> int:
   from echo_jax import inference
   paths = expand_inputs(args.inputs)
   if not paths:
-    print("no audio files found in the given inputs", file=sys.stderr)
-    return 1
+    raise UserError(f"no audio files in {' '.join(args.inputs)}; give audio files (wav, flac, "
+                    "mp3, ogg, ...) or folders that contain them")
   # stdout carries only the transcripts: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
     run = inference.load_run(args.workdir, args.checkpoint)
@@ -274,4 +275,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(run_cli(main))

@@ -5,6 +5,7 @@ import os
 import re
 
 from echo_jax.data import text as text_lib
+from echo_jax.errors import MissingInputError
 
 FORTUNES_DIR = "/usr/share/games/fortunes"
 # Files that are pictures or mostly not English prose.
@@ -18,7 +19,7 @@ MAX_CHARS = 126
 def fortune_files(fortunes_dir: str = FORTUNES_DIR) -> list[str]:
   """The plain-text fortune files (not .dat indexes, not .u8 links), sorted by name."""
   if not os.path.isdir(fortunes_dir):
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"no fortunes directory at {fortunes_dir}; install the Debian package `fortunes` "
         "(apt-get install fortunes) or pass sentences explicitly")
   names = []

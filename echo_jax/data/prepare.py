@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from echo_jax.errors import EXIT_USER_ERROR, UserError, debug_requested, user_message
+
 FILE_DATASETS = ("echo_speech", "manifest")
 REPORT_FILE = "prepare_report.json"
 
@@ -133,7 +135,7 @@ class PreparedData:
   def split_lengths(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(example index [N] int64, num_frames [N] int32) in record order."""
     if self.split_sizes.get(split, 0) == 0:
-      raise ValueError(f"split {split!r} has no examples in {self.builder_dir} "
+      raise UserError(f"split {split!r} has no examples in {self.builder_dir} "
                        f"(splits: {self.split_sizes}); see {self.report_path}")
     info = self.index()["splits"][split]
     return np.asarray(info["index"], np.int64), np.asarray(info["num_frames"], np.int32)
@@ -162,7 +164,7 @@ def _train_texts(config, items_by_split) -> list[str]:
                                 str(d.tfds_splits["train"]))
   texts = [normalise_transcript(t) for t in raw if t and is_speakable(t)]
   if not texts:
-    raise ValueError(f"dataset {d.dataset!r}: the train split has no usable transcript to train "
+    raise UserError(f"dataset {d.dataset!r}: the train split has no usable transcript to train "
                      "the tokenizer on")
   return texts
 
@@ -332,11 +334,19 @@ def main(argv=None) -> None:
   config_flag = config_flags.DEFINE_config_file("config", None, "config file with get_config()")
   flags.mark_flags_as_required(["config"])
 
+  debug = flags.DEFINE_bool("debug", False, "Show the traceback of user errors too.")
+
   def run(args):
     if len(args) > 1:
       raise app.UsageError(f"unexpected arguments: {args[1:]}")
     logging.getLogger().setLevel(logging.INFO)
-    prepared = ensure_prepared(config_flag.value)
+    try:
+      prepared = ensure_prepared(config_flag.value)
+    except UserError as e:  # a bad manifest line, missing audio folder...: the message says how
+      if debug.value or debug_requested([]):
+        raise
+      print(f"error: {user_message(e)}", file=sys.stderr)
+      sys.exit(EXIT_USER_ERROR)
     print(json.dumps({"builder_dir": prepared.builder_dir, "tokenizer": prepared.tokenizer_path,
                       "split_sizes": prepared.split_sizes, "report": prepared.report_path},
                      indent=1))

@@ -31,6 +31,7 @@ from echo_jax.data import corpus_text
 from echo_jax.data import text as text_lib
 from echo_jax.data import tts_engines
 from echo_jax.data.tts_engines import SPLITS, SynthesisError, Voice
+from echo_jax.errors import MissingInputError, UserError, run_cli
 
 SAMPLE_RATE = 16000
 FORMAT_VERSION = 2  # 2: text sources, pitch range, acoustic augmentation
@@ -117,7 +118,7 @@ def plan_corpus(num_utterances: int, seed: int, voices: Sequence[Voice],
   voices_by_split = {s: [v for v in voices if v.split == s] for s in SPLITS}
   empty_splits = [s for s in SPLITS if not voices_by_split[s]]
   if not voices_by_split["train"]:
-    raise ValueError("no training voice among the selected engines; check --engines")
+    raise UserError("no training voice among the selected engines; check --engines")
   fractions = {s: (0.0 if s in empty_splits else f) for s, f in SPLIT_FRACTIONS.items()}
   split_counts = _apportion(num_utterances, fractions)
   if num_utterances >= 3:  # every non-empty split gets at least one utterance
@@ -348,7 +349,7 @@ def read_manifest(corpus_dir: str) -> list[dict]:
   """The manifest rows of a built corpus, in id order."""
   path = os.path.join(corpus_dir, MANIFEST)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"no {MANIFEST} in {corpus_dir}; build it with "
+    raise MissingInputError(f"no {MANIFEST} in {corpus_dir}; build it with "
                             "`python -m echo_jax.data.synth_corpus --out DIR`")
   with open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
@@ -398,14 +399,14 @@ def build_corpus(out_dir: str, num_utterances: int, seed: int = 0,
   engines = (engines,) if isinstance(engines, str) else tuple(engines)
   unknown = [e for e in engines if e not in tts_engines.ENGINES]
   if unknown or not engines:
-    raise ValueError(f"engines {unknown or list(engines)} not usable; choose from "
+    raise UserError(f"engines {unknown or list(engines)} not usable; choose from "
                      f"{', '.join(tts_engines.ENGINES)}")
   if int(num_utterances) < 1:
-    raise ValueError(f"num_utterances must be >= 1, got {num_utterances}")
+    raise UserError(f"num_utterances must be >= 1, got {num_utterances}")
   if int(workers) < 1:
-    raise ValueError(f"workers must be >= 1, got {workers}")
+    raise UserError(f"workers must be >= 1, got {workers}")
   if noise_snr_db is not None and not np.isfinite(noise_snr_db):
-    raise ValueError(f"noise_snr_db must be a finite number or None, got {noise_snr_db}")
+    raise UserError(f"noise_snr_db must be a finite number or None, got {noise_snr_db}")
   voice_table = [v for v in (voices if voices is not None else tts_engines.default_voices())
                  if v.engine in engines]
   sentences = (corpus_text.load_sentences() if sentences is None
@@ -550,4 +551,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(run_cli(main))

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 
 from echo_jax.data.text import ALPHABET
+from echo_jax.errors import MissingInputError, UserError
 
 PAD_ID = 0
 BOS_ID = 1
@@ -148,19 +149,19 @@ class Tokenizer:
   def load(cls, path: str) -> "Tokenizer":
     """Load a `.model` (sentencepiece) or `.json` (char) file written by `train`."""
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"no tokenizer file {path}; train one with Tokenizer.train "
+      raise MissingInputError(f"no tokenizer file {path}; train one with Tokenizer.train "
                               "(the data prepare step saves it next to the dataset)")
     if path.endswith(".json"):
       with open(path, encoding="utf-8") as f:
         spec = json.load(f)
       if spec.get("format") != CHAR_FORMAT:
-        raise ValueError(f"{path} is not a char tokenizer file (format {spec.get('format')!r})")
+        raise UserError(f"{path} is not a char tokenizer file (format {spec.get('format')!r})")
       return cls(path, "char", chars=spec["chars"])
     import sentencepiece as spm  # pylint: disable=import-outside-toplevel
     sp = spm.SentencePieceProcessor(model_file=path)
     expected = {PAD_ID: sp.pad_id(), BOS_ID: sp.bos_id(), EOS_ID: sp.eos_id(), UNK_ID: sp.unk_id()}
     if any(k != v for k, v in expected.items()):
-      raise ValueError(f"{path} has special ids pad/bos/eos/unk = {list(expected.values())}; "
+      raise UserError(f"{path} has special ids pad/bos/eos/unk = {list(expected.values())}; "
                        f"echo_jax needs {PAD_ID}/{BOS_ID}/{EOS_ID}/{UNK_ID}; retrain it with "
                        "Tokenizer.train")
     return cls(path, "sentencepiece", sp=sp)

@@ -11,6 +11,7 @@ import re
 
 from echo_jax.data import fortunes
 from echo_jax.data import text as text_lib
+from echo_jax.errors import MissingInputError
 
 WORDNET_DIR = "/usr/share/wordnet"
 DATA_FILES = ("data.adj", "data.adv", "data.noun", "data.verb")
@@ -22,7 +23,7 @@ def data_files(wordnet_dir: str = WORDNET_DIR) -> list[str]:
   paths = [os.path.join(wordnet_dir, name) for name in DATA_FILES]
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"no WordNet data at {missing[0]}; install the Debian package `wordnet-base` "
         "(`bash launch/setup.sh` does, or apt-get install wordnet-base) or pass sentences "
         "explicitly")

@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from echo_jax.errors import UserError, run_cli
+
 
 DEFAULT_CONFIG = "configs/default.py"
 
@@ -59,7 +61,7 @@ def _out_path(args) -> str:
   """--out as a .png path or a folder for <what>.png; curves default to RUN/curves.png."""
   if args.out is None:
     if args.what != "curves" or not args.run:
-      raise SystemExit(f"plot {args.what} needs --out DIR (or a .png path)")
+      raise UserError(f"plot {args.what} needs --out DIR (or a .png path)")
     folder = os.path.dirname(args.run) if args.run.endswith(".jsonl") else args.run
     return os.path.join(folder, "curves.png")
   return args.out if args.out.endswith(".png") else os.path.join(args.out, f"{args.what}.png")
@@ -76,7 +78,7 @@ def _plot(args) -> int:
     path = _plot_features(args, out)
   elif args.what == "curves":
     if not args.run:
-      raise SystemExit("plot curves needs RUN (a workdir with metrics.jsonl)")
+      raise UserError("plot curves needs RUN (a workdir with metrics.jsonl)")
     metrics = args.run if args.run.endswith(".jsonl") else os.path.join(args.run, "metrics.jsonl")
     path = plots.plot_curves(out, metrics)
   elif args.what == "theta":
@@ -84,14 +86,14 @@ def _plot(args) -> int:
   elif args.what == "attention":
     path = _plot_attention(args, out)
   else:
-    raise SystemExit(f"unknown picture {args.what!r}")
+    raise UserError(f"unknown picture {args.what!r}")
   print(path)
   return 0
 
 
 def _read_wave(args, sample_rate):
   if not args.wav:
-    raise SystemExit(f"plot {args.what} needs --wav FILE (a speech recording)")
+    raise UserError(f"plot {args.what} needs --wav FILE (a speech recording)")
   from echo_jax.data.audio import load_audio
   return load_audio(args.wav, sample_rate)
 
@@ -110,13 +112,13 @@ def _plot_theta(args, out):
   import numpy as np
   from echo_jax.diagnostics import dump, plots
   if not args.run:
-    raise SystemExit("plot theta needs RUN (a workdir with diagnostics dumps)")
+    raise UserError("plot theta needs RUN (a workdir with diagnostics dumps)")
   dumps = dump.load_run(args.run, args.steps)
   f0s, thetas = [], []
   for step, flat in sorted(dumps.items()):
     theta_keys = sorted(k for k in flat if k.startswith("rotary_theta/"))
     if "f0_mean_voiced" not in flat or not theta_keys:
-      raise SystemExit(f"step {step} of {args.run} has no f0_mean_voiced/rotary_theta; the model "
+      raise UserError(f"step {step} of {args.run} has no f0_mean_voiced/rotary_theta; the model "
                        "must sow rotary_theta and the train step must pass the batch to "
                        "diagnostics_from")
     theta = flat[theta_keys[0]]
@@ -174,4 +176,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(run_cli(main))

@@ -1,6 +1,7 @@
 """Residual: the reference's gated block.
 
   x += attna(lna(x))                                   self-attention
+  x += conv_module(x)                                  encoder, with encoder_conv_kernel > 0
   c  = attnb(lnb(x), xa); b = sigmoid(blend)           only with cross-attention
   x  = b * x + (1 - b) * c                             the reference's convex mix (blend init 0.5)
   h  = lnc(x); x += sigmoid(mlp_gate(h)) * mlp(h)      per-token sigmoid gate
@@ -14,7 +15,8 @@ import jax.numpy as jnp
 
 from echo_jax.models.attention import MultiheadA
 from echo_jax.models.config import ModelSettings
-from echo_jax.models.layers import RMSNorm, activation, compute_dtype, dense
+from echo_jax.models.layers import (DepthwiseConv1D, RMSNorm, activation, compute_dtype,
+                                    conv_initializers, dense)
 from echo_jax.models.rotary import Rotary
 
 BLEND_INIT = 0.5
@@ -32,10 +34,32 @@ class Mlp(nn.Module):
     return dense(self.settings.d_model, "fc2", dtype)(h)
 
 
+class ConvModule(nn.Module):
+  """The conformer's convolution module: norm -> pointwise (2d) -> GLU -> depthwise conv (k) ->
+  norm -> swish -> pointwise (d). Local patterns (formant transitions, onsets) a few frames wide
+  are cheap for a conv and slow for attention to learn. RMSNorm stands in for the conformer's
+  BatchNorm so that no example depends on the others in its batch."""
+  settings: ModelSettings
+
+  @nn.compact
+  def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+    s = self.settings
+    dtype = compute_dtype(s)
+    h = dense(2 * s.d_model, "pointwise_in", dtype)(RMSNorm(dtype, name="norm")(x))
+    h = jnp.where(valid[:, :, None], jax.nn.glu(h, axis=-1), jnp.zeros((), dtype))
+    kernel_init, bias_init = conv_initializers(s, s.encoder_conv_kernel)
+    h = DepthwiseConv1D(s.d_model, s.encoder_conv_kernel, dtype, kernel_init, bias_init,
+                        name="depthwise")(h)
+    h = jax.nn.silu(RMSNorm(dtype, name="depthwise_norm")(h))
+    h = dense(s.d_model, "pointwise_out", dtype)(h)
+    return jnp.where(valid[:, :, None], h, jnp.zeros((), dtype))
+
+
 class Residual(nn.Module):
   settings: ModelSettings
   act: str
   cross_attention: bool = False
+  conv_module: bool = False  # encoder blocks with settings.encoder_conv_kernel > 0
 
   @nn.compact
   def __call__(self, x: jax.Array, *, key_valid: jax.Array, rotary: Optional[Rotary] = None,
@@ -49,6 +73,8 @@ class Residual(nn.Module):
     x = x + MultiheadA(s, name="attna")(
         RMSNorm(dtype, name="lna")(x), key_valid=key_valid, q_rotary=rotary, k_rotary=rotary,
         causal=causal, additive_bias=additive_bias, pitch_z=pitch_z, decode=decode)
+    if self.conv_module:
+      x = x + ConvModule(s, name="conv_module")(x, key_valid)
     if self.cross_attention:
       if xa is None or xa_valid is None:
         raise ValueError("a cross-attention Residual needs xa and xa_valid")

@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Any, Mapping, Tuple
 
+from echo_jax.errors import UserError
+
 FEATURES = ("spectrogram", "waveform", "pitch")
 THETA_MODES = ("fixed", "seed", "clamped", "mel", "per_frame")
 F0_MEAN_MODES = ("utt_voiced", "utt_all", "batch_all")
@@ -14,6 +16,7 @@ ACTIVATION_NAMES = ("gelu", "relu", "sigmoid", "tanh", "swish", "silu", "tanhshr
                     "softshrink", "leaky_relu", "elu")
 DTYPES = ("float32", "bfloat16")
 MEL_NORMALIZATIONS = ("none", "utterance")
+SPECTROGRAM_FRONTENDS = ("conv1d", "conv2d")
 DOWNSAMPLES = (1, 2, 4)
 MIN_VOCAB = 4  # pad 0, bos 1, eos 2, unk 3
 
@@ -54,6 +57,9 @@ class ModelSettings:
   dtype: str
   ctc_head: bool = False
   mel_normalization: str = "none"
+  spectrogram_frontend: str = "conv1d"
+  frontend_channels: int = 32
+  encoder_conv_kernel: int = 0
 
   @property
   def ctc_feature(self) -> str:
@@ -80,17 +86,17 @@ def _get(cfg: Any, name: str) -> Any:
     return _OPTIONAL[name]
   if isinstance(cfg, Mapping):
     if name not in cfg:
-      raise ValueError(f"config.model.{name} is missing; start from "
+      raise UserError(f"config.model.{name} is missing; start from "
                        "echo_jax.config_defaults.default_model_config()")
     return cfg[name]
   if not hasattr(cfg, name):
-    raise ValueError(f"config.model.{name} is missing; start from "
+    raise UserError(f"config.model.{name} is missing; start from "
                      "echo_jax.config_defaults.default_model_config()")
   return getattr(cfg, name)
 
 
 def _fail(field: str, value: Any, fix: str) -> None:
-  raise ValueError(f"config.model.{field}={value!r} is invalid: {fix}")
+  raise UserError(f"config.model.{field}={value!r} is invalid: {fix}")
 
 
 def _check_choice(field: str, value: Any, choices) -> None:
@@ -166,6 +172,12 @@ def validate_model_config(cfg: Any) -> ModelSettings:
     _fail("dropout_rate", rate, "use a number in [0, 1)")
   _check_choice("dtype", v["dtype"], DTYPES)
   _check_choice("mel_normalization", v["mel_normalization"], MEL_NORMALIZATIONS)
+  _check_choice("spectrogram_frontend", v["spectrogram_frontend"], SPECTROGRAM_FRONTENDS)
+  _check_int("frontend_channels", v["frontend_channels"], 1)
+  _check_int("encoder_conv_kernel", v["encoder_conv_kernel"], 0)
+  if v["encoder_conv_kernel"] and v["encoder_conv_kernel"] % 2 == 0:
+    _fail("encoder_conv_kernel", v["encoder_conv_kernel"],
+          "use an odd kernel (centred, so valid frames never read padding) or 0 for none")
   values["features"] = tuple(feats)
   values["theta"] = float(v["theta"])
   values["pitch_bias_scale"] = float(v["pitch_bias_scale"])

@@ -190,11 +190,19 @@ def expected_param_count(model_cfg) -> int:
     total = conv(1, 64, kernels[0]) + conv(64, 128, kernels[1]) + conv(128, d, kernels[2])
     return total + conv(d, d, 3, groups=math.gcd(d, 64)) + conv(d, d, 1) + norm
 
-  frontends = {"spectrogram": conv_frontend(s.n_mels, 3), "pitch": conv_frontend(1, 9)}
+  def conv2d_frontend() -> int:
+    c, bins = s.frontend_channels, -(-(-(-s.n_mels // 2)) // 2)
+    return (9 * c + c) + (9 * c * c + c) + (c * bins * d + d) + norm
+
+  conv_module = (norm + d * 2 * d + 2 * d + s.encoder_conv_kernel * d + d + norm + d * d + d
+                 if s.encoder_conv_kernel else 0)
+  spectrogram = conv2d_frontend() if s.spectrogram_frontend == "conv2d" else conv_frontend(
+      s.n_mels, 3)
+  frontends = {"spectrogram": spectrogram, "pitch": conv_frontend(1, 9)}
   encoder = 0
   for feature in s.features:
     encoder += waveform_frontend() if feature == "waveform" else frontends[feature]
-    encoder += s.encoder_layers * residual(False, True, s.pitch_bias)
+    encoder += s.encoder_layers * (residual(False, True, s.pitch_bias) + conv_module)
   decoder = s.vocab_size * d + s.text_ctx * d + norm
   decoder += s.decoder_layers * residual(False, s.decoder_rotary)
   decoder += len(s.features) * (s.decoder_layers * residual(True, s.decoder_rotary) + 1)

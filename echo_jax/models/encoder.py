@@ -1,7 +1,8 @@
 """The audio encoder: one stream per feature, each a conv front-end + N residual blocks.
 
   spectrogram: conv(k3, stride 1 like the reference, or 2 / 2+2 for spectrogram_downsample 2 / 4)
-               -> conv(k5) -> depthwise conv(k3), + sinusoids + RMSNorm (the reference FEncoder)
+               -> conv(k5) -> depthwise conv(k3), + sinusoids + RMSNorm (the reference FEncoder);
+               or (spectrogram_frontend="conv2d") two 3x3 convs over time x mel -> linear
   pitch:       the same front-end on F0 as one channel ((f0 - 50)/550 on voiced frames, else 0),
                first kernel 9, stride pitch_downsample (reference 2)
   waveform:    strided convs (kernel 2s-1) whose strides multiply to hop_length (128 -> 8, 4, 4),
@@ -21,7 +22,8 @@ from echo_jax.models import pitch as pitch_lib
 from echo_jax.models import rotary as rotary_lib
 from echo_jax.models.blocks import Residual
 from echo_jax.models.config import ModelSettings
-from echo_jax.models.layers import RMSNorm, activation, compute_dtype, conv, sinusoids
+from echo_jax.models.layers import (RMSNorm, activation, compute_dtype, conv, conv_initializers,
+                                    dense, sinusoids)
 
 SPECTROGRAM_KERNEL = 3
 PITCH_KERNEL = 9
@@ -103,6 +105,35 @@ class ConvFrontend(nn.Module):
     return _finish(x, s, deterministic, self.feature), n
 
 
+class Conv2dFrontend(nn.Module):
+  """Two 3x3 convs over (time, mel) with stride 2 in frequency (and the time strides of the
+  downsampling), flattened over channels x bins and projected to d_model: frequency-shift
+  equivariant where the reference front-end sees each mel bin as its own channel."""
+  settings: ModelSettings
+  downsample: int
+
+  @nn.compact
+  def __call__(self, mel: jax.Array, num_frames: jax.Array, deterministic: bool = True):
+    s = self.settings
+    dtype = compute_dtype(s)
+    act = activation(s.frontend_act)
+    x = _zero_padding(mel.astype(dtype), num_frames)[..., None]
+    n = num_frames
+    in_channels = 1
+    for i, time_stride in enumerate(stage_strides(self.downsample)):
+      kernel_init, bias_init = conv_initializers(s, in_channels * 9)
+      x = nn.Conv(s.frontend_channels, kernel_size=(3, 3), strides=(time_stride, 2),
+                  padding=((1, 1), (1, 1)), dtype=dtype, param_dtype=jnp.float32,
+                  kernel_init=kernel_init, bias_init=bias_init, name=f"conv{i + 1}")(x)
+      n = pitch_lib.downsampled_length(n, time_stride)
+      valid = pitch_lib.frame_validity(n, x.shape[1])[:, :, None, None]
+      x = jnp.where(valid, act(x), jnp.zeros((), dtype))
+      in_channels = s.frontend_channels
+    x = x.reshape(x.shape[0], x.shape[1], -1)
+    x = _zero_padding(dense(s.d_model, "projection", dtype)(x), n)
+    return _finish(x, s, deterministic, "spectrogram"), n
+
+
 class WaveformFrontend(nn.Module):
   """The reference WEncoder, generalised to any hop: strided convs to the mel frame rate."""
   settings: ModelSettings
@@ -147,8 +178,12 @@ class AudioEncoder(nn.Module):
                            f"{s.n_mels}; make config.model.n_mels equal config.data.n_mels")
         if s.mel_normalization == "utterance":
           mel = normalise_per_utterance(mel, num_frames)
-        x, n = ConvFrontend(s, s.n_mels, SPECTROGRAM_KERNEL, factor, feature,
-                            name=f"frontend_{feature}")(mel, num_frames, deterministic)
+        if s.spectrogram_frontend == "conv2d":
+          x, n = Conv2dFrontend(s, factor, name=f"frontend_{feature}")(
+              mel, num_frames, deterministic)
+        else:
+          x, n = ConvFrontend(s, s.n_mels, SPECTROGRAM_KERNEL, factor, feature,
+                              name=f"frontend_{feature}")(mel, num_frames, deterministic)
       elif feature == "pitch":
         voiced = pitch_lib.voiced_frames(f0, num_frames)
         f0_input = jnp.where(voiced, (f0 - PITCH_OFFSET_HZ) / PITCH_RANGE_HZ, 0.0)[:, :, None]
@@ -169,7 +204,8 @@ class AudioEncoder(nn.Module):
       rotary = rotary_lib.make_rotary(jnp.arange(length), inv_freq, radius)
       z = pitch_lib.pitch_z(stream_f0, voiced_mean, voiced_std) if s.pitch_bias else None
       for i in range(s.encoder_layers):
-        x = Residual(s, s.encoder_act, cross_attention=False, name=f"blocks_{feature}_{i}")(
+        x = Residual(s, s.encoder_act, cross_attention=False,
+                     conv_module=s.encoder_conv_kernel > 0, name=f"blocks_{feature}_{i}")(
             x, key_valid=frame_valid, rotary=rotary, pitch_z=z)
       encodings[feature], valid[feature], rotaries[feature] = x, frame_valid, rotary
     return encodings, valid, rotaries

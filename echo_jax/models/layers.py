@@ -2,7 +2,7 @@
 
 import functools
 import math
-from typing import Callable
+from typing import Callable, Tuple
 
 import flax.linen as nn
 import jax
@@ -107,22 +107,24 @@ def is_depthwise(features: int, kernel: int, stride: int, in_features: int, grou
   return groups == in_features == features and stride == 1 and kernel % 2 == 1
 
 
+def conv_initializers(settings: ModelSettings, fan_in: int) -> Tuple[Callable, Callable]:
+  """(kernel_init, bias_init) of a conv with this fan-in under settings.conv_init."""
+  if settings.conv_init == "torch":  # U(+-1/sqrt(fan_in)) for weight and bias
+    return (nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+            _torch_conv_bias_init(fan_in))
+  if settings.conv_init == "fan_in":
+    # He-normal: keeps each conv's output at the input's scale. With N(0, 0.02) the depthwise
+    # conv (fan-in 3) shrinks the audio ~30x and the front-end output is ~1/500 of the sinusoids
+    # added after it, so the encoder starts out seeing positions, not sound.
+    return nn.initializers.variance_scaling(2.0, "fan_in", "normal"), nn.initializers.zeros
+  return nn.initializers.normal(CONV_INIT_STD), nn.initializers.zeros
+
+
 def conv(features: int, kernel: int, stride: int, name: str, settings: ModelSettings,
          in_features: int, groups: int = 1) -> nn.Module:
   """1-D conv with 'same'-style padding (k//2, or stride-1 for the waveform kernels 2s-1)."""
   pad = kernel // 2
-  if settings.conv_init == "torch":  # U(+-1/sqrt(fan_in)) for weight and bias
-    kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-    bias_init = _torch_conv_bias_init(in_features // groups * kernel)
-  elif settings.conv_init == "fan_in":
-    # He-normal: keeps each conv's output at the input's scale. With N(0, 0.02) the depthwise
-    # conv (fan-in 3) shrinks the audio ~30x and the front-end output is ~1/500 of the sinusoids
-    # added after it, so the encoder starts out seeing positions, not sound.
-    kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-    bias_init = nn.initializers.zeros
-  else:
-    kernel_init = nn.initializers.normal(CONV_INIT_STD)
-    bias_init = nn.initializers.zeros
+  kernel_init, bias_init = conv_initializers(settings, in_features // groups * kernel)
   if is_depthwise(features, kernel, stride, in_features, groups):
     return DepthwiseConv1D(features, kernel, compute_dtype(settings), kernel_init, bias_init,
                            name=name)

@@ -18,6 +18,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from echo_jax.errors import MissingInputError, UserError
+
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "validation", "valid": "validation",
                   "val": "validation", "validation": "validation", "test": "test", "eval": "test"}
@@ -41,7 +43,7 @@ class SourceItem:
 def canonical_split(name: str, where: str = "") -> str:
   split = _SPLIT_ALIASES.get(str(name).strip().lower())
   if split is None:
-    raise ValueError(f"{where}: unknown split {name!r}; use one of {sorted(_SPLIT_ALIASES)}")
+    raise UserError(f"{where}: unknown split {name!r}; use one of {sorted(_SPLIT_ALIASES)}")
   return split
 
 
@@ -64,7 +66,7 @@ def _group(records: list[dict], where: str) -> dict[str, list[SourceItem]]:
   seen = set()
   for r in records:
     if r["key"] in seen:
-      raise ValueError(f"{where}: duplicate utterance id {r['key']!r}; ids must be unique")
+      raise UserError(f"{where}: duplicate utterance id {r['key']!r}; ids must be unique")
     seen.add(r["key"])
     items = out[r["split"]]
     items.append(SourceItem(index=len(items), key=r["key"], split=r["split"],
@@ -89,10 +91,10 @@ def jsonl_items(path: str, text_keys=_TEXT_KEYS) -> dict[str, list[SourceItem]]:
       try:
         r = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not JSON ({e})") from e
+        raise UserError(f"{where}: not JSON ({e})") from e
       audio = _first(r, _PATH_KEYS)
       if audio is None:
-        raise ValueError(f"{where}: no audio path field (one of {_PATH_KEYS})")
+        raise UserError(f"{where}: no audio path field (one of {_PATH_KEYS})")
       key = str(r.get("id", os.path.splitext(str(audio))[0]))
       split = canonical_split(r["split"], where) if r.get("split") else hash_split(key)
       records.append(dict(key=key, split=split, raw_text=str(_first(r, text_keys, "")),
@@ -121,7 +123,7 @@ def tsv_items(path: str, audio_dir: str | None = None, split: str | None = None
     where = f"{path}:{line_no}"
     audio = _first(r, _PATH_KEYS)
     if not audio:
-      raise ValueError(f"{where}: empty audio path")
+      raise UserError(f"{where}: empty audio path")
     key = str(r.get("id") or os.path.splitext(audio)[0])
     if split:
       item_split = split
@@ -171,7 +173,7 @@ def common_voice_items(root: str) -> dict[str, list[SourceItem]]:
 def manifest_items(manifest_path: str) -> dict[str, list[SourceItem]]:
   """Any supported user layout: a .jsonl / .tsv file, or a LibriSpeech / Common Voice folder."""
   if not manifest_path:
-    raise ValueError("data.manifest_path is empty; point it at a .jsonl/.tsv manifest or a "
+    raise UserError("data.manifest_path is empty; point it at a .jsonl/.tsv manifest or a "
                      "LibriSpeech / Common Voice folder (docs/data.md)")
   if os.path.isdir(manifest_path):
     tsvs = ("train.tsv", "dev.tsv", "test.tsv")
@@ -179,11 +181,11 @@ def manifest_items(manifest_path: str) -> dict[str, list[SourceItem]]:
       return common_voice_items(manifest_path)
     if glob.glob(os.path.join(manifest_path, "**", "*.trans.txt"), recursive=True):
       return librispeech_items(manifest_path)
-    raise ValueError(f"{manifest_path}: a folder without train/dev/test.tsv (Common Voice) or "
+    raise UserError(f"{manifest_path}: a folder without train/dev/test.tsv (Common Voice) or "
                      "*.trans.txt files (LibriSpeech); write a manifest.jsonl instead "
                      "(docs/data.md)")
   if not os.path.exists(manifest_path):
-    raise FileNotFoundError(f"data.manifest_path {manifest_path!r} does not exist")
+    raise MissingInputError(f"data.manifest_path {manifest_path!r} does not exist")
   if manifest_path.endswith((".jsonl", ".json")):
     return jsonl_items(manifest_path)
   return tsv_items(manifest_path)
@@ -210,7 +212,7 @@ def catalog_keys(info) -> tuple[str, str, str | None]:
                     if isinstance(f, tfds.features.Audio)), None)
   text_key = next((k for k in _TEXT_KEYS if k in info.features), None)
   if audio_key is None or text_key is None:
-    raise ValueError(f"TFDS dataset {info.name} has no Audio feature and a text feature "
+    raise UserError(f"TFDS dataset {info.name} has no Audio feature and a text feature "
                      f"({_TEXT_KEYS}); its features: {list(info.features)}")
   speaker_key = next((k for k in _SPEAKER_KEYS if k in info.features), None)
   return audio_key, text_key, speaker_key
@@ -221,7 +223,7 @@ def catalog_builder(name: str, data_dir: str | None):
 
   builder = tfds.builder(name, data_dir=data_dir or None)
   if not builder.is_prepared():
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"TFDS dataset {name!r} is not prepared in {builder.data_dir}; download it first "
         f"(`tfds build {name} --data_dir ...`) and set data.catalog_data_dir (docs/data.md)")
   return builder

@@ -35,6 +35,7 @@ import tensorflow_datasets as tfds
 
 from echo_jax.data import features as features_lib
 from echo_jax.data.builders import featurize, sources
+from echo_jax.errors import MissingInputError, UserError
 
 INDEX_FILE = "echo_index.json"
 ITEM_TIMEOUT_S = 900  # one utterance of at most max_audio_seconds takes well under a second
@@ -153,7 +154,7 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
     if not cfg.tokenizer_path or not os.path.exists(cfg.tokenizer_path):
-      raise FileNotFoundError(
+      raise MissingInputError(
           f"tokenizer {cfg.tokenizer_path!r} is missing; build data with "
           "`python -m echo_jax.data.prepare --config ...`, which trains it first")
     generators = {}
@@ -165,7 +166,7 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       else:
         logging.warning("%s split %s: no usable examples (see %s)", self.name, split, INDEX_FILE)
     if not generators:
-      raise ValueError(f"{self.name}: no usable example in any split; every item was skipped: "
+      raise UserError(f"{self.name}: no usable example in any split; every item was skipped: "
                        f"{dict(self._stats['skip_counts'])}")
     return generators
 
