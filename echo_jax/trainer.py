@@ -7,6 +7,7 @@ RNG is fold_in(base, step) inside the step; the host reads device values only at
 and eval points.
 """
 
+import filecmp
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from jax.experimental import multihost_utils
 from echo_jax import checkpointing
 from echo_jax import config_check
 from echo_jax import distributed
+from echo_jax import errors
 from echo_jax import losses
 from echo_jax import metrics as metrics_lib
 from echo_jax import optim
@@ -348,6 +350,12 @@ def copy_tokenizer(tokenizer_path: str, workdir: str) -> None:
     import tensorflow as tf  # only needed for remote workdirs
     tf.io.gfile.copy(tokenizer_path, target, overwrite=True)
   else:
+    if os.path.exists(target) and not filecmp.cmp(target, tokenizer_path, shallow=False):
+      raise errors.UserError(
+          f"{target} (the tokenizer this run was trained with) differs from the prepared data's "
+          f"{tokenizer_path}: the data or tokenizer settings changed since the run started; "
+          f"resume with the run's own settings ({os.path.join(workdir, 'config.json')}) or use "
+          "a new --workdir")
     shutil.copyfile(tokenizer_path, target)
 
 

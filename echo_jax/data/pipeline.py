@@ -193,9 +193,7 @@ class _Assembler:
     if filler < 0:
       raise ValueError("a batch without real rows needs a filler record")
     wanted = sorted(set(real) | {filler})
-    source = self.source
-    records = (source.__getitems__(wanted) if hasattr(source, "__getitems__")
-               else [source[p] for p in wanted])
+    records = self.prepared.read_records(self.source, self.split, wanted)
     by_position = dict(zip(wanted, records))
     hop = self.params.hop_length
     batch = {
@@ -290,7 +288,15 @@ class _Batches:
   def __next__(self) -> dict[str, np.ndarray]:
     if self._iterator is None:
       raise StopIteration
-    return next(self._iterator)
+    try:
+      return next(self._iterator)
+    except Exception as e:  # pylint: disable=broad-except - re-raised unless it is our message
+      # A DamagedDataError raised in the numpy function reaches here wrapped in a tf error.
+      from echo_jax.data.prepare import DAMAGED_DATA_MARKER, DamagedDataError
+      text = str(e)
+      if DAMAGED_DATA_MARKER not in text:
+        raise
+      raise DamagedDataError(text[text.index(DAMAGED_DATA_MARKER):].splitlines()[0]) from None
 
   def close(self) -> None:
     self._iterator = None  # drops the tf.data iterator, which joins its threads
@@ -452,7 +458,7 @@ def iterate_examples(config, split: str, prepared=None) -> Iterator[dict]:
   assembler = _Assembler(config, prepared, split)
   source = assembler.source
   for position in range(len(source)):
-    record = dict(source[position])
+    record = dict(prepared.read_records(source, split, [position])[0])
     for key in ("id", "text", "speaker"):
       if isinstance(record.get(key), bytes):
         record[key] = record[key].decode("utf-8")

@@ -27,6 +27,12 @@ import numpy as np
 
 from echo_jax.errors import EXIT_USER_ERROR, UserError, debug_requested, user_message
 
+DAMAGED_DATA_MARKER = "prepared data damaged:"
+
+
+class DamagedDataError(UserError):
+  """A prepared record or file does not read; the message names the file and how to rebuild."""
+
 FILE_DATASETS = ("echo_speech", "manifest")
 REPORT_FILE = "prepare_report.json"
 
@@ -113,15 +119,58 @@ class PreparedData:
     """Random access to a split's examples (numpy dicts), record i = i-th kept item."""
     return self.builder().as_data_source(split=split)
 
+  def shard_of(self, split: str, position: int) -> str:
+    """The ArrayRecord file that holds record `position` of `split`."""
+    info = self.builder().info.splits[split]
+    ends = np.cumsum(info.shard_lengths)
+    return str(info.filepaths[int(np.searchsorted(ends, position, side="right"))])
+
+  def read_records(self, source, split: str, positions: list) -> list:
+    """source's records at `positions`; a record that does not read raises DamagedDataError
+    naming its shard file and how to rebuild."""
+    try:
+      return (source.__getitems__(positions) if hasattr(source, "__getitems__")
+              else [source[p] for p in positions])
+    except Exception as e:  # pylint: disable=broad-except - array_record raises several types
+      bad = positions[0]
+      for position in positions:  # find the record that fails
+        try:
+          source[position]
+        except Exception:  # pylint: disable=broad-except
+          bad = position
+          break
+      try:
+        where = self.shard_of(split, bad)
+      except Exception:  # pylint: disable=broad-except - dataset_info may be the damage
+        where = self.builder_dir
+      raise DamagedDataError(
+          f"{DAMAGED_DATA_MARKER} record {bad} of split {split!r} in {where} does not read "
+          f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+          f"rebuild it: rm -r {self.builder_dir} and rerun the same command (or python -m "
+          "echo_jax.data.prepare --config CONFIG)") from e
+
   def index(self) -> dict:
-    """echo_index.json of the build (rebuilt from the records if a build stopped before it)."""
+    """echo_index.json of the build (rebuilt from the records if a build stopped before it or
+    the file is damaged; a damaged one is kept beside it as .damaged)."""
     path = os.path.join(self.builder_dir, _index_file())
+    if os.path.exists(path):
+      try:
+        with open(path) as f:
+          index = json.load(f)
+        if set(index["splits"]) >= {s for s, n in self.split_sizes.items() if n}:
+          return index
+        problem = "splits missing"
+      except (ValueError, KeyError, TypeError) as e:  # truncated / not JSON / wrong layout
+        problem = f"{type(e).__name__}: {e}"
+      os.replace(path, path + ".damaged")
+      logging.warning("%s is damaged (%s); kept as %s.damaged and rebuilt from the records",
+                      path, problem, path)
     if not os.path.exists(path):
       logging.warning("%s is missing; scanning the records for it", path)
       splits = {}
       for split in self.split_sizes:
         source = self.data_source(split)
-        records = [source[i] for i in range(len(source))]
+        records = self.read_records(source, split, list(range(len(source))))
         splits[split] = {"index": [int(r["index"]) for r in records],
                          "num_frames": [int(r["num_frames"]) for r in records],
                          "num_samples": [int(r["num_samples"]) for r in records]}
@@ -287,7 +336,19 @@ def ensure_prepared(config) -> PreparedData:
   store_features = builder_config.store_features
   data_dir = tfds_data_dir(config)
   with _quiet_custom_config_warning():  # every config here is custom: TFDS warns each time
-    builder = speech.BUILDERS[kind](config=builder_config, data_dir=data_dir)
+    try:
+      builder = speech.BUILDERS[kind](config=builder_config, data_dir=data_dir)
+    except Exception as e:  # pylint: disable=broad-except - protobuf/JSON errors of TFDS
+      built = os.path.join(data_dir, kind, builder_config.name)
+      infos = [os.path.join(built, v, "dataset_info.json") for v in sorted(os.listdir(built))
+               ] if os.path.isdir(built) else []
+      if not infos:
+        raise
+      raise DamagedDataError(
+          f"{DAMAGED_DATA_MARKER} {' / '.join(infos)} does not load ({type(e).__name__}: "
+          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); rebuild it: rm -r "
+          f"{os.path.dirname(infos[-1])} and rerun the same command (or python -m "
+          "echo_jax.data.prepare --config CONFIG)") from e
   report_path = os.path.join(data_dir, REPORT_FILE)
   if not builder.is_prepared():
     logging.info("preparing %s/%s in %s", kind, builder_config.name, data_dir)
