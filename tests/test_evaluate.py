@@ -196,3 +196,49 @@ def test_manifest_mode_agrees_with_split_mode_and_reports_bad_files(eval_run, tm
   assert {n: g["num_utterances"] for n, g in breakdown["text_source"].items()} == {
       "fortunes": len(rows[0::2]), "wordnet": len(rows[1::2])}
   assert jsonl_examples[0].metadata["augment"] == both
+
+
+def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
+                                                                    _tiny_prepared_session,
+                                                                    capsys):
+  """A CTC-head run: evaluate's second hypothesis (padded bucket batches, jit) equals the best
+  path computed here one utterance at a time (no padding) with argmax / merge / drop blanks in
+  numpy, and its CER is jiwer's on those texts."""
+  import jiwer
+  import ml_collections
+
+  from echo_jax.data import pipeline
+  from echo_jax.data.text import normalise_transcript
+  from echo_jax.models import EchoModel
+  config = ml_collections.ConfigDict(_tiny_prepared_session[0].to_dict())
+  tokenizer = _tiny_prepared_session[1].load_tokenizer()
+  config.model.vocab_size = tokenizer.vocab_size
+  config.model.ctc_head = True
+  config.data.eval_batch_size = 4
+  config.decode.max_length = 8
+  workdir = str(tmp_path / "ctc_run")
+  model, params = save_random_run(config, workdir, 2)
+  assert evaluate.main(["--workdir", workdir, "--split", "test", "--json"]) == 0
+  summary = json.loads(capsys.readouterr().out)
+  rows = {r["id"]: r for r in map(json.loads, open(os.path.join(
+      workdir, "eval", "test_step2", "predictions.jsonl")))}
+  expected = {}
+  for record in pipeline.iterate_examples(config, "test"):
+    frames = int(record["num_frames"])
+    batch = {"mel": np.asarray(record["mel"], np.float32)[None, :frames],
+             "f0": np.asarray(record["f0"], np.float32)[None, :frames],
+             "num_frames": np.asarray([frames], np.int32),
+             "decoder_input_tokens": np.ones((1, 1), np.int32),
+             "decoder_target_tokens": np.full((1, 1), 2, np.int32)}
+    _, ctc = model.apply({"params": params}, batch, method=EchoModel.forward)
+    path = np.asarray(ctc.logits)[0][np.asarray(ctc.valid)[0]].argmax(-1)
+    merged = [int(t) for i, t in enumerate(path) if t != 0 and (i == 0 or t != path[i - 1])]
+    key = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
+    expected[key] = tokenizer.decode(merged)
+  assert set(expected) == set(rows) and expected
+  for key, text in expected.items():
+    assert rows[key]["ctc_hypothesis"] == text, key
+  refs = [normalise_transcript(rows[k]["reference"]) for k in sorted(rows)]
+  hyps = [normalise_transcript(expected[k]) for k in sorted(rows)]
+  assert summary["ctc_greedy"]["examples"] == len(rows)
+  assert summary["ctc_greedy"]["cer"] == pytest.approx(jiwer.cer(refs, hyps))
