@@ -1,0 +1,1 @@
+"""Pieces of the pitch-conditioning ablation study: interval statistics and test conditions."""
