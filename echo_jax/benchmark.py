@@ -1090,5 +1090,10 @@ def main(argv=None) -> None:
                    indent=1, default=float))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The console script: user errors in one line, exit 2."""
   sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+  cli()

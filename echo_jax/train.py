@@ -48,5 +48,10 @@ def main(argv):
                 f"checkpoints in {_WORKDIR.value}/checkpoints")
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The console script (echo-train)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

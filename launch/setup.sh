@@ -28,5 +28,10 @@ if ! cmp -s requirements.txt .venv/.requirements.installed; then
   .venv/bin/pip install -q -r requirements.txt
   cp requirements.txt .venv/.requirements.installed
 fi
+if ! cmp -s pyproject.toml .venv/.project.installed; then
+  # The package itself, editable, with its console scripts (echo-train, echo-evaluate, ...).
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+  cp pyproject.toml .venv/.project.installed
+fi
 bash launch/install_libtpu.sh  # .venv/libtpu: compile for TPU slices without a TPU
 echo "[setup] ready: .venv/bin/python"

@@ -550,5 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The console script: user errors in one line, exit 2."""
   sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+  cli()

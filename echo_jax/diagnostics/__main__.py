@@ -175,5 +175,10 @@ def main(argv=None) -> int:
   return args.func(args)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The console script: user errors in one line, exit 2."""
   sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+  cli()
