@@ -597,7 +597,7 @@ def _never_eos(variables):
   positive, so random-init decoding runs to max_length in both variants (comparable work)."""
   import jax
 
-  from echo_jax.decoding import EOS_ID
+  from echo_jax.token_ids import EOS_ID
 
   def fix(path, leaf):
     names = [str(getattr(k, "key", k)) for k in path]

@@ -33,9 +33,7 @@ import numpy as np
 from echo_jax import ctc_prefix, losses
 from echo_jax.models.attention import CROSS_CACHE_ENTRIES
 
-PAD_ID = 0
-BOS_ID = 1
-EOS_ID = 2
+from echo_jax.token_ids import BOS_ID, EOS_ID, PAD_ID
 
 # step(state, tokens [N, 1] int32, position scalar int32) -> (logits [N, V] float32, state)
 StepFn = Callable[[Any, jax.Array, jax.Array], tuple]

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from echo_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from echo_jax.token_ids import BOS_ID, EOS_ID, PAD_ID
 CTC_BLANK_ID = PAD_ID  # the pad id is never a label, so it doubles as the CTC blank
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import tqdm
 
-PAD_ID = 0
+from echo_jax.token_ids import PAD_ID
 
 
 def token_sums(logits: jax.Array, targets: jax.Array,

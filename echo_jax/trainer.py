@@ -32,7 +32,7 @@ from echo_jax import optim
 from echo_jax import sharding as sharding_lib
 from echo_jax import spec_augment
 
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+from echo_jax.token_ids import BOS_ID, EOS_ID, PAD_ID
 
 
 class NonFiniteError(FloatingPointError):

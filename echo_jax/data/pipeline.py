@@ -39,7 +39,7 @@ from typing import Iterator
 
 import numpy as np
 
-BOS_ID, EOS_ID, PAD_ID = 1, 2, 0
+from echo_jax.token_ids import BOS_ID, EOS_ID
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,11 +20,7 @@ from collections.abc import Iterable, Sequence
 from echo_jax.data.text import ALPHABET
 from echo_jax.errors import MissingInputError, UserError
 
-PAD_ID = 0
-BOS_ID = 1
-EOS_ID = 2
-UNK_ID = 3
-NUM_SPECIAL = 4
+from echo_jax.token_ids import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID, UNK_ID
 SPECIAL_IDS = frozenset({PAD_ID, BOS_ID, EOS_ID})  # dropped by decode
 UNK_TEXT = "\u2047"  # what sentencepiece prints for unk; the char tokenizer does the same
 KINDS = ("sentencepiece", "char")

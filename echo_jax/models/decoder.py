@@ -17,7 +17,7 @@ from echo_jax.models.blocks import BLEND_INIT, Residual
 from echo_jax.models.config import ModelSettings
 from echo_jax.models.layers import (POSITIONAL_INIT_STD, RMSNorm, compute_dtype, embedding_init)
 
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+from echo_jax.token_ids import PAD_ID
 
 
 class TextDecoder(nn.Module):

@@ -1,0 +1,8 @@
+"""The special token ids, defined once: every tokenizer, the pipeline, the model and decoding agree
+on them (pad 0 is also the CTC blank)."""
+
+PAD_ID = 0
+BOS_ID = 1
+EOS_ID = 2
+UNK_ID = 3
+NUM_SPECIAL = 4
