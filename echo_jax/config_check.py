@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from echo_jax import sharding as sharding_lib
+from echo_jax.data.f0_source import F0_SOURCES
 from echo_jax.errors import UserError
 
 TOKENIZERS = ("sentencepiece", "char")
@@ -97,6 +98,7 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
   _int_at_least("data.max_target_length", d.max_target_length, 3)
   _int_at_least("data.eval_batch_size", d.eval_batch_size, 1)
   _int_at_least("data.shuffle_buffer", d.shuffle_buffer, 1)
+  _choice("data.f0_source", d.get("f0_source", "own"), F0_SOURCES)
   # Cross-checks with the model.
   if m.n_mels != d.n_mels:
     _fail("model.n_mels", m.n_mels, f"it must equal config.data.n_mels={d.n_mels}; set both")

@@ -86,6 +86,10 @@ def default_data_config() -> ml_collections.ConfigDict:
   d.store_waveform = False
   d.on_the_fly_features = False
   d.prepare_workers = 2
+  # Whose F0 track the model is fed: own | shuffled: the track of another utterance of the same
+  # split (record (i + n // 2) % n, stretched to this one's frames), in training and evaluation;
+  # the pitch ablation's placebo (echo_jax.data.f0_source).
+  d.f0_source = "own"
   # Tokenizer.
   d.tokenizer = "sentencepiece"  # sentencepiece | char
   d.spm_model_type = "unigram"  # bpe | unigram

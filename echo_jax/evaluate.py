@@ -18,6 +18,10 @@ Two kinds of numbers, reported separately:
     and blanks dropped, as a second hypothesis (`ctc_hypothesis` in predictions.jsonl); same
     normalisation, single-chunk examples only.
 
+A run trained with data.f0_source = "shuffled" (the pitch ablation's placebo) is evaluated the
+same way: on a split each record gets the F0 of record (i + n // 2) % n, as in training; on a
+manifest each row gets that of row (i + n // 2) % n of the rows evaluated.
+
 Breakdown (summary["breakdown"], echo_jax.error_breakdown): the decoded WER/CER and the word
 insertions / deletions / substitutions (plus the character ones) per group of utterances, for each
 dimension the metadata allows:
@@ -59,6 +63,7 @@ import jiwer
 import numpy as np
 
 from echo_jax import decoding, error_breakdown, transcribe
+from echo_jax.data import f0_source
 from echo_jax.errors import UserError, run_cli
 
 NORMALISATION = ("echo_jax.data.text.normalise_transcript on reference and hypothesis "
@@ -249,12 +254,35 @@ def source_manifest(config) -> Optional[str]:
 
 
 def manifest_examples(rows: Sequence[Dict[str, Any]], config) -> List[Example]:
-  examples = []
-  for row in rows:
-    prepared = transcribe.prepare_file(row["path"], config)
-    examples.append(Example(row["id"], row["text"], prepared.items, prepared.bounds,
-                            prepared.result, metadata=dict(row.get("metadata") or {})))
+  """Features of each row's audio; with data.f0_source = "shuffled" (a run trained on another
+  utterance's F0) each example then gets another row's F0 (shuffle_f0)."""
+  return examples_from_files(rows, [transcribe.prepare_file(row["path"], config) for row in rows],
+                             config)
+
+
+def examples_from_files(rows: Sequence[Dict[str, Any]],
+                        files: Sequence[transcribe.PreparedFile], config) -> List[Example]:
+  """Examples of manifest rows from their already prepared files (copied, so the same files can
+  be evaluated by several runs), F0 shuffled for a data.f0_source = "shuffled" run."""
+  examples = [Example(row["id"], row["text"], [dict(item) for item in prepared.items],
+                      list(prepared.bounds), dataclasses.replace(prepared.result),
+                      metadata=dict(row.get("metadata") or {}))
+              for row, prepared in zip(rows, files)]
+  if str(config.data.get("f0_source", "own")) == "shuffled":
+    shuffle_f0(examples)
   return examples
+
+
+def shuffle_f0(examples: Sequence[Example]) -> None:
+  """Feeds each readable example the F0 of another (f0_source's donor rule over the readable
+  examples in order, the donor's chunk tracks joined and stretched over this example's chunks),
+  as the training pipeline did for a run with data.f0_source = "shuffled"."""
+  usable = [ex for ex in examples if ex.items]
+  tracks = [np.concatenate([np.ravel(item["f0"]) for item in ex.items]) for ex in usable]
+  for ex, track in zip(usable, f0_source.shuffled_tracks(tracks)):
+    ends = np.cumsum([np.ravel(item["f0"]).size for item in ex.items])[:-1]
+    for item, part in zip(ex.items, np.split(track, ends)):
+      item["f0"] = part.reshape(np.shape(item["f0"])).astype(np.float32)
 
 
 def split_examples(config, split: str, max_examples: int = -1) -> List[Example]:

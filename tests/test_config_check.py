@@ -12,7 +12,7 @@ def _config(name="tiny"):
   return importlib.import_module(f"configs.{name}").get_config()
 
 
-@pytest.mark.parametrize("name", ["tiny", "default", "base"])
+@pytest.mark.parametrize("name", ["tiny", "default", "base", "ablation"])
 def test_shipped_configs_are_valid(name):
   config_check.validate_config(_config(name))
 
@@ -26,6 +26,7 @@ def test_shipped_configs_are_valid(name):
     ("data.max_target_length", 100, "<= config.model.text_ctx=64"),
     ("data.bucket_frames", (256, 512, 4096), "exceeds config.model.audio_ctx=512"),
     ("data.tokenizer", "bytes", "config.data.tokenizer='bytes'"),
+    ("data.f0_source", "random", "config.data.f0_source='random' is invalid: use one of"),
     ("train.learning_rate", 0.0, "config.train.learning_rate=0.0"),
     ("train.param_sharding", "zero3", "config.train.param_sharding='zero3'"),
     ("train.b2", 1.0, "config.train.b2=1.0"),

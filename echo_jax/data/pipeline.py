@@ -19,7 +19,9 @@ Reading goes through the TFDS ArrayRecord data source (random access) inside a t
 tf.data runs batch assembly on parallel threads and prefetches. With
 data.on_the_fly_features (or data prepared without features) the same numpy function computes
 log-mel and F0 from the stored waveform with `features.compute_features`, so both paths give
-identical arrays.
+identical arrays. With data.f0_source = "shuffled" (a placebo for the pitch ablation) every row's
+`f0` is another record's track of the same split, stretched to the row's frames
+(echo_jax.data.f0_source); batches and `iterate_examples` alike.
 
 Tokens: decoder_input_tokens = [BOS] + ids, decoder_target_tokens = ids + [EOS], padded with 0 to
 data.max_target_length; longer transcripts are cut to max_target_length - 1 ids and still end
@@ -39,6 +41,8 @@ from typing import Iterator
 
 import numpy as np
 
+from echo_jax.data import f0_source
+from echo_jax.errors import UserError
 from echo_jax.token_ids import BOS_ID, EOS_ID
 
 
@@ -150,13 +154,35 @@ class _Assembler:
           "the model reads the waveform (model.features) or data.on_the_fly_features is set, but "
           f"{prepared.builder_dir} was prepared without waveforms; set data.store_waveform=True "
           "and prepare again")
+    source_name = str(config.data.get("f0_source", "own"))
+    if source_name not in f0_source.F0_SOURCES:
+      raise UserError(f"config.data.f0_source={source_name!r} is invalid: use one of "
+                      f"{', '.join(map(repr, f0_source.F0_SOURCES))}")
+    self.shuffled_f0 = source_name == "shuffled"
     self._local = threading.local()  # one data source per reader thread
+    self._split_size = None
 
   @property
   def source(self):
     if not hasattr(self._local, "source"):
       self._local.source = self.prepared.data_source(self.split)
     return self._local.source
+
+  @property
+  def split_size(self) -> int:
+    if self._split_size is None:
+      self._split_size = len(self.source)
+    return self._split_size
+
+  def donors(self, positions) -> dict[int, int]:
+    """{position: the record whose F0 it is fed}; empty unless data.f0_source is shuffled."""
+    if not self.shuffled_f0:
+      return {}
+    return {int(p): f0_source.donor_position(p, self.split_size) for p in positions}
+
+  def donor_f0(self, donor_record, frames: int) -> np.ndarray:
+    """The donor record's F0 track stretched to `frames` (f0_source.stretch_f0)."""
+    return f0_source.stretch_f0(self.features_of(donor_record)[1], frames)
 
   def features_of(self, record) -> tuple[np.ndarray, np.ndarray]:
     if self.on_the_fly:
@@ -193,8 +219,10 @@ class _Assembler:
     if filler < 0:
       raise ValueError("a batch without real rows needs a filler record")
     wanted = sorted(set(real) | {filler})
-    records = self.prepared.read_records(self.source, self.split, wanted)
-    by_position = dict(zip(wanted, records))
+    donors = self.donors(wanted)
+    to_read = sorted(set(wanted) | set(donors.values()))
+    records = self.prepared.read_records(self.source, self.split, to_read)
+    by_position = dict(zip(to_read, records))
     hop = self.params.hop_length
     batch = {
         "mel": np.zeros([rows, edge, self.params.n_mels], np.float32),
@@ -214,7 +242,10 @@ class _Assembler:
       key = int(position) if valid else filler
       record = by_position[key]
       if key not in features_by_position:
-        features_by_position[key] = self.features_of(record)
+        mel, f0 = self.features_of(record)
+        if donors:
+          f0 = self.donor_f0(by_position[donors[key]], mel.shape[0])
+        features_by_position[key] = mel, f0
       mel, f0 = features_by_position[key]
       frames = int(record["num_frames"])
       if frames > edge or mel.shape[0] != frames:
@@ -453,7 +484,8 @@ def make_eval_batches(config, split: str, process_index: int = 0, process_count:
 
 def iterate_examples(config, split: str, prepared=None) -> Iterator[dict]:
   """The split's stored examples in record order as numpy dicts, text fields as str (mel/f0
-  computed when the data was prepared without features)."""
+  computed when the data was prepared without features; f0 another record's with
+  data.f0_source = "shuffled", as in batches)."""
   prepared = _prepared_for(config, prepared)
   assembler = _Assembler(config, prepared, split)
   source = assembler.source
@@ -464,5 +496,10 @@ def iterate_examples(config, split: str, prepared=None) -> Iterator[dict]:
         record[key] = record[key].decode("utf-8")
     if "mel" not in record or assembler.on_the_fly:
       record["mel"], record["f0"] = assembler.features_of(record)
+      record["voiced"] = record["f0"] > 0
+    donors = assembler.donors([position])
+    if donors:
+      donor = prepared.read_records(source, split, [donors[position]])[0]
+      record["f0"] = assembler.donor_f0(donor, np.asarray(record["mel"]).shape[0])
       record["voiced"] = record["f0"] > 0
     yield record

@@ -32,6 +32,9 @@ def _save(fig, out_path: str) -> str:
   return out_path
 
 
+save_png = _save  # for the other reports' pictures (echo_jax.experiments.report)
+
+
 # ---------------------------------------------------------------- 1. rotary similarity (spec §3)
 
 def rotary_similarity(theta_mode: str, f0_mean: float, base_theta: float, positions: int,

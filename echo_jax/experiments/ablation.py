@@ -1,0 +1,401 @@
+"""Does pitch conditioning help? Trains every variant x seed, scores each run on the test split
+and on pitch-shifted copies of it, and reports error rates with intervals and paired verdicts.
+
+  python -m echo_jax.experiments.ablation --config configs/ablation.py --workdir runs/ablation \
+      [--config.ablation.seeds="(0,)"] [--publish]
+
+Layout under WORKDIR:
+  study.json                    the settings the study started with; a rerun with other settings
+                                is refused (adding variants or seeds is allowed)
+  runs/<variant>/seed<k>/       an ordinary training run (checkpoints, metrics.jsonl, config.py),
+    timing.json                 wall seconds of each training attempt and of the evaluations
+    eval/<condition>/           evaluate's predictions.jsonl, predictions.tsv, summary.json
+    done.json                   written last, once training and every evaluation finished
+  conditions/shift_<s>/         the pitch-shifted test wavs and their manifest.jsonl
+  report.json, ablation.md, ablation_wer_vs_shift.png
+`--publish` also copies the markdown to docs/ablation.md and the plot to docs/images/.
+
+Rerunning the same command continues the study: a run with done.json is skipped, an interrupted
+run resumes from its own newest checkpoint (the trainer's resume: the same batches and losses as
+an uninterrupted run), and only the evaluations without a summary.json are done. Runs are trained
+in this process, one after another, seed-major (every variant of seed 0 first), so a study
+stopped early already holds complete comparisons; SIGTERM saves the current run and stops.
+
+Every run evaluates its final checkpoint (step config.train.num_steps), not the best by validation
+WER, so every variant is scored at the same number of updates.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import jax
+import ml_collections
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from echo_jax import config_check
+from echo_jax import errors
+from echo_jax import evaluate
+from echo_jax import inference
+from echo_jax import trainer
+from echo_jax import transcribe
+from echo_jax.data import features as features_lib
+from echo_jax.experiments import conditions as conditions_lib
+from echo_jax.experiments import report as report_lib
+from echo_jax.experiments import settings as settings_lib
+from echo_jax.experiments import variants as variants_lib
+from echo_jax.errors import UserError
+
+DONE = "done.json"
+TIMING = "timing.json"
+STUDY = "study.json"
+PLOT = "ablation_wer_vs_shift.png"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOCS_MARKDOWN = os.path.join("docs", "ablation.md")
+DOCS_PLOT = os.path.join("docs", "images", PLOT)
+# Fields that may change between invocations of one study without changing what its runs measure
+# (more variants or seeds extend it; the interval settings only change the report).
+FREE_FIELDS = ("ablation.variants", "ablation.seeds", "ablation.bootstrap_resamples",
+               "ablation.confidence", "train.compilation_cache_dir", "data.prepare_workers",
+               "data.prefetch")
+
+
+def say(message: str) -> None:
+  print(f"[ablation] {message}", flush=True)
+
+
+def _duration(seconds: float) -> str:
+  if seconds < 60:
+    return f"{seconds:.0f} s"
+  minutes = int(round(seconds / 60.0))
+  return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes} min"
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings.
+
+
+def flat_fields(tree: Any, prefix: str = "") -> Dict[str, Any]:
+  """{"section.field": value} of a config dict (tuples as lists, as JSON keeps them)."""
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(flat_fields(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def check_study(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes WORKDIR/study.json on the first invocation; later ones must match it (but may add
+  variants or seeds): mixing settings within one study would make its comparisons meaningless."""
+  path = os.path.join(workdir, STUDY)
+  settings = {k: v for k, v in flat_fields(config.to_dict()).items() if k not in FREE_FIELDS}
+  settings = json.loads(json.dumps(settings, default=str))
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as handle:
+      before = json.load(handle)["settings"]
+    changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+    if changed:
+      shown = "; ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in changed[:5])
+      raise UserError(f"{workdir} holds a study started with other settings ({shown}); use a new "
+                      "--workdir, or the study's own settings (more ablation.variants or "
+                      f"ablation.seeds may be added), see {path}")
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(path + ".tmp", "w", encoding="utf-8") as handle:
+    json.dump({"settings": settings}, handle, indent=2, sort_keys=True)
+  os.replace(path + ".tmp", path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs.
+
+
+@dataclasses.dataclass
+class RunSpec:
+  variant: str
+  seed: int
+  workdir: str
+  config: ml_collections.ConfigDict
+
+  @property
+  def name(self) -> str:
+    return f"{self.variant}/seed{self.seed}"
+
+
+def run_config(config: ml_collections.ConfigDict, variant: str, seed: int
+               ) -> ml_collections.ConfigDict:
+  """The training config of one run: the recipe without `ablation`, the variant, the seed."""
+  base = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items() if k != "ablation"})
+  out = variants_lib.apply(base, variant)
+  out.train.seed = int(seed)
+  out.data.seed = int(seed)
+  return out
+
+
+def plan(config: ml_collections.ConfigDict, workdir: str) -> List[RunSpec]:
+  """Every variant x seed, seed-major."""
+  a = config.ablation
+  return [RunSpec(v, int(s), os.path.join(workdir, "runs", v, f"seed{int(s)}"),
+                  run_config(config, v, int(s)))
+          for s in a.seeds for v in a.variants]
+
+
+def _read_json(path: str) -> Optional[dict]:
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as handle:
+    return json.load(handle)
+
+
+def _write_json(path: str, obj: Any) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w", encoding="utf-8") as handle:
+    json.dump(obj, handle, indent=2, sort_keys=True)
+    handle.write("\n")
+  os.replace(path + ".tmp", path)
+
+
+def _timing(workdir: str) -> dict:
+  return _read_json(os.path.join(workdir, TIMING)) or {"train_attempts": [], "eval": {}}
+
+
+def train_run(spec: RunSpec) -> dict:
+  """Trains (or resumes) one run in this process; records the attempt's wall time."""
+  timing = _timing(spec.workdir)
+  started = time.perf_counter()
+  summary = None
+  try:
+    summary = trainer.train_and_evaluate(spec.config, spec.workdir)
+  finally:  # an interrupted attempt (Ctrl-C, an error) still counts its time
+    timing["train_attempts"].append({
+        "seconds": time.perf_counter() - started,
+        "to_step": None if summary is None else int(summary["step"]),
+        "status": ("interrupted" if summary is None else
+                   "preempted" if summary.get("preempted") else "completed")})
+    _write_json(os.path.join(spec.workdir, TIMING), timing)
+  return summary
+
+
+class ExampleCache:
+  """Each shifted condition's audio featurised once per process, copied for every run (the
+  features depend only on the data settings, which all variants share)."""
+
+  def __init__(self):
+    self._files: Dict[tuple, tuple] = {}
+
+  def examples(self, condition: conditions_lib.Condition, config, max_examples: int):
+    if condition.manifest is None:
+      return evaluate.split_examples(config, conditions_lib.TEST, max_examples)
+    key = (condition.manifest, json.dumps(features_lib.FeatureParams.from_config(
+        config.data).as_dict(), sort_keys=True), float(config.decode.chunk_seconds),
+           float(config.decode.chunk_overlap_seconds), tuple(config.model.features))
+    if key not in self._files:
+      rows = evaluate.read_manifest(condition.manifest, conditions_lib.TEST)
+      if max_examples >= 0:
+        rows = rows[:max_examples]
+      self._files[key] = rows, [transcribe.prepare_file(row["path"], config) for row in rows]
+    rows, files = self._files[key]
+    return evaluate.examples_from_files(rows, files, config)
+
+
+def eval_dir(spec: RunSpec, condition: conditions_lib.Condition) -> str:
+  return os.path.join(spec.workdir, "eval", condition.name)
+
+
+def evaluate_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition],
+                 max_examples: int, cache: ExampleCache) -> None:
+  """Scores the run's final checkpoint on every condition without a summary.json yet."""
+  pending = [c for c in conditions
+             if not os.path.isfile(os.path.join(eval_dir(spec, c), "summary.json"))]
+  if not pending:
+    return
+  started = time.perf_counter()
+  run = inference.load_run(spec.workdir, step=int(spec.config.train.num_steps))
+  config = run.config
+  evaluator = evaluate.Evaluator(config, run.model, run.variables, run.tokenizer,
+                                 int(config.decode.beam_size), int(config.data.eval_batch_size))
+  timing = _timing(spec.workdir)
+  timing["eval"]["load_checkpoint"] = time.perf_counter() - started
+  for condition in pending:
+    started = time.perf_counter()
+    examples = cache.examples(condition, config, max_examples)
+    if not examples:
+      raise UserError(f"condition {condition.name} has no examples to evaluate; check the "
+                      f"prepared test split and {condition.manifest or 'the data settings'}")
+    summary = evaluator(examples)
+    summary.update(workdir=os.path.abspath(spec.workdir), checkpoint_step=run.step,
+                   source=condition.manifest or f"split:{conditions_lib.TEST}",
+                   condition=condition.name, semitones=condition.semitones)
+    evaluate.write_outputs(eval_dir(spec, condition), examples, summary)
+    decoded = summary.get("decoded", {})
+    seconds = time.perf_counter() - started
+    wer, cer = decoded.get("wer", float("nan")), decoded.get("cer", float("nan"))
+    say(f"  {spec.name} on {condition.name}: WER {report_lib.percent(wer)}, "
+        f"CER {report_lib.percent(cer)} ({len(examples)} utterances, "
+        f"{seconds:.0f} s)")
+    timing["eval"][condition.name] = seconds
+    _write_json(os.path.join(spec.workdir, TIMING), timing)
+
+
+def finish_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition], steps: int
+               ) -> dict:
+  """done.json: the run's steps, time and evaluated conditions (written last)."""
+  timing = _timing(spec.workdir)
+  done = {"variant": spec.variant, "seed": spec.seed, "steps": int(steps),
+          "train_seconds": sum(a["seconds"] for a in timing["train_attempts"]),
+          "train_attempts": len(timing["train_attempts"]),
+          "eval_seconds": sum(timing["eval"].values()),
+          "conditions": [c.name for c in conditions],
+          "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+  _write_json(os.path.join(spec.workdir, DONE), done)
+  return done
+
+
+# ----------------------------------------------------------------------------------------------
+# The study.
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str, publish: bool = False,
+              repo_root: str = REPO_ROOT) -> Optional[dict]:
+  """Trains, evaluates and reports; returns the report, or None when stopped by SIGTERM.
+  `publish` also writes the markdown and plot under `repo_root`/docs."""
+  settings = settings_lib.check(config)
+  config_check.validate_config(run_config(config, variants_lib.BASELINE, 0))  # before any run
+  check_study(config, workdir)
+  specs = plan(config, workdir)
+  max_examples = int(settings.max_test_examples)
+  conditions: Optional[List[conditions_lib.Condition]] = None
+  skipped_reason = None
+  cache = ExampleCache()
+  durations = []
+  for spec in specs:
+    done = _read_json(os.path.join(spec.workdir, DONE))
+    if done is not None:
+      durations.append(done["train_seconds"] + done["eval_seconds"])
+  for k, spec in enumerate(specs, 1):
+    done = _read_json(os.path.join(spec.workdir, DONE))
+    if done is not None:
+      say(f"run {k} of {len(specs)}: {spec.name} is done (skipped; {done['steps']} steps, "
+          f"{_duration(done['train_seconds'] + done['eval_seconds'])})")
+      continue
+    remaining = sum(1 for s in specs[k - 1:]
+                    if not os.path.isfile(os.path.join(s.workdir, DONE)))
+    eta = (f"ETA {_duration(remaining * sum(durations) / len(durations))} for {remaining} runs "
+           f"at {_duration(sum(durations) / len(durations))} per run" if durations else
+           "ETA after the first completed run")
+    say(f"run {k} of {len(specs)}: training {spec.name} ({spec.config.train.num_steps} steps) "
+        f"in {spec.workdir}; {eta}")
+    summary = train_run(spec)
+    if summary.get("preempted"):
+      say(f"stopped at step {summary['step']} of {spec.name} after a preemption signal; rerun "
+          "the same command to resume")
+      return None
+    if conditions is None:
+      conditions, skipped_reason = conditions_lib.build(spec.config, workdir,
+                                                        tuple(settings.semitones), max_examples,
+                                                        say)
+    names = ", ".join(c.name for c in conditions)
+    say(f"run {k} of {len(specs)}: evaluating {spec.name} on {names}")
+    evaluate_run(spec, conditions, max_examples, cache)
+    done = finish_run(spec, conditions, int(summary["step"]))
+    durations.append(done["train_seconds"] + done["eval_seconds"])
+    jax.clear_caches()  # the next run builds another model: free this one's executables
+  if conditions is None:  # every run was done already: the same conditions, found again
+    conditions, skipped_reason = conditions_lib.build(specs[0].config, workdir,
+                                                      tuple(settings.semitones), max_examples, say)
+  return write_report(config, workdir, specs, conditions, skipped_reason, publish, repo_root)
+
+
+def write_report(config, workdir: str, specs: Sequence[RunSpec],
+                 conditions: Sequence[conditions_lib.Condition], skipped_reason: Optional[str],
+                 publish: bool, repo_root: str) -> dict:
+  """report.json, ablation.md and the plot from the runs' predictions (and docs/ with publish)."""
+  settings = config.ablation
+  runs = []
+  for spec in specs:
+    done = _read_json(os.path.join(spec.workdir, DONE))
+    if done is None:
+      continue
+    predictions = {c.name: os.path.join(eval_dir(spec, c), "predictions.jsonl")
+                   for c in conditions
+                   if os.path.isfile(os.path.join(eval_dir(spec, c), "predictions.jsonl"))}
+    runs.append({"variant": spec.variant, "seed": spec.seed, "workdir": spec.workdir,
+                 "steps": done["steps"], "train_seconds": done["train_seconds"],
+                 "train_attempts": done["train_attempts"], "eval_seconds": done["eval_seconds"],
+                 "predictions": predictions})
+  report_settings = {
+      "variants": list(settings.variants), "seeds": list(settings.seeds),
+      "baseline": settings.baseline, "semitones": list(settings.semitones),
+      "max_test_examples": int(settings.max_test_examples),
+      "bootstrap_resamples": int(settings.bootstrap_resamples),
+      "confidence": float(settings.confidence), "num_steps": int(config.train.num_steps),
+      "dataset": str(config.data.dataset), "skipped_conditions": skipped_reason}
+  report = report_lib.build(runs, [{"name": c.name, "semitones": c.semitones}
+                                   for c in conditions], report_settings)
+  _write_json(os.path.join(workdir, "report.json"), report)
+  image = report_lib.plot(report, os.path.join(workdir, PLOT))
+  command = ("python -m echo_jax.experiments.ablation --config configs/ablation.py "
+             f"--workdir {workdir}")
+  with open(os.path.join(workdir, "ablation.md"), "w", encoding="utf-8") as handle:
+    handle.write(report_lib.markdown(report, PLOT if image else None, command))
+  say(f"report: {os.path.join(workdir, 'report.json')}, {os.path.join(workdir, 'ablation.md')}")
+  for line in report["conclusion"]:
+    say(line)
+  if publish:
+    docs = os.path.join(repo_root, DOCS_MARKDOWN)
+    with open(docs, "w", encoding="utf-8") as handle:
+      handle.write(report_lib.markdown(report, os.path.relpath(
+          os.path.join(repo_root, DOCS_PLOT), os.path.dirname(docs)) if image else None, command))
+    if image:
+      os.makedirs(os.path.dirname(os.path.join(repo_root, DOCS_PLOT)), exist_ok=True)
+      shutil.copyfile(image, os.path.join(repo_root, DOCS_PLOT))
+    say(f"published {docs}")
+  return report
+
+
+def _define_flags() -> dict:
+  """The command-line flags, defined when the command runs (importing the module defines none,
+  so it can share a process with the other commands)."""
+  return {
+      "config": config_flags.DEFINE_config_file(
+          "config", None, "Path to a config file with get_config() and an `ablation` section.",
+          lock_config=True),
+      "workdir": flags.DEFINE_string("workdir", None, "Study directory."),
+      "publish": flags.DEFINE_bool("publish", False, "Also copy ablation.md to docs/ablation.md "
+                                   "(and the plot to docs/images/)."),
+      "debug": flags.DEFINE_bool("debug", False, "Show the traceback of user errors too."),
+  }
+
+
+def main(argv, holders: dict) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax/tfds info logs drown the progress lines
+  try:
+    run_study(holders["config"].value, holders["workdir"].value,
+              publish=holders["publish"].value)
+  except errors.UserError as e:
+    if holders["debug"].value or errors.debug_requested([]):
+      raise
+    print(f"error: {errors.user_message(e)}", file=sys.stderr)
+    sys.exit(errors.EXIT_USER_ERROR)
+
+
+def cli() -> None:
+  """The command (and the echo-ablation console script)."""
+  holders = _define_flags()
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(lambda argv: main(argv, holders))
+
+
+if __name__ == "__main__":
+  cli()
