@@ -108,6 +108,21 @@ def gather_json(obj: Any) -> List[Any]:
           for row, n in zip(np.asarray(gathered), np.asarray(lengths).reshape(-1))]
 
 
+TMP_MARKER = ".orbax-checkpoint-tmp"
+
+
+def _remove_unfinished_saves(directory: str) -> None:
+  """Deletes <step>.orbax-checkpoint-tmp* folders: saves killed half-way, never a checkpoint
+  (orbax lists only renamed, committed steps), only disk space. Done here, before any save,
+  rather than by orbax's own asynchronous clean-up, which can race with the next save."""
+  root = epath.Path(directory)
+  if jax.process_index() != 0 or not root.exists():
+    return
+  for child in root.iterdir():
+    if TMP_MARKER in child.name and child.is_dir():
+      child.rmtree()
+
+
 class Checkpointer:
   """orbax CheckpointManager for a training run's `<workdir>/checkpoints`."""
 
@@ -120,11 +135,9 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         best_fn=_wer_of, best_mode="min",
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save, create=True,
-        # A save killed half-way leaves a <step>.orbax-checkpoint-tmp-* folder: never a
-        # checkpoint (orbax lists only renamed, committed steps), only disk space to reclaim.
-        cleanup_tmp_directories=True)
+        enable_async_checkpointing=async_save, create=True)
     self.directory = absolute(directory)
+    _remove_unfinished_saves(self.directory)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEM_NAMES)
     self._in_flight: Optional[int] = None  # the async save not yet known to have finished
 
