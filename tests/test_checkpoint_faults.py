@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from echo_jax import checkpointing, errors, inference, trainer
+from run_logs import train_losses
 
 STEPS = 6
 EVERY = 2
@@ -33,13 +34,7 @@ def reference(tmp_path_factory, _tiny_prepared_session):
   config.eval.every = 0
   workdir = tmp_path_factory.mktemp("faults") / "reference"
   trainer.train_and_evaluate(config, str(workdir))
-  return config, workdir, _losses(workdir)
-
-
-def _losses(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
+  return config, workdir, train_losses(workdir)
 
 
 def _stopped_after(reference_workdir, target, step):
@@ -96,7 +91,7 @@ def test_resume_moves_a_damaged_newest_step_aside_and_continues_exactly(referenc
   # Moved, not deleted, with the reason beside it.
   assert (ckpt / "corrupt_4" / "params").is_dir()
   assert (ckpt / "corrupt_4" / "REASON.txt").read_text().strip()
-  got = _losses(workdir)
+  got = train_losses(workdir)
   for step in range(3, STEPS + 1):  # re-trained from step 2: the uninterrupted run's losses
     assert got[step] == expected[step], (step, got[step], expected[step])
   assert sorted(int(n) for n in os.listdir(ckpt) if n.isdigit()) == [2, 4, 6]

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from echo_jax import checkpointing
+from run_logs import metrics_records, train_losses
 
 STEPS = 8
 CHECKPOINT_EVERY = 2
@@ -243,19 +244,6 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _records(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def _losses(workdir):
-  """step -> loss of the last record written for that step (a resumed run rewrites a few)."""
-  return {r["step"]: r["train/loss"] for r in _records(workdir) if "train/loss" in r}
-
-
 def _tail(*paths):
   text = ""
   for path in paths:
@@ -327,7 +315,7 @@ class SlurmJob:
   def wait_for_step(self, step):
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
-      logged = _losses(self.workdir)
+      logged = train_losses(self.workdir)
       if logged and max(logged) >= step:
         return max(logged)
       if self.proc.poll() is not None:
@@ -350,7 +338,7 @@ def reference(repo_root, launch_setup, tmp_path_factory):
   port = _free_port()
   job = SlurmJob(repo_root, stubs, launch_setup, stubs.root / "run", 7001, port)
   assert job.finish() == 0, job.tail()
-  losses = _losses(job.workdir)
+  losses = train_losses(job.workdir)
   assert sorted(losses) == list(range(1, STEPS + 1)), job.tail()
   return {"losses": losses, "stubs": stubs, "port": port, "job": job}
 
@@ -415,7 +403,7 @@ def test_slurm_sigterm_saves_exits_0_and_the_requeued_job_resumes_to_the_same_lo
     assert first.finish() == 0, first.tail()
   finally:
     _kill_group(first.proc.pid)
-  stopped_at = max(_losses(workdir))
+  stopped_at = max(train_losses(workdir))
   assert 1 <= stopped_at < STEPS, first.tail()
   assert _latest_checkpoint(workdir) == stopped_at
   # srun passed the signal on to both tasks; both stopped at the same agreed step.
@@ -426,13 +414,13 @@ def test_slurm_sigterm_saves_exits_0_and_the_requeued_job_resumes_to_the_same_lo
   assert f"saved step {stopped_at}, exiting" in first.tail()
 
   # 2. The requeued job (same command) resumes after the saved step and finishes.
-  lines_before = len(_records(workdir))
+  lines_before = len(metrics_records(workdir))
   second = SlurmJob(repo_root, stubs, launch_setup, workdir, 7002, port)
   assert second.finish() == 0, second.tail()
-  resumed = [r["step"] for r in _records(workdir)[lines_before:] if "train/loss" in r]
+  resumed = [r["step"] for r in metrics_records(workdir)[lines_before:] if "train/loss" in r]
   assert resumed == list(range(stopped_at + 1, STEPS + 1)), second.tail()
   assert _latest_checkpoint(workdir) == STEPS
-  _assert_close(_losses(workdir), reference["losses"])
+  _assert_close(train_losses(workdir), reference["losses"])
 
   # Both submissions issued the same srun and scontrol commands.
   sruns = stubs.calls("srun")
@@ -557,7 +545,7 @@ def test_tpu_pod_copies_installs_and_trains_on_every_worker(repo_root, launch_se
   with open(workdir / "checkpoints" / str(STEPS) / "pipeline" / "metadata",
             encoding="utf-8") as f:
     assert json.load(f)["process_count"] == 2
-  _assert_close(_losses(workdir), reference["losses"])
+  _assert_close(train_losses(workdir), reference["losses"])
 
 
 def test_tpu_pod_runs_the_precheck_before_touching_the_pod(repo_root, launch_setup, tmp_path):

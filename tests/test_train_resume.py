@@ -12,6 +12,7 @@ import time
 import pytest
 
 from echo_jax import checkpointing, trainer
+from run_logs import metrics_records, train_losses
 
 STEPS = 12
 
@@ -29,19 +30,6 @@ def run_config(tiny_data_config):
   return config
 
 
-def _records(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def _train_losses(records):
-  """step -> loss of the last record written for that step (a resumed run rewrites a few)."""
-  return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
-
-
 class _Run:
   """`python -m echo_jax.train` in a subprocess with the config written to a file."""
 
@@ -57,7 +45,7 @@ class _Run:
   def wait_for_step(self, step, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-      logged = _train_losses(_records(self.workdir))
+      logged = train_losses(self.workdir)
       if logged and max(logged) >= step:
         return max(logged)
       if self.proc.poll() is not None:
@@ -78,7 +66,7 @@ class _Run:
 def test_sigterm_then_kill9_resume_equals_uninterrupted(repo_root, run_config, tmp_path):
   reference = trainer.train_and_evaluate(run_config, str(tmp_path / "reference"))
   assert reference["step"] == STEPS
-  expected = _train_losses(_records(tmp_path / "reference"))
+  expected = train_losses(tmp_path / "reference")
   assert sorted(expected) == list(range(1, STEPS + 1))
 
   config_file = tmp_path / "run_config.py"
@@ -93,32 +81,32 @@ def test_sigterm_then_kill9_resume_equals_uninterrupted(repo_root, run_config, t
   first.wait_for_step(4)
   first.proc.send_signal(signal.SIGTERM)
   assert first.finish() == 0, first.tail()
-  stopped_at = max(_train_losses(_records(workdir)))
+  stopped_at = max(train_losses(workdir))
   assert stopped_at < STEPS
   assert checkpointing.Checkpointer(ckpt_dir, 3, 1).latest_step() == stopped_at
 
   # 2. Resume, then kill -9 mid-run.
-  lines_before = len(_records(workdir))
+  lines_before = len(metrics_records(workdir))
   second = _Run(repo_root, config_file, workdir, cache, tmp_path / "second.log")
   second.wait_for_step(stopped_at + 3)
   second.proc.kill()
   second.finish()
-  resumed = [r["step"] for r in _records(workdir)[lines_before:] if "train/loss" in r]
+  resumed = [r["step"] for r in metrics_records(workdir)[lines_before:] if "train/loss" in r]
   assert resumed[0] == stopped_at + 1, second.tail()  # continued right after the saved step
   killed_at = max(resumed)
 
   # 3. Resume again and finish.
-  lines_before = len(_records(workdir))
+  lines_before = len(metrics_records(workdir))
   third = _Run(repo_root, config_file, workdir, cache, tmp_path / "third.log")
   assert third.finish() == 0, third.tail()
-  restarted = [r["step"] for r in _records(workdir)[lines_before:] if "train/loss" in r]
+  restarted = [r["step"] for r in metrics_records(workdir)[lines_before:] if "train/loss" in r]
   # Lost at most the steps since the last checkpoint before the kill (every 3 steps; the newest
   # one may still have been in flight).
   assert stopped_at + 1 <= restarted[0] <= killed_at + 1
   assert killed_at - restarted[0] < 2 * run_config.train.checkpoint_every
   assert restarted[-1] == STEPS
 
-  got = _train_losses(_records(workdir))
+  got = train_losses(workdir)
   assert sorted(got) == sorted(expected)
   for step in expected:  # bitwise: same device count on CPU
     assert got[step] == expected[step], (step, got[step], expected[step])

@@ -57,6 +57,11 @@ def corpus_rows(config) -> Dict[str, dict]:
     raise MissingInputError(f"{path} is missing: the pitch-shifted conditions are made from the "
                             "corpus wavs; set config.data.corpus_dir to the corpus the data was "
                             "prepared from (or rerun python -m echo_jax.data.prepare)")
+  return read_jsonl_by_id(path)
+
+
+def read_jsonl_by_id(path: str) -> Dict[str, dict]:
+  """{id: row} of a JSON-lines file whose rows carry an "id" (a manifest, predictions.jsonl)."""
   rows = {}
   with open(path, encoding="utf-8") as handle:
     for line in handle:

@@ -12,7 +12,6 @@ that contains 0 "no measurable difference". The conclusion is generated from the
 it never says more than the intervals do.
 """
 
-import json
 import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -26,7 +25,7 @@ import numpy as np  # noqa: E402
 from echo_jax import error_breakdown  # noqa: E402
 from echo_jax.data.text import normalise_transcript  # noqa: E402
 from echo_jax.diagnostics import plots  # noqa: E402
-from echo_jax.experiments import stats  # noqa: E402
+from echo_jax.experiments import conditions, stats  # noqa: E402
 from echo_jax.experiments import variants as variants_lib  # noqa: E402
 
 METRICS = ("wer", "cer")
@@ -74,13 +73,7 @@ def interval_text(interval: Mapping[str, float], confidence: float = 0.95) -> st
 
 def read_predictions(path: str) -> Dict[str, dict]:
   """{id: row} of a predictions.jsonl."""
-  rows = {}
-  with open(path, encoding="utf-8") as handle:
-    for line in handle:
-      if line.strip():
-        row = json.loads(line)
-        rows[str(row["id"])] = row
-  return rows
+  return conditions.read_jsonl_by_id(path)
 
 
 def hypothesis(row: Mapping[str, Any], decoder: str) -> Optional[str]:
