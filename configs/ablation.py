@@ -24,7 +24,7 @@ Result: not yet measured.
 
 import os
 
-from echo_jax.config_files import load_config_file
+from echo_jax.config.files import load_config_file
 from echo_jax.experiments.settings import default_settings
 
 

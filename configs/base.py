@@ -4,7 +4,7 @@
 Meant for accelerators; on a CPU use configs/default.py.
 """
 
-from echo_jax.config_defaults import default_config
+from echo_jax.config.defaults import default_config
 
 
 def get_config():

@@ -18,7 +18,7 @@ greedy attention WER 110.7 %, CER 63.7 % (previous recipe with the reference fro
 is not reached: the model is short of epochs; docs/accuracy.md has the diagnosis and the curves.
 """
 
-from echo_jax.config_defaults import default_config
+from echo_jax.config.defaults import default_config
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """A tiny model for tests and smoke runs: seconds per step on one CPU core."""
 
-from echo_jax.config_defaults import default_config
+from echo_jax.config.defaults import default_config
 
 
 def get_config():

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from echo_jax import config_files
+from echo_jax.config import files as config_files
 from echo_jax.errors import UserError, run_cli
 
 SECTIONS = ("peak", "train", "diagnostics", "decode", "pipeline", "features", "recompiles")
@@ -229,8 +229,9 @@ def matmul_rate(rows: int, inner: int, cols: int, repeats: int = 5) -> float:
 def _train_setup(config, frames: int, tokens: int, batch_size: int, with_diagnostics: bool):
   import jax
 
-  from echo_jax import optim, trainer
-  from echo_jax import sharding as sharding_lib
+  from echo_jax.training import optim
+  from echo_jax.training import trainer
+  from echo_jax.parallel import sharding as sharding_lib
 
   mesh = sharding_lib.make_mesh()
   model = trainer.build_model(config)
@@ -253,7 +254,7 @@ def time_train_step(config, frames: int, tokens: int, batch_size: int, steps: in
   (each right after a matmul-peak probe when `probe` is given)."""
   import jax
 
-  from echo_jax import flops as flops_lib
+  from echo_jax.perf import flops as flops_lib
 
   _, state, step, batch = _train_setup(config, frames, tokens, batch_size, with_diagnostics)
   start = time.perf_counter()
@@ -289,7 +290,7 @@ def time_train_step(config, frames: int, tokens: int, batch_size: int, steps: in
 
 def bench_train(config, frames: int, tokens: int, batch_size: int, steps: int,
                 peak_gflops: float, warmup: int = 2) -> Dict[str, Any]:
-  from echo_jax import flops as flops_lib
+  from echo_jax.perf import flops as flops_lib
   from echo_jax.models.echo import expected_param_count
 
   result = time_train_step(config, frames, tokens, batch_size, steps, warmup=warmup,
@@ -333,7 +334,7 @@ def _compiled_stepper(config, frames: int, tokens: int, batch_size: int, with_di
   """(one_step() that runs and waits for one step, compile seconds, XLA FLOPs)."""
   import jax
 
-  from echo_jax import flops as flops_lib
+  from echo_jax.perf import flops as flops_lib
 
   _, state, step, batch = _train_setup(config, frames, tokens, batch_size, with_diagnostics)
   start = time.perf_counter()
@@ -393,7 +394,7 @@ def profile_breakdown(trace_file: str, hlo_text: str, top: int = 25) -> Dict[str
   import collections
   import gzip
 
-  from echo_jax import flops as flops_lib
+  from echo_jax.perf import flops as flops_lib
 
   instructions = flops_lib.hlo_instructions(hlo_text)
   with gzip.open(trace_file) as f:
@@ -614,9 +615,9 @@ def bench_decode(config, frames: int, batch_sizes: Sequence[int], beam_size: int
   cache vs re-running the decoder per token, timed back to back on the same batch."""
   import jax
 
-  from echo_jax import flops as flops_lib
-  from echo_jax import trainer
-  from echo_jax.decoding import measure_decode_speed
+  from echo_jax.perf import flops as flops_lib
+  from echo_jax.training import trainer
+  from echo_jax.inference.decoding import measure_decode_speed
 
   model = trainer.build_model(config)
   results = []
@@ -790,8 +791,9 @@ def bench_recompiles(config, steps: int = 50, small_model: bool = True) -> Dict[
   import jax
   import ml_collections
 
-  from echo_jax import optim, trainer
-  from echo_jax import sharding as sharding_lib
+  from echo_jax.training import optim
+  from echo_jax.training import trainer
+  from echo_jax.parallel import sharding as sharding_lib
 
   config = ml_collections.ConfigDict(config.to_dict())
   if small_model:  # shapes, not sizes, decide compilations: keep 50 steps cheap

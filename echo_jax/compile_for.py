@@ -46,7 +46,7 @@ def find_libtpu() -> Optional[str]:
 
 def topology_devices(topology: str):
   """(TpuChip, devices) of a TPU slice such as 'v5e:4x4', described by libtpu on this machine."""
-  from echo_jax import tpu_chips
+  from echo_jax.perf import tpu_chips
   topology = tpu_chips.topology_name(topology)
   chip, shape = tpu_chips.parse_topology(topology)
   library = find_libtpu()
@@ -112,8 +112,8 @@ def train_batch_shape(config):
 def abstract_batch(config, batch_size: int, frames: int, mesh) -> Dict[str, Any]:
   """ShapeDtypeStructs of a global batch in the documented format, sharded over `data`."""
   import jax
-  from echo_jax import sharding as sharding_lib
-  from echo_jax import trainer
+  from echo_jax.parallel import sharding as sharding_lib
+  from echo_jax.training import trainer
   one = trainer.example_batch(config, 1, frames)
   spec = sharding_lib.batch_sharding(mesh)
   return {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype, sharding=spec)
@@ -124,7 +124,7 @@ def abstract_train_state(model, tx, config):
   """`jax.eval_shape` of the trainer's initial state (the same init, never run)."""
   import jax
   import jax.numpy as jnp
-  from echo_jax import trainer
+  from echo_jax.training import trainer
   batch = trainer.example_batch(config, 1)
 
   def init(seed_key):  # as in trainer.create_train_state
@@ -172,7 +172,7 @@ class StepReport:
 
   @property
   def fits(self) -> bool:
-    from echo_jax import tpu_chips
+    from echo_jax.perf import tpu_chips
     return not self.error and self.total_bytes <= self.hbm_bytes * tpu_chips.usable_fraction
 
   def as_dict(self) -> Dict[str, Any]:
@@ -220,8 +220,11 @@ def compile_steps(config, topology: str, param_sharding: Optional[str] = None,
   The train step gets the longest bucket's global batch (or `global_batch`), eval and generate
   get data.eval_batch_size rows of the longest bucket. Nothing is initialised or executed.
   """
-  from echo_jax import config_check, optim, param_sharding as fsdp_lib, trainer
-  from echo_jax import sharding as sharding_lib
+  from echo_jax.config import check as config_check
+  from echo_jax.training import optim
+  from echo_jax.parallel import param_sharding as fsdp_lib
+  from echo_jax.training import trainer
+  from echo_jax.parallel import sharding as sharding_lib
   unknown = [s for s in steps if s not in STEPS]
   if unknown:
     raise ValueError(f"steps {unknown} unknown; choose from {list(STEPS)}")
@@ -301,7 +304,7 @@ def find_max_batch(config, topology: str, param_sharding: Optional[str] = None,
   guess, then searches outward from it and bisects, compiling each candidate: the answer is
   always a compiled, fitting batch. Returns (0, report of one row per chip) when nothing fits.
   """
-  from echo_jax import tpu_chips
+  from echo_jax.perf import tpu_chips
   if devices is None:
     chip, devices = topology_devices(topology)
     hbm_bytes = chip.hbm_bytes
@@ -392,7 +395,7 @@ def format_table(reports: Sequence[StepReport]) -> str:
 
 
 def tpu_chips_usable() -> float:
-  from echo_jax import tpu_chips
+  from echo_jax.perf import tpu_chips
   return tpu_chips.usable_fraction
 
 
@@ -436,7 +439,7 @@ def main(argv=None) -> int:
                       help="config override, e.g. --set model.dtype=bfloat16 (repeatable)")
   args = parser.parse_args(argv)
 
-  from echo_jax import config_files
+  from echo_jax.config import files as config_files
   try:
     config = config_files.load_config_file(args.config)
   except (FileNotFoundError, ValueError) as e:
@@ -453,7 +456,7 @@ def main(argv=None) -> int:
   reports: List[StepReport] = []
   searches = []
   try:
-    from echo_jax import tpu_chips
+    from echo_jax.perf import tpu_chips
     for topology in [tpu_chips.topology_name(t) for t in args.topology]:
       for mode in modes:
         reports += compile_steps(config, topology, mode, global_batch=args.global_batch,

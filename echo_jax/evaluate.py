@@ -22,7 +22,7 @@ A run trained with data.f0_source = "shuffled" (the pitch ablation's placebo) is
 same way: on a split each record gets the F0 of record (i + n // 2) % n, as in training; on a
 manifest each row gets that of row (i + n // 2) % n of the rows evaluated.
 
-Breakdown (summary["breakdown"], echo_jax.error_breakdown): the decoded WER/CER and the word
+Breakdown (summary["breakdown"], echo_jax.inference.error_breakdown): the decoded WER/CER and the word
 insertions / deletions / substitutions (plus the character ones) per group of utterances, for each
 dimension the metadata allows:
   * engine, speaker (the TTS voice; held-out voices in validation/test), text_source: manifest
@@ -62,7 +62,9 @@ import jax.numpy as jnp
 import jiwer
 import numpy as np
 
-from echo_jax import decoding, error_breakdown, transcribe
+from echo_jax import transcribe
+from echo_jax.inference import decoding
+from echo_jax.inference import error_breakdown
 from echo_jax.data import f0_source
 from echo_jax.errors import UserError, run_cli
 
@@ -444,10 +446,10 @@ def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are not for users
-  from echo_jax import inference
+  from echo_jax.inference import loading
   # stdout carries only the summary: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
-    run = inference.load_run(args.workdir, args.checkpoint)
+    run = loading.load_run(args.workdir, args.checkpoint)
     config = transcribe.apply_ctc_weight(run.config, args.ctc_weight)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None

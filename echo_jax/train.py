@@ -12,7 +12,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from echo_jax import errors
-from echo_jax import trainer
+from echo_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file with get_config().", lock_config=True)

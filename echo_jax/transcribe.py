@@ -8,7 +8,7 @@ to the model's rate, computes the same log-mel and F0 as training, batches chunk
 config's bucket edges (one compile per bucket), decodes, and prints `path<TAB>text` per file (or
 one JSON object per line with --json). Audio longer than the largest bucket (or than
 config.decode.chunk_seconds) is cut into overlapping chunks whose transcripts are stitched
-(echo_jax.longform). A file that cannot be used (unreadable, empty, silent, non-finite) is reported
+(echo_jax.inference.longform). A file that cannot be used (unreadable, empty, silent, non-finite) is reported
 with its reason on stderr (and as {"path", "error", "detail"} with --json); the others still
 complete. Exit status: 0 if every file was transcribed, 1 if any failed.
 """
@@ -24,7 +24,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import ml_collections
 import numpy as np
 
-from echo_jax import decoding, longform
+from echo_jax.inference import decoding
+from echo_jax.inference import longform
 from echo_jax.errors import UserError, run_cli
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -245,14 +246,14 @@ def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are not for users
-  from echo_jax import inference
+  from echo_jax.inference import loading
   paths = expand_inputs(args.inputs)
   if not paths:
     raise UserError(f"no audio files in {' '.join(args.inputs)}; give audio files (wav, flac, "
                     "mp3, ogg, ...) or folders that contain them")
   # stdout carries only the transcripts: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
-    run = inference.load_run(args.workdir, args.checkpoint)
+    run = loading.load_run(args.workdir, args.checkpoint)
     config = apply_ctc_weight(run.config, args.ctc_weight)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from echo_jax import trainer
+from echo_jax.training import trainer
 
 
 def ragged_batch(config, batch_size: int, frames: int, vocab: int, seed: int = 0) -> dict:

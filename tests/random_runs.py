@@ -5,7 +5,9 @@ import pathlib
 import jax
 import numpy as np
 
-from echo_jax import checkpointing, config_files, trainer
+from echo_jax.training import checkpointing
+from echo_jax.config import files as config_files
+from echo_jax.training import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

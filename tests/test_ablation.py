@@ -12,7 +12,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from echo_jax import checkpointing, config_check, evaluate, transcribe
+from echo_jax import evaluate, transcribe
+from echo_jax.training import checkpointing
+from echo_jax.config import check as config_check
 from echo_jax.data import f0_source, pipeline
 from echo_jax.errors import UserError
 from echo_jax.experiments import ablation, report, settings, variants

@@ -12,7 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from echo_jax import checkpointing, errors, inference, trainer
+from echo_jax import errors
+from echo_jax.training import checkpointing
+from echo_jax.inference import loading
+from echo_jax.training import trainer
 from run_logs import train_losses
 
 STEPS = 6
@@ -125,18 +128,18 @@ def test_inference_falls_back_from_a_damaged_best_step(reference, tmp_path):
   ckpt = _stopped_after(reference_workdir, workdir, STEPS)
   _corrupt_arrays(ckpt / str(STEPS))
   warnings = []
-  config = inference.load_config(str(workdir))
+  config = loading.load_config(str(workdir))
   model = trainer.build_model(config)
   like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
-                                inference.abstract_params(model, config))
-  steps = inference.candidate_steps(str(workdir))
+                                loading.abstract_params(model, config))
+  steps = loading.candidate_steps(str(workdir))
   assert steps == [6, 4, 2]  # no WERs: newest first
-  step, params = inference.restore_first_usable(str(workdir), like, steps, explicit=False,
+  step, params = loading.restore_first_usable(str(workdir), like, steps, explicit=False,
                                                 warn=warnings.append)
   assert step == 4
   assert warnings and "step 6 does not restore" in warnings[0] and "using step 4" in warnings[0]
   intact = checkpointing.restore_params(str(reference_workdir), like, step=4)
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, intact)
   with pytest.raises(errors.UserError, match="checkpoint step 6 .* does not restore"):
-    inference.restore_first_usable(str(workdir), like, [6], explicit=True)
+    loading.restore_first_usable(str(workdir), like, [6], explicit=True)
   assert sorted(n for n in os.listdir(ckpt)) == ["2", "4", "6"]  # read-only: nothing moved

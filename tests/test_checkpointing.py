@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from echo_jax import checkpointing, sharding
+from echo_jax.training import checkpointing
+from echo_jax.parallel import sharding
 
 
 def _trees(value):

@@ -8,7 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from echo_jax import compile_for, optim, param_sharding, sharding, tpu_chips, trainer
+from echo_jax import compile_for
+from echo_jax.training import optim
+from echo_jax.parallel import param_sharding
+from echo_jax.parallel import sharding
+from echo_jax.perf import tpu_chips
+from echo_jax.training import trainer
 
 VOCAB = 40
 

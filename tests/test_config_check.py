@@ -4,8 +4,8 @@ import importlib
 
 import pytest
 
-from echo_jax import config_check
-from echo_jax.config_check import ConfigError
+from echo_jax.config import check as config_check
+from echo_jax.config.check import ConfigError
 
 
 def _config(name="tiny"):
@@ -77,7 +77,7 @@ def test_fsdp_rule_is_registered_by_validation_and_checks_its_threshold():
 
 
 def test_train_and_evaluate_rejects_indivisible_batch_before_any_work(tmp_path):
-  from echo_jax import trainer
+  from echo_jax.training import trainer
   config = _config()
   config.data.bucket_batch_sizes = (8, 8, 6)  # 8 fake devices in the tests
   config.data.root = str(tmp_path / "data")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from echo_jax import config_files
+from echo_jax.config import files as config_files
 
 
 def test_load_config_file_runs_get_config(repo_root):

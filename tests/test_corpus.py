@@ -356,7 +356,7 @@ def test_cli_builds_and_prints_summary(tmp_path, capsys):
 
 
 def test_build_from_config_maps_the_data_fields(tmp_path):
-  from echo_jax import config_defaults  # pylint: disable=import-outside-toplevel
+  from echo_jax.config import defaults as config_defaults  # pylint: disable=import-outside-toplevel
   data = config_defaults.default_data_config()
   data.root = str(tmp_path)
   data.synth_num_utterances = 3

@@ -9,7 +9,7 @@ import shutil
 import ml_collections
 import pytest
 
-from echo_jax import trainer
+from echo_jax.training import trainer
 from echo_jax.data import pipeline
 from echo_jax.data.prepare import DamagedDataError, ensure_prepared
 from echo_jax.errors import UserError

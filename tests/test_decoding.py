@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from echo_jax import decoding
+from echo_jax.inference import decoding
 from random_runs import tiny_config
 
 MAX_LENGTH = 10

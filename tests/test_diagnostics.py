@@ -10,7 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from echo_jax import metrics, optim, sharding, trainer
+from echo_jax.training import metrics
+from echo_jax.training import optim
+from echo_jax.parallel import sharding
+from echo_jax.training import trainer
 from echo_jax.diagnostics import dump, naming
 from echo_jax.models import pitch, rotary
 

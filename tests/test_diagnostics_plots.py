@@ -115,7 +115,7 @@ def test_features_command_plots_a_recording(tmp_path, capsys):
 
 
 def test_curves_plot_draws_the_logged_values(tmp_path, capsys):
-  from echo_jax.metrics import MetricsWriter
+  from echo_jax.training.metrics import MetricsWriter
 
   # Written by the trainer's own writer, so the plot reads the real metrics.jsonl format.
   run = tmp_path / "run"

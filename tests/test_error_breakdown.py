@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from echo_jax import error_breakdown as eb
+from echo_jax.inference import error_breakdown as eb
 
 # (reference, hypothesis, metadata); texts already normalised.
 UTTERANCES = [

@@ -109,7 +109,7 @@ def check_breakdown(summary, rows, config, table):
   """The split's breakdown against the corpus manifest and jiwer on the written predictions."""
   import jiwer
 
-  from echo_jax import error_breakdown
+  from echo_jax.inference import error_breakdown
   manifest = {r["id"]: r for r in map(json.loads, open(os.path.join(config.data.corpus_dir,
                                                                      "manifest.jsonl")))}
   breakdown = summary["breakdown"]

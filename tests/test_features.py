@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from echo_jax.config_defaults import default_data_config
+from echo_jax.config.defaults import default_data_config
 from echo_jax.data import features
 
 SR = 16000

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from echo_jax import benchmark
-from echo_jax import flops
-from echo_jax import optim
-from echo_jax import sharding as sharding_lib
-from echo_jax import trainer
-from echo_jax.config_defaults import default_config
+from echo_jax.perf import flops
+from echo_jax.training import optim
+from echo_jax.parallel import sharding as sharding_lib
+from echo_jax.training import trainer
+from echo_jax.config.defaults import default_config
 from echo_jax.models import EchoModel, decode_step, init_decode_cache
 from echo_jax.models.testing import random_batch, tiny_model_config
 

@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from echo_jax import ctc_prefix, decoding
+from echo_jax.inference import ctc_prefix
+from echo_jax.inference import decoding
 from test_decoding import make_batch, tiny_model_config
 
 MAX_LENGTH = 10

@@ -12,10 +12,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from echo_jax import decoding, optim, sharding, trainer
+from echo_jax.inference import decoding
+from echo_jax.training import optim
+from echo_jax.parallel import sharding
+from echo_jax.training import trainer
 from echo_jax.data import features
 from echo_jax.data.tokenizer import Tokenizer
-from echo_jax.metrics import error_rates
+from echo_jax.training.metrics import error_rates
 
 SENTENCES = ("open the window", "seven green apples", "my brother sings", "cold tea is fine")
 STEPS = 150

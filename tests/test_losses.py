@@ -10,7 +10,12 @@ import numpy as np
 import optax
 import pytest
 
-from echo_jax import losses, metrics, optim, sharding, spec_augment, trainer
+from echo_jax.training import losses
+from echo_jax.training import metrics
+from echo_jax.training import optim
+from echo_jax.parallel import sharding
+from echo_jax.training import spec_augment
+from echo_jax.training import trainer
 from echo_jax.models import EchoModel, count_params, expected_param_count
 from echo_jax.models.testing import pad_batch, random_batch, tiny_model_config
 from ragged_batches import ragged_batch

@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from echo_jax import optim
+from echo_jax.training import optim
 
 
 def _train_cfg(**overrides) -> ml_collections.ConfigDict:

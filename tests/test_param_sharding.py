@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from echo_jax import config_defaults, optim, param_sharding, sharding, trainer
-from echo_jax.param_sharding import fsdp_spec
+from echo_jax.config import defaults as config_defaults
+from echo_jax.training import optim
+from echo_jax.parallel import param_sharding
+from echo_jax.parallel import sharding
+from echo_jax.training import trainer
+from echo_jax.parallel.param_sharding import fsdp_spec
 from ragged_batches import ragged_batch
 
 VOCAB = 40

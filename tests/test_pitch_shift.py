@@ -9,7 +9,7 @@ from scipy import signal
 
 from echo_jax.data import augment
 from echo_jax.data import features
-from echo_jax.error_breakdown import median_voiced_f0
+from echo_jax.inference.error_breakdown import median_voiced_f0
 from echo_jax.experiments import pitch_shift
 
 with warnings.catch_warnings():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from echo_jax import sharding
+from echo_jax.parallel import sharding
 
 
 def test_mesh_spans_all_devices_on_data_axis():

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from echo_jax import spec_augment
+from echo_jax.training import spec_augment
 
 FRAMES, BINS = 120, 32
 

@@ -8,7 +8,8 @@ import os
 import jax
 import numpy as np
 
-from echo_jax import checkpointing, trainer
+from echo_jax.training import checkpointing
+from echo_jax.training import trainer
 
 STEPS = 170
 
@@ -56,12 +57,12 @@ def test_tiny_model_memorises_its_training_utterances(tiny_data_config, tmp_path
   assert ckpt.metrics(STEPS)["wer"] == result["wer"]
   ckpt.close()
   # The run keeps its tokenizer, so inference loads it from the workdir alone.
-  from echo_jax import inference
+  from echo_jax.inference import loading
   from echo_jax.data.prepare import ensure_prepared
   copied = os.path.join(workdir, "tokenizer.json")
   with open(copied, "rb") as a, open(ensure_prepared(config).tokenizer_path, "rb") as b:
     assert a.read() == b.read()
-  run = inference.load_run(workdir)
+  run = loading.load_run(workdir)
   assert run.tokenizer.path == copied and run.step == STEPS
   # --config.init_from starts a new run from this run's best parameters: with a negligible learning
   # rate its one-step checkpoint holds those parameters (a fresh init would differ everywhere).

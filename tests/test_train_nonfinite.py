@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from echo_jax import checkpointing, trainer
+from echo_jax.training import checkpointing
+from echo_jax.training import trainer
 from echo_jax.data import pipeline
 
 BAD_STEP = 4  # 0-based index of the poisoned batch

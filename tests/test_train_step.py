@@ -8,7 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from echo_jax import metrics, optim, sharding, trainer
+from echo_jax.training import metrics
+from echo_jax.training import optim
+from echo_jax.parallel import sharding
+from echo_jax.training import trainer
 from ragged_batches import ragged_batch
 
 VOCAB = 40

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from echo_jax import longform
+from echo_jax.inference import longform
 from random_runs import save_random_run, tiny_config
 
 WORDS = ("the quick brown fox jumps over the lazy dog while seven wizards quietly judge "
@@ -271,9 +271,9 @@ def transcriber(tiny_run):
 
 def test_load_run_restores_what_was_saved(tiny_run):
   import jax
-  from echo_jax import inference
+  from echo_jax.inference import loading
   workdir, config, tokenizer, _, params = tiny_run
-  run = inference.load_run(str(workdir))
+  run = loading.load_run(str(workdir))
   assert run.step == 5
   assert run.tokenizer.vocab_size == tokenizer.vocab_size
   assert tuple(run.config.data.bucket_frames) == (128,)
@@ -282,9 +282,9 @@ def test_load_run_restores_what_was_saved(tiny_run):
                            jax.tree_util.tree_leaves(run.variables["params"])):
     np.testing.assert_array_equal(np.asarray(saved), np.asarray(loaded))
   with pytest.raises(ValueError, match="step 7"):
-    inference.load_run(str(workdir), 7)
+    loading.load_run(str(workdir), 7)
   with pytest.raises(FileNotFoundError, match="config"):
-    inference.load_run(str(workdir / "tok"))
+    loading.load_run(str(workdir / "tok"))
 
 
 def test_prepare_file_downmixes_resamples_and_computes_training_features(tiny_run, audio_files):

@@ -21,7 +21,7 @@ DEFAULT_CONFIG = "configs/default.py"
 
 def _load_config(path: str):
   """A config file's get_config() (the same files echo_jax.train takes)."""
-  from echo_jax.config_files import load_config_file
+  from echo_jax.config.files import load_config_file
   return load_config_file(path)
 
 

@@ -66,9 +66,9 @@ def select_maps(weights: Mapping[str, np.ndarray], batch: Mapping[str, Any],
 
 def load_trained(workdir: str):
   """(config, model, variables, tokenizer) of a run: its resolved config, its best (else latest)
-  checkpoint and its tokenizer (echo_jax.inference.load_run)."""
-  from echo_jax import inference
-  run = inference.load_run(workdir)
+  checkpoint and its tokenizer (echo_jax.inference.loading.load_run)."""
+  from echo_jax.inference import loading
+  run = loading.load_run(workdir)
   return run.config, run.model, run.variables, run.tokenizer
 
 
@@ -76,7 +76,7 @@ def from_wave(config, wave: np.ndarray, workdir: Optional[str] = None, text: Opt
               layers: Optional[str] = None, heads: Optional[str] = None) -> Dict[str, np.ndarray]:
   """Maps for one recording: a trained run's checkpoint (`workdir`) or fresh parameters from
   `config`; decoder queries are the teacher-forced `text` (run tokenizer) or BOS alone."""
-  from echo_jax import trainer
+  from echo_jax.training import trainer
   from echo_jax.data.features import compute_features
 
   if workdir:

@@ -40,11 +40,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from echo_jax import config_check
+from echo_jax.config import check as config_check
 from echo_jax import errors
 from echo_jax import evaluate
-from echo_jax import inference
-from echo_jax import trainer
+from echo_jax.inference import loading
+from echo_jax.training import trainer
 from echo_jax import transcribe
 from echo_jax.data import features as features_lib
 from echo_jax.experiments import conditions as conditions_lib
@@ -218,7 +218,7 @@ def evaluate_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition],
   if not pending:
     return
   started = time.perf_counter()
-  run = inference.load_run(spec.workdir, step=int(spec.config.train.num_steps))
+  run = loading.load_run(spec.workdir, step=int(spec.config.train.num_steps))
   config = run.config
   evaluator = evaluate.Evaluator(config, run.model, run.variables, run.tokenizer,
                                  int(config.decode.beam_size), int(config.data.eval_batch_size))

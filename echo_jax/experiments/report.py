@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from echo_jax import error_breakdown  # noqa: E402
+from echo_jax.inference import error_breakdown  # noqa: E402
 from echo_jax.data.text import normalise_transcript  # noqa: E402
 from echo_jax.diagnostics import plots  # noqa: E402
 from echo_jax.experiments import conditions, stats  # noqa: E402

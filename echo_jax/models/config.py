@@ -87,11 +87,11 @@ def _get(cfg: Any, name: str) -> Any:
   if isinstance(cfg, Mapping):
     if name not in cfg:
       raise UserError(f"config.model.{name} is missing; start from "
-                       "echo_jax.config_defaults.default_model_config()")
+                       "echo_jax.config.defaults.default_model_config()")
     return cfg[name]
   if not hasattr(cfg, name):
     raise UserError(f"config.model.{name} is missing; start from "
-                     "echo_jax.config_defaults.default_model_config()")
+                     "echo_jax.config.defaults.default_model_config()")
   return getattr(cfg, name)
 
 

@@ -251,7 +251,7 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 def _default_config(source: str) -> SpeechConfig:
   return SpeechConfig(name="default", version=DATA_VERSION, source=source,
-                      description="default feature parameters (echo_jax.config_defaults)")
+                      description="default feature parameters (echo_jax.config.defaults)")
 
 
 class EchoSpeech(SpeechBuilder):

@@ -76,7 +76,7 @@ def load_tokenizer(workdir: str, config):
 def candidate_steps(workdir: str, step: Optional[int] = None) -> list:
   """Checkpoint steps to load, in order of preference: `step` alone if given, else the best by
   WER followed by the others, newest first (the fallbacks when the best is damaged)."""
-  from echo_jax import checkpointing
+  from echo_jax.training import checkpointing
   directory = os.path.abspath(checkpointing.checkpoint_dir(workdir))
   if not os.path.isdir(directory):
     raise MissingInputError(f"no checkpoints in {directory!r}; train first or pass the right "
@@ -108,7 +108,7 @@ def restore_first_usable(workdir: str, like: Any, steps: list, explicit: bool,
                          warn=None) -> tuple:
   """(step, params) of the first of `steps` that restores. A damaged explicit --checkpoint is a
   one-line user error; a damaged best/latest falls back to the next step with a warning."""
-  from echo_jax import checkpointing
+  from echo_jax.training import checkpointing
   warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
   for i, chosen in enumerate(steps):
     try:
@@ -137,14 +137,15 @@ def restore_first_usable(workdir: str, like: Any, steps: list, explicit: bool,
 
 def abstract_params(model, config):
   """Parameter shapes/dtypes of `model` (traced, nothing computed): the restore target."""
-  from echo_jax import trainer
+  from echo_jax.training import trainer
   batch = trainer.example_batch(config, batch_size=1)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
   return shapes["params"]
 
 
 def load_run(workdir: str, step: Optional[int] = None) -> Run:
-  from echo_jax import checkpointing, trainer
+  from echo_jax.training import checkpointing
+  from echo_jax.training import trainer
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   config = load_config(workdir)
   steps = candidate_steps(workdir, step)  # before the tokenizer: a wrong step fails fast

@@ -50,7 +50,7 @@ def _replicate_all(mesh: Mesh, abstract_tree: Any) -> Any:
 
 
 register_param_sharding("replicated", _replicate_all)
-from echo_jax import param_sharding as _fsdp  # noqa: E402  FSDP-style rule "fsdp"
+from echo_jax.parallel import param_sharding as _fsdp  # noqa: E402  FSDP-style rule "fsdp"
 register_param_sharding("fsdp", _fsdp.fsdp_rule(_fsdp.DEFAULT_MIN_SIZE))
 
 

@@ -1,6 +1,6 @@
 """FSDP-style parameter sharding: each large parameter is split over the `data` axis.
 
-Rule "fsdp" (registered with `echo_jax.sharding.register_param_sharding`): a parameter with at
+Rule "fsdp" (registered with `echo_jax.parallel.sharding.register_param_sharding`): a parameter with at
 least `train.fsdp_min_size` elements is split along its largest dimension that the `data` axis
 size divides (the first such on ties); smaller parameters, and those with no divisible dimension,
 stay replicated (splitting a tiny vector saves nothing and costs an all-gather). The trainer maps
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-DATA_AXIS = "data"  # echo_jax.sharding.DATA_AXIS (not imported: sharding imports this module)
+DATA_AXIS = "data"  # echo_jax.parallel.sharding.DATA_AXIS (not imported: sharding imports this module)
 DEFAULT_MIN_SIZE = 1 << 14  # elements; mirrors config_defaults train.fsdp_min_size
 
 
@@ -55,7 +55,7 @@ def fsdp_rule(min_size: int):
 
 def configure(train_config) -> None:
   """Registers "fsdp" with `train_config.fsdp_min_size` (call before building shardings)."""
-  from echo_jax import sharding
+  from echo_jax.parallel import sharding
   min_size = train_config.get("fsdp_min_size", DEFAULT_MIN_SIZE)
   sharding.register_param_sharding("fsdp", fsdp_rule(min_size))
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from echo_jax import sharding as sharding_lib
+from echo_jax.parallel import sharding as sharding_lib
 from echo_jax.data.f0_source import F0_SOURCES
 from echo_jax.errors import UserError
 
@@ -145,7 +145,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _fail("train.spec_augment.freq_mask_bins", sa.freq_mask_bins,
           f"use at most config.data.n_mels={config.data.n_mels}")
   _number_in("train.spec_augment.time_mask_max_fraction", sa.time_mask_max_fraction, 0.0, 1.0)
-  from echo_jax import param_sharding  # registers the "fsdp" rule with this config's threshold
+  from echo_jax.parallel import param_sharding  # registers the "fsdp" rule with this config's threshold
   try:
     param_sharding.configure(t)
   except ValueError as e:
@@ -189,7 +189,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for part in ("model", "data", "train", "eval", "decode", "distributed"):
     if part not in config:
       raise ConfigError(f"config.{part} is missing; start from "
-                        "echo_jax.config_defaults.default_config()")
+                        "echo_jax.config.defaults.default_config()")
   _validate_model(config)
   _validate_data(config)
   _validate_train(config)

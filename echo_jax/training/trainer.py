@@ -22,15 +22,15 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from echo_jax import checkpointing
-from echo_jax import config_check
-from echo_jax import distributed
+from echo_jax.training import checkpointing
+from echo_jax.config import check as config_check
+from echo_jax.parallel import distributed
 from echo_jax import errors
-from echo_jax import losses
-from echo_jax import metrics as metrics_lib
-from echo_jax import optim
-from echo_jax import sharding as sharding_lib
-from echo_jax import spec_augment
+from echo_jax.training import losses
+from echo_jax.training import metrics as metrics_lib
+from echo_jax.training import optim
+from echo_jax.parallel import sharding as sharding_lib
+from echo_jax.training import spec_augment
 
 from echo_jax.token_ids import BOS_ID, EOS_ID, PAD_ID
 
@@ -226,7 +226,7 @@ def make_eval_step(model, mesh, param_shardings) -> Callable:
 
 def make_generate(model, mesh, param_shardings, max_length: int) -> Callable:
   """jit `(params, global_batch) -> tokens [B, max_length]` by greedy decoding to EOS."""
-  from echo_jax.decoding import greedy_decode
+  from echo_jax.inference.decoding import greedy_decode
 
   def generate_fn(params, batch):
     return greedy_decode(model, {"params": params}, batch, max_length)
@@ -237,7 +237,7 @@ def make_generate(model, mesh, param_shardings, max_length: int) -> Callable:
 
 def make_ctc_generate(model, mesh, param_shardings) -> Callable:
   """jit `(params, global_batch) -> tokens [B, T]`: CTC greedy (best path) transcripts."""
-  from echo_jax.decoding import ctc_greedy_decode
+  from echo_jax.inference.decoding import ctc_greedy_decode
 
   def ctc_fn(params, batch):
     return ctc_greedy_decode(model, {"params": params}, batch)

@@ -12,7 +12,7 @@ Forced prefix tokens (after BOS) are part of the output. PAD and BOS are never g
 Joint CTC/attention beam search (Watanabe et al. 2017; ESPnet's CTCPrefixScore): with
 `ctc_weight` = w > 0 (the model needs a CTC head) a hypothesis scores
 (1 - w) * attention log p + w * CTC prefix log p, the prefix probability computed by
-`echo_jax.ctc_prefix` for every vocabulary label at once over the encoder frames, and EOS scoring
+`echo_jax.inference.ctc_prefix` for every vocabulary label at once over the encoder frames, and EOS scoring
 the full-sequence CTC probability (`ctc_candidates` = M limits the CTC scoring to each
 hypothesis's M best tokens by attention, ESPnet's pre-beam). A prefix that cannot fit the valid
 CTC frames scores -inf, so a joint hypothesis never has more labels than the CTC head has frames:
@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from echo_jax import ctc_prefix, losses
+from echo_jax.inference import ctc_prefix
+from echo_jax.training import losses
 from echo_jax.models.attention import CROSS_CACHE_ENTRIES
 
 from echo_jax.token_ids import BOS_ID, EOS_ID, PAD_ID
@@ -216,7 +217,7 @@ def _weighted(logp, weight: float):
 
 def ctc_frame_log_probs(model, variables, encoded):
   """The CTC head on an EncoderOutput -> time-major log posteriors [T, B, V], padded frames
-  emitting blank (the layout `echo_jax.ctc_prefix` scores)."""
+  emitting blank (the layout `echo_jax.inference.ctc_prefix` scores)."""
   params = {k: v for k, v in variables.items() if k != "cache"}
   ctc = model.apply(params, encoded, method=_ctc_method(model))
   return ctc_prefix.frame_log_probs(ctc.logits, ctc.valid)

@@ -49,5 +49,5 @@ def apply_overrides(config: ml_collections.ConfigDict,
       node[leaf] = value
     except (KeyError, AttributeError, TypeError) as e:
       raise ValueError(f"--set {assignment!r}: the config has no field {key!r} of that type "
-                       f"({e}); see echo_jax/config_defaults.py") from None
+                       f"({e}); see echo_jax/config/defaults.py") from None
   return config

@@ -1,0 +1,1 @@
+"""The configuration schema (defaults), its validation and config-file loading."""

@@ -1,0 +1,1 @@
+"""Device meshes, data/parameter sharding and multi-process start-up."""

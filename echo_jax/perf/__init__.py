@@ -1,0 +1,1 @@
+"""FLOP counting and accelerator topologies for benchmarks and ahead-of-time compilation."""
