@@ -14,8 +14,8 @@ Recipe: configs/default.py (10,000 synthetic utterances, d192 4+2-layer Echo, CT
 targets) with 900 instead of 3,600 steps (warm-up 200, cosine to 0), no in-training evaluation
 (the study scores every run itself) and one checkpoint kept per run.
 Hardware: one 2-core x86-64 CPU (no accelerator), 24 GiB.
-Budget (estimated from the default run's measured 1.55 steps/s on the idle machine, not measured
-for this config): ~10 min of training + ~4 min of evaluation (5 conditions x 300 utterances) per
+Wall time: not measured for this config; estimated from the default run's measured 1.55 steps/s
+on the idle machine: ~10 min of training + ~4 min of evaluation (5 conditions x 300 utterances) per
 run, so 7 variants x 3 seeds x ~14 min = ~5 h for the study, plus a one-off ~15 min to
 pitch-shift the 1,200 test wavs (WORLD: ~0.6 s per utterance, measured). Fewer seeds:
 --config.ablation.seeds="(0,)" (~1.7 h).

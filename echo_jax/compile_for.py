@@ -1,14 +1,16 @@
 """Compile the real train/eval/decode steps for a TPU topology, without a TPU: memory per chip, FLOPs.
 
   python -m echo_jax.compile_for --config configs/base.py --topology v5e:4x4 [--topology v4:2x2x2]
-      [--param_sharding replicated --param_sharding fsdp] [--find_max_batch] [--json]
+      [--config.model.dtype=bfloat16] [--param_sharding replicated --param_sharding fsdp]
+      [--global_batch N] [--steps train,eval,generate] [--find_max_batch] [--json | --markdown]
 
 With libtpu installed (`bash launch/install_libtpu.sh` puts it in .venv/libtpu) JAX can describe
 a TPU slice on any machine and XLA:TPU compiles for it. We build the trainer's own jitted steps
-(`trainer.make_train_step`, `make_eval_step`, `make_generate`) over `sharding.make_mesh` of the
-slice's devices with `trainer.state_shardings`, feed them abstract shapes only (the train state
-from `jax.eval_shape`, the batch of the longest bucket), and read the compiled program's memory and
-cost analyses. A config that is too big fails here, in seconds, instead of on a rented pod.
+(`training.steps.make_train_step`, `make_eval_step`, `make_generate`) over `sharding.make_mesh` of
+the slice's devices from the trainer's set-up (`training.setup.create_training_setup` with
+`abstract=True`), feed them abstract shapes only (the train state from `jax.eval_shape`, the batch
+of the longest bucket), and read the compiled program's memory and cost analyses. A config that
+is too big fails here, in seconds, instead of on a rented pod.
 Exit status: 0 when every train step fits, 1 when one does not (or fails to compile), 2 on bad
 input or a missing libtpu.
 """
@@ -22,7 +24,10 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from echo_jax.errors import run_cli
+from absl import flags
+
+from echo_jax.config import command_line
+from echo_jax.errors import UserError, run_cli, user_message
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LIBTPU_DIR = REPO / ".venv" / "libtpu"
@@ -92,55 +97,31 @@ def topology_devices(topology: str):
 def resolved_config(config):
   """An unlocked copy with model.vocab_size set as the tokenizer would set it."""
   import ml_collections
-  from echo_jax.data.text import ALPHABET
+  from echo_jax.data.tokenizer import expected_vocab_size
   config = ml_collections.ConfigDict(config.to_dict())
   if int(config.model.vocab_size) == -1:
-    if config.data.tokenizer == "char":
-      config.model.vocab_size = 4 + len(set(ALPHABET + " "))  # specials + alphabet + space
-    else:
-      config.model.vocab_size = int(config.data.vocab_size)
+    config.model.vocab_size = expected_vocab_size(config.data)
   return config
 
 
-def train_batch_shape(config):
-  """(global batch, frames) of the longest bucket: the largest activations of any train step."""
+def train_batch_shape(config, num_devices: int):
+  """(global batch, frames) of the longest bucket on `num_devices` chips: the largest activations
+  of any train step (per-device sizes scale with the chips, as in the pipeline)."""
+  from echo_jax.data import pipeline
   edges = [int(e) for e in config.data.bucket_frames]
   longest = max(range(len(edges)), key=lambda i: edges[i])
-  return int(config.data.bucket_batch_sizes[longest]), edges[longest]
+  return pipeline.global_batch_sizes(config.data, num_devices).buckets[longest], edges[longest]
 
 
 def abstract_batch(config, batch_size: int, frames: int, mesh) -> Dict[str, Any]:
   """ShapeDtypeStructs of a global batch in the documented format, sharded over `data`."""
   import jax
+  from echo_jax.models.building import example_batch
   from echo_jax.parallel import sharding as sharding_lib
-  from echo_jax.training import trainer
-  one = trainer.example_batch(config, 1, frames)
+  one = example_batch(config, 1, frames)
   spec = sharding_lib.batch_sharding(mesh)
   return {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype, sharding=spec)
           for k, v in one.items()}
-
-
-def abstract_train_state(model, tx, config):
-  """`jax.eval_shape` of the trainer's initial state (the same init, never run)."""
-  import jax
-  import jax.numpy as jnp
-  from echo_jax.training import trainer
-  batch = trainer.example_batch(config, 1)
-
-  def init(seed_key):  # as in trainer.create_train_state
-    init_key, base_key = jax.random.split(seed_key)
-    params = model.init(init_key, batch)["params"]
-    return trainer.TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                              opt_state=tx.init(params), rng=base_key,
-                              first_bad_step=jnp.full([], -1, jnp.int32))
-
-  return jax.eval_shape(init, jax.random.PRNGKey(int(config.train.seed)))
-
-
-def with_shardings(abstract_tree, shardings):
-  import jax
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract_tree, shardings)
 
 
 @dataclasses.dataclass
@@ -221,10 +202,11 @@ def compile_steps(config, topology: str, param_sharding: Optional[str] = None,
   get data.eval_batch_size rows of the longest bucket. Nothing is initialised or executed.
   """
   from echo_jax.config import check as config_check
-  from echo_jax.training import optim
+  from echo_jax.data import pipeline
   from echo_jax.parallel import param_sharding as fsdp_lib
-  from echo_jax.training import trainer
   from echo_jax.parallel import sharding as sharding_lib
+  from echo_jax.training import setup as setup_lib
+  from echo_jax.training import steps as steps_lib
   unknown = [s for s in steps if s not in STEPS]
   if unknown:
     raise ValueError(f"steps {unknown} unknown; choose from {list(STEPS)}")
@@ -232,14 +214,13 @@ def compile_steps(config, topology: str, param_sharding: Optional[str] = None,
   if param_sharding is not None:
     config.train.param_sharding = param_sharding
   config_check.validate_config(config)
-  fsdp_lib.configure(config.train)
   if devices is None:
     chip, devices = topology_devices(topology)
     hbm_bytes = chip.hbm_bytes
   mode = str(config.train.param_sharding)
   num = len(devices)
-  batch_size, frames = train_batch_shape(config)
-  eval_size = int(config.data.eval_batch_size)
+  batch_size, frames = train_batch_shape(config, num)
+  eval_size = pipeline.global_batch_sizes(config.data, num).eval
 
   def report(step, size):
     return StepReport(topology=topology, step=step, param_sharding=mode, num_chips=num,
@@ -261,14 +242,11 @@ def compile_steps(config, topology: str, param_sharding: Optional[str] = None,
     eval_bad = ""
 
   mesh = sharding_lib.make_mesh(devices)
-  model = trainer.build_model(config)
-  tx = optim.make_optimizer(config.train)
-  schedule = optim.learning_rate_schedule(config.train)
-  abstract = abstract_train_state(model, tx, config)
-  shardings = trainer.state_shardings(abstract, mesh, tx, mode)
-  params_bytes = fsdp_lib.bytes_per_device(abstract.params, shardings.params)
-  opt_bytes = fsdp_lib.bytes_per_device(abstract.opt_state, shardings.opt_state)
-  params = with_shardings(abstract.params, shardings.params)
+  run = setup_lib.create_training_setup(config, mesh, abstract=True)
+  model, shardings = run.model, run.shardings
+  params_bytes = fsdp_lib.bytes_per_device(run.state.params, shardings.params)
+  opt_bytes = fsdp_lib.bytes_per_device(run.state.opt_state, shardings.opt_state)
+  params = run.state.params
 
   reports = []
   for step in steps:
@@ -283,14 +261,15 @@ def compile_steps(config, topology: str, param_sharding: Optional[str] = None,
       continue
     batch = abstract_batch(config, size, frames, mesh)
     if step == "train":
-      jitted = trainer.make_train_step(model, tx, schedule, mesh, shardings,
-                                       train_config=config.train)
-      reports.append(_compile_into(r, jitted, with_shardings(abstract, shardings), batch))
+      jitted = steps_lib.make_train_step(model, run.tx, run.schedule, mesh, shardings,
+                                         train_config=config.train)
+      reports.append(_compile_into(r, jitted, run.state, batch))
     elif step == "eval":
-      jitted = trainer.make_eval_step(model, mesh, shardings.params)
+      jitted = steps_lib.make_eval_step(model, mesh, shardings.params)
       reports.append(_compile_into(r, jitted, params, batch))
     else:
-      jitted = trainer.make_generate(model, mesh, shardings.params, int(config.decode.max_length))
+      jitted = steps_lib.make_generate(model, mesh, shardings.params,
+                                       int(config.decode.max_length))
       reports.append(_compile_into(r, jitted, params, batch))
   return reports
 
@@ -417,39 +396,37 @@ def format_markdown(reports: Sequence[StepReport], config_name: str) -> str:
   return "\n".join(lines)
 
 
+def define_flags(values) -> None:
+  """The command's flags (besides --config and its --config.a.b=v overrides), on `values`."""
+  flags.DEFINE_multi_string("topology", None, "TPU slice, e.g. v5e:2x2, v5e:4x4, v4:2x2x2, or an "
+                            "accelerator type such as v5litepod-16 (repeatable)",
+                            flag_values=values)
+  flags.DEFINE_multi_string("param_sharding", None, "replicated | fsdp (repeatable to compare; "
+                            "default: the config's)", flag_values=values)
+  flags.DEFINE_integer("global_batch", None, "train global batch instead of the longest bucket's",
+                       flag_values=values)
+  flags.DEFINE_string("steps", ",".join(STEPS), "comma list of train,eval,generate",
+                      flag_values=values)
+  flags.DEFINE_bool("find_max_batch", False, "also search the largest global train batch that "
+                    "fits", flag_values=values)
+  flags.DEFINE_bool("json", False, "print JSON records instead of a table", flag_values=values)
+  flags.DEFINE_bool("markdown", False, "print a Markdown table", flag_values=values)
+
+
 def main(argv=None) -> int:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile for TPUs; never claim local devices
-  import argparse
-  parser = argparse.ArgumentParser(prog="python -m echo_jax.compile_for", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", required=True, help="config file with get_config()")
-  parser.add_argument("--topology", action="append", required=True,
-                      help="TPU slice, e.g. v5e:2x2, v5e:4x4, v4:2x2x2, or an accelerator type such as "
-                      "v5litepod-16 (repeatable)")
-  parser.add_argument("--param_sharding", "--param-sharding", action="append", default=None,
-                      help="replicated | fsdp (repeatable to compare; default: the config's)")
-  parser.add_argument("--global_batch", "--global-batch", type=int, default=None,
-                      help="train global batch instead of the longest bucket's")
-  parser.add_argument("--steps", default=",".join(STEPS), help="comma list of train,eval,generate")
-  parser.add_argument("--find_max_batch", "--find-max-batch", action="store_true",
-                      help="also search the largest global train batch that fits")
-  parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
-  parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                      help="config override, e.g. --set model.dtype=bfloat16 (repeatable)")
-  args = parser.parse_args(argv)
-
-  from echo_jax.config import files as config_files
   try:
-    config = config_files.load_config_file(args.config)
-  except (FileNotFoundError, ValueError) as e:
-    print(str(e), file=sys.stderr)
+    args = command_line.parse(sys.argv[1:] if argv is None else argv, define_flags,
+                              "python -m echo_jax.compile_for", __doc__)
+    if args.args:
+      raise UserError(f"unexpected arguments {args.args}")
+    if args.config is None or not args.topology:
+      raise UserError("--config FILE and --topology SLICE are required, e.g. --config "
+                      "configs/base.py --topology v5e:4x4")
+  except UserError as e:  # a missing or bad flag, file or field: the message names it
+    print(f"error: {user_message(e)}", file=sys.stderr)
     return 2
-  try:
-    config_files.apply_overrides(config, args.set)
-  except ValueError as e:
-    print(str(e), file=sys.stderr)
-    return 2
+  config = args.config
   modes = args.param_sharding or [str(config.train.param_sharding)]
   steps = [s for s in args.steps.split(",") if s]
 
@@ -474,12 +451,12 @@ def main(argv=None) -> int:
     return 2
 
   if args.json:
-    print(json.dumps({"config": args.config, "steps": [r.as_dict() for r in reports],
+    print(json.dumps({"config": args.config_path, "steps": [r.as_dict() for r in reports],
                       "max_batch": searches}, indent=1))
   elif args.markdown:
-    print(format_markdown(reports, os.path.basename(args.config)))
+    print(format_markdown(reports, os.path.basename(args.config_path)))
   else:
-    print(f"config {args.config}")
+    print(f"config {args.config_path}")
     print(format_table(reports))
     for s in searches:
       frames = s["report"]["frames"] if s["report"] else "?"

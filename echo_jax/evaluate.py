@@ -4,11 +4,12 @@
   python -m echo_jax.evaluate --workdir runs/default --manifest FILE [--split test]
 
 Two kinds of numbers, reported separately:
-  * decoded: the transcript from greedy decoding (or beam search with --beam-size > 1) to EOS, as
+  * decoded: the transcript from greedy decoding (or beam search with --beam_size > 1) to EOS, as
     `transcribe` produces it (long manifest audio is chunked and stitched). WER and CER come from
-    jiwer, computed on corpus level (total edits / total reference words or characters) after both
-    reference and hypothesis go through echo_jax.data.text.normalise_transcript (lower case, a-z,
-    apostrophe, single spaces); CER counts the spaces between words as characters.
+    echo_jax.inference.scoring, as in the trainer's eval: jiwer on corpus level (total edits /
+    total reference words or characters) after both reference and hypothesis go through
+    echo_jax.data.text.normalise_transcript (lower case, a-z, apostrophe, single spaces); CER
+    counts the spaces between words as characters.
   * teacher_forced: the decoder is fed the reference tokens; token_accuracy is the fraction of
     non-pad target positions (EOS included) whose argmax equals the target, and teacher_forced_wer
     is the WER of the argmax sequence cut at EOS (the seed's "WER", which needs the reference to
@@ -59,17 +60,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import jiwer
 import numpy as np
 
 from echo_jax import transcribe
 from echo_jax.inference import decoding
 from echo_jax.inference import error_breakdown
+from echo_jax.inference.scoring import NORMALISATION, error_rates, normalise, utterance_wer
 from echo_jax.data import f0_source
+from echo_jax.data import pipeline  # the default batch: data.eval_batch_size resolved
 from echo_jax.errors import UserError, run_cli
-
-NORMALISATION = ("echo_jax.data.text.normalise_transcript on reference and hypothesis "
-                 "(lower case a-z and apostrophe, single spaces)")
 
 
 @dataclasses.dataclass
@@ -83,32 +82,6 @@ class Example:
   # engine, speaker, augment, ... (error_breakdown.MANIFEST_FIELDS) and, once evaluated, the
   # measured f0_median_hz and f0_band
   metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def normalise(text: str) -> str:
-  from echo_jax.data.text import normalise_transcript
-  return normalise_transcript(text)
-
-
-def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> Dict:
-  """Corpus WER/CER (jiwer) on normalised text, with the edit counts."""
-  refs = [normalise(r) for r in references]
-  hyps = [normalise(h) for h in hypotheses]
-  words = jiwer.process_words(refs, hyps)
-  chars = jiwer.process_characters(refs, hyps)
-  return {
-      "wer": float(words.wer), "cer": float(chars.cer),
-      "word_substitutions": int(words.substitutions), "word_deletions": int(words.deletions),
-      "word_insertions": int(words.insertions), "word_hits": int(words.hits),
-      "reference_words": int(words.substitutions + words.deletions + words.hits),
-      "reference_characters": int(chars.substitutions + chars.deletions + chars.hits),
-      "char_substitutions": int(chars.substitutions), "char_deletions": int(chars.deletions),
-      "char_insertions": int(chars.insertions),
-  }
-
-
-def utterance_wer(reference: str, hypothesis: str) -> float:
-  return float(jiwer.process_words(normalise(reference), normalise(hypothesis)).wer)
 
 
 def example_tokens(example: Example, tokenizer, max_length: int):
@@ -425,12 +398,12 @@ def parse_args(argv):
                       help="JSONL ({path, text[, split, id]}), TSV (path<TAB>transcript, or a "
                            "header naming path/text/split columns), or a LibriSpeech / Common "
                            "Voice folder; relative audio paths are relative to the manifest")
-  parser.add_argument("--max-examples", type=int, default=-1, help="-1: all")
-  parser.add_argument("--beam-size", type=int, default=None,
+  parser.add_argument("--max_examples", type=int, default=-1, help="-1: all")
+  parser.add_argument("--beam_size", type=int, default=None,
                       help="default: config.decode.beam_size")
-  parser.add_argument("--batch-size", type=int, default=None,
+  parser.add_argument("--batch_size", type=int, default=None,
                       help="default: config.data.eval_batch_size")
-  parser.add_argument("--ctc-weight", type=float, default=None,
+  parser.add_argument("--ctc_weight", type=float, default=None,
                       help="weight of the CTC prefix score in joint CTC/attention decoding "
                            "(needs a CTC head; default: config.decode.ctc_weight)")
   parser.add_argument("--out", default=None, help="output directory")
@@ -453,7 +426,7 @@ def main(argv=None) -> int:
     config = transcribe.apply_ctc_weight(run.config, args.ctc_weight)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None
-                  else int(config.data.eval_batch_size))
+                  else pipeline.global_batch_sizes(config.data, 1).eval)  # decodes on one device
     if args.manifest:
       rows = read_manifest(args.manifest, args.split)
       if args.max_examples >= 0:

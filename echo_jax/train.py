@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from echo_jax import errors
 from echo_jax.training import trainer
+from echo_jax.training.run_dir import say
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file with get_config().", lock_config=True)
@@ -37,15 +38,15 @@ def main(argv):
     logging.error("%s", e)
     sys.exit(3)
   if summary.get("preempted"):
-    trainer.say(f"stopped at step {summary['step']} after a preemption signal; rerun the same "
-                "command to resume")
+    say(f"stopped at step {summary['step']} after a preemption signal; rerun the same "
+        "command to resume")
   else:
     evaluation = summary.get("eval") or {}
     numbers = ", ".join(f"{k}={v:.4f}" for k, v in evaluation.items() if isinstance(v, float))
     best = summary.get("best_wer", float("inf"))
     best = f"{best:.4f}" if best != float("inf") else "n/a"
-    trainer.say(f"done: step {summary['step']}; eval: {numbers or 'off'}; best WER {best}; "
-                f"checkpoints in {_WORKDIR.value}/checkpoints")
+    say(f"done: step {summary['step']}; eval: {numbers or 'off'}; best WER {best}; "
+        f"checkpoints in {_WORKDIR.value}/checkpoints")
 
 
 def run() -> None:

@@ -1,7 +1,7 @@
 """Transcribe audio files with a trained run.
 
   python -m echo_jax.transcribe --workdir runs/default [--checkpoint STEP] FILE_OR_DIR ... \
-      [--json] [--beam-size N] [--batch-size N]
+      [--json] [--beam_size N] [--batch_size N]
 
 Reads wav/flac/ogg/mp3 (directories are searched recursively for those), downmixes and resamples
 to the model's rate, computes the same log-mel and F0 as training, batches chunks padded to the
@@ -26,6 +26,7 @@ import numpy as np
 
 from echo_jax.inference import decoding
 from echo_jax.inference import longform
+from echo_jax.data import pipeline  # the default batch: data.eval_batch_size resolved
 from echo_jax.errors import UserError, run_cli
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -218,11 +219,11 @@ def parse_args(argv):
   parser.add_argument("--checkpoint", type=int, default=None,
                       help="checkpoint step (default: best by WER, else latest)")
   parser.add_argument("--json", action="store_true", help="one JSON object per line")
-  parser.add_argument("--beam-size", type=int, default=None,
+  parser.add_argument("--beam_size", type=int, default=None,
                       help="default: config.decode.beam_size")
-  parser.add_argument("--batch-size", type=int, default=None,
+  parser.add_argument("--batch_size", type=int, default=None,
                       help="chunks per decode batch (default: config.data.eval_batch_size)")
-  parser.add_argument("--ctc-weight", type=float, default=None,
+  parser.add_argument("--ctc_weight", type=float, default=None,
                       help="weight of the CTC prefix score in joint CTC/attention decoding "
                            "(needs a CTC head; default: config.decode.ctc_weight)")
   return parser.parse_args(argv)
@@ -233,9 +234,9 @@ def apply_ctc_weight(config, ctc_weight):
   if ctc_weight is None:
     return config
   if not 0.0 <= ctc_weight <= 1.0:
-    raise UserError(f"--ctc-weight={ctc_weight} is invalid: use a number in [0, 1]")
+    raise UserError(f"--ctc_weight={ctc_weight} is invalid: use a number in [0, 1]")
   if ctc_weight > 0 and not config.model.get("ctc_head", False):
-    raise UserError(f"--ctc-weight={ctc_weight}: this run's model has no CTC head "
+    raise UserError(f"--ctc_weight={ctc_weight}: this run's model has no CTC head "
                      "(trained without config.model.ctc_head=True); use 0")
   config = ml_collections.ConfigDict(config.to_dict())
   config.decode.ctc_weight = float(ctc_weight)
@@ -257,7 +258,7 @@ def main(argv=None) -> int:
     config = apply_ctc_weight(run.config, args.ctc_weight)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None
-                  else int(config.data.eval_batch_size))
+                  else pipeline.global_batch_sizes(config.data, 1).eval)  # decodes on one device
     results = transcribe_files(paths, config, run.model, run.variables, run.tokenizer,
                                beam_size=beam_size, batch_size=batch_size)
   failed = 0

@@ -6,7 +6,8 @@
 #
 # Process 0 prints to the console; process i>0 logs to <workdir>/process_<i>.log.
 # Env: PORT (coordinator port; default: a free one), PYTHON (default .venv/bin/python).
-# SIGTERM/SIGINT are forwarded to every process (they save a checkpoint and exit).
+# SIGTERM and SIGINT (Ctrl-C) reach every process as SIGTERM: they save a checkpoint and exit.
+# (SIGINT itself would not do: background children of a script start with SIGINT ignored.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,7 @@ forward() {
   for pid in "${pids[@]}"; do kill -s "$1" "$pid" 2>/dev/null || true; done
 }
 trap 'forward TERM' TERM
-trap 'forward INT' INT
+trap 'forward TERM' INT
 
 for ((i = 0; i < NUM_PROCESSES; i++)); do
   args=("$@"
@@ -60,22 +61,25 @@ for ((i = 0; i < NUM_PROCESSES; i++)); do
 done
 
 # Wait for all; when one process fails, the others would block in collectives: stop them.
+# Polled rather than `wait -n`, which can miss a process that exited before it was called (one
+# that fails at start-up) and then waits forever for the others.
 status=0
 running=("${pids[@]}")
 while [ "${#running[@]}" -gt 0 ]; do
-  done_pid=""
-  set +e
-  wait -n -p done_pid "${running[@]}"
-  rc=$?
-  set -e
-  if [ -z "${done_pid:-}" ]; then continue; fi  # woken by a forwarded signal
   still=()
-  for pid in "${running[@]}"; do [ "$pid" != "$done_pid" ] && still+=("$pid"); done
+  for pid in "${running[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then still+=("$pid"); continue; fi
+    set +e
+    wait "$pid"
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then
+      status=$rc
+      echo "$0: a training process exited with status $rc; stopping the others" >&2
+      forward KILL
+    fi
+  done
   running=("${still[@]+"${still[@]}"}")
-  if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then
-    status=$rc
-    echo "$0: a training process exited with status $rc; stopping the others" >&2
-    forward KILL
-  fi
+  if [ "${#running[@]}" -gt 0 ]; then sleep 0.2; fi
 done
 exit "$status"

@@ -36,7 +36,7 @@ if [ "${SKIP_PRECHECK:-0}" != "1" ]; then
   : "${ACCELERATOR:?set ACCELERATOR (e.g. v4-32) for the compile check, or SKIP_PRECHECK=1}"
   overrides=()
   for arg in "$@"; do
-    case "$arg" in --config.*=*) overrides+=(--set "${arg#--config.}") ;; esac
+    case "$arg" in --config.*=*) overrides+=("$arg") ;; esac
   done
   bash launch/tpu_precheck.sh "$CONFIG" "$ACCELERATOR" --steps train "${overrides[@]}"
 fi

@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from echo_jax.training import trainer
+from echo_jax.models import building
 
 
 def ragged_batch(config, batch_size: int, frames: int, vocab: int, seed: int = 0) -> dict:
   """Random mel/F0 zeroed beyond each row's length; BOS/EOS-framed token ids in [4, vocab)."""
   rng = np.random.default_rng(seed)
-  batch = trainer.example_batch(config, batch_size, frames)
+  batch = building.example_batch(config, batch_size, frames)
   num_frames = rng.integers(frames // 2, frames + 1, size=batch_size).astype(np.int32)
   batch["num_frames"] = num_frames
   valid = np.arange(frames)[None, :] < num_frames[:, None]

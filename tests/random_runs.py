@@ -7,7 +7,8 @@ import numpy as np
 
 from echo_jax.training import checkpointing
 from echo_jax.config import files as config_files
-from echo_jax.training import trainer
+from echo_jax.models import building
+from echo_jax.training import run_dir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,9 +23,9 @@ def save_random_run(config, workdir: str, step: int):
 
   The learned decoder positions are sharpened (x30) so that transcripts vary with the input.
   """
-  trainer.write_resolved_config(config, workdir)
-  model = trainer.build_model(config)
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), trainer.example_batch(config, 1))["params"]
+  run_dir.write_resolved_config(config, workdir)
+  model = building.build_model(config)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), building.example_batch(config, 1))["params"]
   params = jax.tree_util.tree_map(lambda x: x, params)
   params["decoder"]["positional_embedding"] = params["decoder"]["positional_embedding"] * 30.0
   saver = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir), keep_last=1,

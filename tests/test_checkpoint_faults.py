@@ -16,6 +16,7 @@ from echo_jax import errors
 from echo_jax.training import checkpointing
 from echo_jax.inference import loading
 from echo_jax.training import trainer
+from echo_jax.models import building
 from run_logs import train_losses
 
 STEPS = 6
@@ -129,7 +130,7 @@ def test_inference_falls_back_from_a_damaged_best_step(reference, tmp_path):
   _corrupt_arrays(ckpt / str(STEPS))
   warnings = []
   config = loading.load_config(str(workdir))
-  model = trainer.build_model(config)
+  model = building.build_model(config)
   like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
                                 loading.abstract_params(model, config))
   steps = loading.candidate_steps(str(workdir))

@@ -28,7 +28,7 @@ def _one_error_line(stderr: str, *needles: str) -> str:
     (transcribe.main, ["--workdir", "{tmp}/no_run", "{tmp}/empty"], ["no audio files", "empty"]),
     (diagnostics_cli.main, ["plot", "curves"], ["plot curves needs"]),
     (benchmark.main, [], ["--config is required"]),
-    (synth_corpus.main, ["--out", "{tmp}/corpus", "--num-utterances", "0"],
+    (synth_corpus.main, ["--out", "{tmp}/corpus", "--num_utterances", "0"],
      ["num_utterances must be >= 1"]),
 ])
 def test_user_errors_are_one_line_with_exit_2(main, argv, needles, tmp_path, capsys):

@@ -13,7 +13,8 @@ from echo_jax.training import optim
 from echo_jax.parallel import param_sharding
 from echo_jax.parallel import sharding
 from echo_jax.perf import tpu_chips
-from echo_jax.training import trainer
+from echo_jax.models import building
+from echo_jax.training import setup as train_setup
 
 VOCAB = 40
 
@@ -28,25 +29,24 @@ def _input_bytes_per_device(config, mode, num_devices, batch_size, frames):
   """Bytes of (train state + global batch) that one device holds: what the step takes in."""
   config = compile_for.resolved_config(config)
   config.train.param_sharding = mode
-  param_sharding.configure(config.train)
   mesh = sharding.make_mesh(jax.devices()[:num_devices])
-  model = trainer.build_model(config)
+  model = building.build_model(config)
   tx = optim.make_optimizer(config.train)
-  abstract = compile_for.abstract_train_state(model, tx, config)
-  shardings = trainer.state_shardings(abstract, mesh, tx, mode)
+  abstract = train_setup.abstract_train_state(model, tx, config)
+  shardings = train_setup.state_shardings(abstract, mesh, tx, config.train)
   state = param_sharding.bytes_per_device(abstract, shardings)
-  one = trainer.example_batch(config, 1, frames)
+  one = building.example_batch(config, 1, frames)
   batch = sum(v.nbytes for v in one.values()) * batch_size // num_devices
   return state, batch
 
 
 def test_abstract_state_is_the_trainers_state():
   config = _tiny()
-  model = trainer.build_model(config)
+  model = building.build_model(config)
   tx = optim.make_optimizer(config.train)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  state, _ = trainer.create_train_state(model, tx, config, mesh)
-  abstract = compile_for.abstract_train_state(model, tx, config)
+  state, _ = train_setup.create_train_state(model, tx, config, mesh)
+  abstract = train_setup.abstract_train_state(model, tx, config)
   real = jax.tree_util.tree_structure(state)
   assert jax.tree_util.tree_structure(abstract) == real
   for a, r in zip(jax.tree.leaves(abstract), jax.tree.leaves(state)):
@@ -55,7 +55,7 @@ def test_abstract_state_is_the_trainers_state():
 
 def test_batch_shape_vocab_and_topology_names():
   config = importlib.import_module("configs.base").get_config()
-  assert compile_for.train_batch_shape(config) == (8, 2048)  # the longest bucket
+  assert compile_for.train_batch_shape(config, 4) == (8, 2048)  # the longest bucket on 4 chips
   assert compile_for.resolved_config(config).model.vocab_size == config.data.vocab_size == 4000
   assert config.model.vocab_size == -1  # the caller's config is left alone
   assert compile_for.resolved_config(_tiny()).model.vocab_size == VOCAB
@@ -100,7 +100,7 @@ def cpu_reports():
 
 def test_cpu_compile_arguments_are_the_state_and_batch_shard(cpu_reports):
   config, reports = cpu_reports
-  batch_size, frames = compile_for.train_batch_shape(config)
+  batch_size, frames = compile_for.train_batch_shape(config, 8)
   for mode, report in reports.items():
     assert not report.error, report.error
     assert (report.global_batch, report.frames, report.num_chips) == (batch_size, frames, 8)
@@ -110,7 +110,6 @@ def test_cpu_compile_arguments_are_the_state_and_batch_shard(cpu_reports):
     assert state + batch - batch_size // 8 <= report.argument_bytes <= state + batch, mode
     assert report.alias_bytes == state  # the donated state is updated in place
     assert report.flops > 0 and report.fits
-  param_sharding.configure(compile_for.resolved_config(config).train)
 
 
 def test_cpu_compile_shows_the_fsdp_memory_saving(cpu_reports):
@@ -157,7 +156,7 @@ def test_default_config_compiles_and_fits_on_a_v5e_2x2(tpu_train_report):
   config, report = tpu_train_report
   assert not report.error, report.error
   assert (report.num_chips, report.hbm_bytes) == (4, 16 * tpu_chips.GIB)
-  batch_size, frames = compile_for.train_batch_shape(config)
+  batch_size, frames = compile_for.train_batch_shape(config, 4)
   assert (report.global_batch, report.frames) == (batch_size, frames) == (8, 1152)
   state, batch = _input_bytes_per_device(config, "replicated", 4, batch_size, frames)
   # TPU layouts pad small dimensions to (8, 128) tiles: at least the real bytes, a bit more.
@@ -173,7 +172,7 @@ def test_cli_rejects_bad_input_with_exit_2(repo_root, monkeypatch, capsys):
   assert compile_for.main(["--config", tiny, "--topology", "v5e-4x4"]) == 2
   assert "v5e:4x4" in capsys.readouterr().err
   assert compile_for.main(["--config", tiny, "--topology", "v5e:2x2",
-                           "--set", "train.param_shardin=fsdp"]) == 2  # a typo is not a new field
+                           "--config.train.param_shardin=fsdp"]) == 2  # a typo is not a new field
   assert "train.param_shardin" in capsys.readouterr().err
   assert compile_for.main(["--config", str(repo_root / "configs" / "nope.py"),
                            "--topology", "v5e:2x2"]) == 2

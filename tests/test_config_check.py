@@ -67,7 +67,7 @@ def test_indivisible_batch_names_bucket_and_device_count():
     config_check.validate_batch_sizes(config, 4)
 
 
-def test_fsdp_rule_is_registered_by_validation_and_checks_its_threshold():
+def test_fsdp_rule_threshold_is_checked():
   config = _config()
   config.train.param_sharding = "fsdp"
   config_check.validate_config(config)

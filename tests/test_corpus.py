@@ -126,14 +126,16 @@ def test_speed_augmentation_of_real_speech_scales_f0_and_duration():
 def test_corpus_f0_tracks_requested_settings(corpus):
   out, _, rows = corpus
   expected, measured = [], []
-  # Band-limiting removes the fundamental and noise lowers DIO's voicing; the F0 tracker is then
-  # off (measured in docs/data.md), so only the settings are checked here.
-  for row in [r for r in rows if not {"bandlimit", "noise"} & set(r["augment"])]:
+  # Band-limiting removes the fundamental, noise lowers DIO's voicing and reverberation smears
+  # it; the F0 tracker is then off (measured in docs/data.md), so those rows are left out and the
+  # rest must hold docs/data.md's "within about +-20 %" (speed and gain change no F0 tracking).
+  for row in [r for r in rows if not {"bandlimit", "noise", "reverb"} & set(r["augment"])]:
     pcm, _ = sf.read(os.path.join(out, row["path"]), dtype="int16")
     expected.append(row["expected_f0_hz"])
     measured.append(median_f0(pcm))
   ratio = np.array(measured) / np.array(expected)
-  assert np.all((ratio > 0.75) & (ratio < 1.3)), list(zip(expected, measured))
+  assert len(ratio) >= 4  # not vacuous: the fixture corpus has 5 such rows
+  assert np.all((ratio > 0.8) & (ratio < 1.2)), list(zip(expected, measured))
   assert np.corrcoef(np.log(expected), np.log(measured))[0, 1] > 0.9
   assert max(expected) / min(expected) > 1.5  # the corpus really spans a range of pitch
 
@@ -341,9 +343,9 @@ def test_dither_replaces_only_long_zero_runs():
 
 def test_cli_builds_and_prints_summary(tmp_path, capsys):
   out = str(tmp_path / "cli")
-  assert synth_corpus.main(["--out", out, "--num-utterances", "3", "--seed", "4",
-                            "--engines", "espeak-ng", "--no-sox-pitch", "--noise-snr-db", "20",
-                            "--no-augment", "--workers", "2"]) == 0
+  assert synth_corpus.main(["--out", out, "--num_utterances", "3", "--seed", "4",
+                            "--engines", "espeak-ng", "--no_sox_pitch", "--noise_snr_db", "20",
+                            "--no_augment", "--workers", "2"]) == 0
   printed = capsys.readouterr().out
   assert "written 3 of 3 utterances" in printed
   rows = synth_corpus.read_manifest(out)
@@ -368,3 +370,4 @@ def test_build_from_config_maps_the_data_fields(tmp_path):
   assert summary["params"]["engines"] == ["espeak-ng"] and not summary["params"]["sox_pitch"]
   rows = synth_corpus.read_manifest(str(tmp_path / "echo_speech_corpus"))
   assert len(rows) == 3 and all(r["engine"] == "espeak-ng" for r in rows)
+

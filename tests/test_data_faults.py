@@ -9,7 +9,7 @@ import shutil
 import ml_collections
 import pytest
 
-from echo_jax.training import trainer
+from echo_jax.training import run_dir
 from echo_jax.data import pipeline
 from echo_jax.data.prepare import DamagedDataError, ensure_prepared
 from echo_jax.errors import UserError
@@ -74,9 +74,9 @@ def test_a_workdir_tokenizer_that_differs_from_the_data_is_an_error(copied, tmp_
   _, prepared = copied
   workdir = tmp_path / "run"
   workdir.mkdir()
-  trainer.copy_tokenizer(prepared.tokenizer_path, str(workdir))  # first start: copied
-  trainer.copy_tokenizer(prepared.tokenizer_path, str(workdir))  # resume, same data: fine
+  run_dir.copy_tokenizer(prepared.tokenizer_path, str(workdir))  # first start: copied
+  run_dir.copy_tokenizer(prepared.tokenizer_path, str(workdir))  # resume, same data: fine
   target = workdir / ("tokenizer" + os.path.splitext(prepared.tokenizer_path)[1])
   target.write_text(target.read_text().replace("a", "b", 1))
   with pytest.raises(UserError, match="differs from the prepared data"):
-    trainer.copy_tokenizer(prepared.tokenizer_path, str(workdir))
+    run_dir.copy_tokenizer(prepared.tokenizer_path, str(workdir))

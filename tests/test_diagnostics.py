@@ -13,7 +13,9 @@ import pytest
 from echo_jax.training import metrics
 from echo_jax.training import optim
 from echo_jax.parallel import sharding
-from echo_jax.training import trainer
+from echo_jax.models import building
+from echo_jax.training import setup as train_setup
+from echo_jax.training import steps
 from echo_jax.diagnostics import dump, naming
 from echo_jax.models import pitch, rotary
 
@@ -26,7 +28,7 @@ BATCH = 8
 def _batch(config, seed):
   """Ragged audio and text, some unvoiced frames, one utterance with no voiced frame at all."""
   rng = np.random.default_rng(seed)
-  batch = trainer.example_batch(config, BATCH, FRAMES)
+  batch = building.example_batch(config, BATCH, FRAMES)
   num_frames = rng.integers(FRAMES // 3, FRAMES + 1, size=BATCH).astype(np.int32)
   valid = np.arange(FRAMES)[None, :] < num_frames[:, None]
   batch["num_frames"] = num_frames
@@ -52,13 +54,13 @@ def run(tmp_path_factory):
   config.data.bucket_frames = (FRAMES,)
   config.data.max_target_length = TOKENS
   config.train.warmup_steps = 1
-  model = trainer.build_model(config)
+  model = building.build_model(config)
   tx = optim.make_optimizer(config.train)
   schedule = optim.learning_rate_schedule(config.train)
   mesh = sharding.make_mesh(jax.devices()[:2])  # data parallel, yet cheap to compile
-  state, shardings = trainer.create_train_state(model, tx, config, mesh)
-  plain_step = trainer.make_train_step(model, tx, schedule, mesh, shardings)
-  diag_step = trainer.make_train_step(model, tx, schedule, mesh, shardings, with_diagnostics=True)
+  state, shardings = train_setup.create_train_state(model, tx, config, mesh)
+  plain_step = steps.make_train_step(model, tx, schedule, mesh, shardings)
+  diag_step = steps.make_train_step(model, tx, schedule, mesh, shardings, with_diagnostics=True)
   batches = [_batch(config, seed) for seed in range(3)]
   params0, opt0 = jax.device_get((state.params, state.opt_state))
 

@@ -74,7 +74,7 @@ def _png(path):
 
 def test_plot_commands_write_pngs(tmp_path, capsys):
   cli.main(["plot", "rotary", "--out", str(tmp_path), "--f0", "0", "200", "--positions", "8",
-            "--head-dim", "16", "--theta-modes", "seed", "mel"])
+            "--head_dim", "16", "--theta_modes", "seed", "mel"])
   _png(tmp_path / "rotary.png")
 
   records = [{"step": 10, "train/loss": 3.0, "train/learning_rate": 1e-3},

@@ -9,7 +9,9 @@ from echo_jax import benchmark
 from echo_jax.perf import flops
 from echo_jax.training import optim
 from echo_jax.parallel import sharding as sharding_lib
-from echo_jax.training import trainer
+from echo_jax.models import building
+from echo_jax.training import setup as train_setup
+from echo_jax.training import steps
 from echo_jax.config.defaults import default_config
 from echo_jax.models import EchoModel, decode_step, init_decode_cache
 from echo_jax.models.testing import random_batch, tiny_model_config
@@ -44,17 +46,18 @@ def train_step_lowered():
   config.model = tiny_model_config(features=("spectrogram", "pitch"), spectrogram_downsample=1,
                                    pitch_downsample=1)
   config.data.max_target_length = L
-  model = trainer.build_model(config)
+  model = building.build_model(config)
   tx = optim.make_optimizer(config.train)
   mesh = sharding_lib.make_mesh(jax.devices()[:1])
   batch = {k: v for k, v in _batch(config.model).items() if k != "example_index"}
   params = _abstract_params(model, batch)
   scalar = jax.ShapeDtypeStruct((), jnp.int32)
-  state = trainer.TrainState(step=scalar, params=params, opt_state=jax.eval_shape(tx.init, params),
-                             rng=jax.eval_shape(jax.random.PRNGKey, 0), first_bad_step=scalar)
-  shardings = trainer.state_shardings(state, mesh, tx, "replicated")
-  step = trainer.make_train_step(model, tx, optim.learning_rate_schedule(config.train), mesh,
-                                 shardings)
+  state = train_setup.TrainState(step=scalar, params=params,
+                                 opt_state=jax.eval_shape(tx.init, params),
+                                 rng=jax.eval_shape(jax.random.PRNGKey, 0), first_bad_step=scalar)
+  shardings = train_setup.state_shardings(state, mesh, tx, "replicated")
+  step = steps.make_train_step(model, tx, optim.learning_rate_schedule(config.train), mesh,
+                               shardings)
   return config.model, step.lower(state, batch)
 
 

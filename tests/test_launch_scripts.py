@@ -564,7 +564,7 @@ def test_tpu_pod_runs_the_precheck_before_touching_the_pod(repo_root, launch_set
   assert stubs.calls() == []
 
   # A precheck that passes (stand-in for `bash launch/tpu_precheck.sh`): it runs first, with the
-  # accelerator and the --config.* overrides as --set, then the copy, setup and start.
+  # accelerator and the --config.* overrides, then the copy, setup and start.
   env = dict(base, PATH=f"{stubs.precheck_bin}:{base['PATH']}")
   result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=TIMEOUT)
@@ -572,7 +572,7 @@ def test_tpu_pod_runs_the_precheck_before_touching_the_pod(repo_root, launch_set
   calls = stubs.calls()
   assert [c["cmd"] for c in calls] == ["bash", "gcloud", "gcloud", "gcloud"]
   assert calls[0]["args"] == ["launch/tpu_precheck.sh", str(launch_setup["config_file"]), "v4-16",
-                              "--steps", "train", "--set", "model.dtype=bfloat16"]
+                              "--steps", "train", "--config.model.dtype=bfloat16"]
   assert calls[0]["cwd"] == str(repo_root)
   assert _gcloud_verbs(stubs) == ["scp", "ssh", "ssh"]
   assert "bash launch/setup.sh" in calls[2]["args"][-1]

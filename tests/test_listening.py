@@ -15,10 +15,12 @@ import soxr
 from echo_jax.inference import decoding
 from echo_jax.training import optim
 from echo_jax.parallel import sharding
-from echo_jax.training import trainer
+from echo_jax.models import building
+from echo_jax.training import setup as train_setup
+from echo_jax.training import steps
 from echo_jax.data import features
 from echo_jax.data.tokenizer import Tokenizer
-from echo_jax.training.metrics import error_rates
+from echo_jax.inference.scoring import error_rates
 
 SENTENCES = ("open the window", "seven green apples", "my brother sings", "cold tea is fine")
 STEPS = 150
@@ -33,7 +35,7 @@ def _speak(text: str, sample_rate: int) -> np.ndarray:
 
 def _batch(config, mels, tokenizer, length):
   frames = mels[0].shape[0]
-  batch = trainer.example_batch(config, len(mels), frames)
+  batch = building.example_batch(config, len(mels), frames)
   batch["mel"] = np.stack(mels)
   batch["f0"][:] = 0.0  # no pitch: only the spectrogram's order can tell the sentences apart
   batch["num_frames"][:] = frames
@@ -61,12 +63,12 @@ def test_model_listens_to_the_audio_not_its_length(tmp_path):
   t = config.train
   t.ctc_weight, t.num_steps, t.warmup_steps, t.learning_rate = 0.5, STEPS, 10, 3e-3
 
-  model = trainer.build_model(config)
+  model = building.build_model(config)
   tx = optim.make_optimizer(t)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  state, shardings = trainer.create_train_state(model, tx, config, mesh)
-  step = trainer.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
-                                 train_config=t)
+  state, shardings = train_setup.create_train_state(model, tx, config, mesh)
+  step = steps.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
+                               train_config=t)
   batch = _batch(config, mels, tokenizer, 24)
   device_batch = sharding.global_batch(batch, mesh)
   for _ in range(STEPS):

@@ -15,7 +15,9 @@ from echo_jax.training import metrics
 from echo_jax.training import optim
 from echo_jax.parallel import sharding
 from echo_jax.training import spec_augment
-from echo_jax.training import trainer
+from echo_jax.models import building
+from echo_jax.training import setup as train_setup
+from echo_jax.training import steps
 from echo_jax.models import EchoModel, count_params, expected_param_count
 from echo_jax.models.testing import pad_batch, random_batch, tiny_model_config
 from ragged_batches import ragged_batch
@@ -145,13 +147,13 @@ def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
   t.ctc_weight, t.label_smoothing = 0.3, 0.1
   t.spec_augment.update(dict(freq_masks=2, freq_mask_bins=8, time_masks=2, time_mask_frames=30,
                              time_mask_max_fraction=0.2))
-  model = trainer.build_model(config)
+  model = building.build_model(config)
   tx = optim.make_optimizer(t)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  state, shardings = trainer.create_train_state(model, tx, config, mesh)
+  state, shardings = train_setup.create_train_state(model, tx, config, mesh)
   params, rng = jax.device_get(state.params), jax.device_get(state.rng)
-  step = trainer.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
-                                 train_config=t)
+  step = steps.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
+                               train_config=t)
   batch = ragged_batch(config, 4, 256, 40, 0)
   _, step_metrics = step(state, sharding.global_batch(batch, mesh))
 
@@ -169,7 +171,7 @@ def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
   np.testing.assert_allclose(float(step_metrics["loss"]), 0.7 * ce + 0.3 * ctc_loss, rtol=1e-4)
   np.testing.assert_allclose(float(step_metrics["ctc_loss"]), ctc_loss, rtol=1e-4)
 
-  eval_step = trainer.make_eval_step(model, mesh, shardings.params)
+  eval_step = steps.make_eval_step(model, mesh, shardings.params)
   sums = eval_step(jax.device_put(params, shardings.params), sharding.global_batch(batch, mesh))
   plain_logits, plain_ctc = model.apply({"params": params}, batch, method=EchoModel.forward)
   expected = metrics.token_sums(plain_logits, targets)

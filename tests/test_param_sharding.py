@@ -4,6 +4,7 @@ holds, and that FSDP and replicated runs on 8 devices train to the same paramete
 import importlib
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -12,18 +13,14 @@ from echo_jax.config import defaults as config_defaults
 from echo_jax.training import optim
 from echo_jax.parallel import param_sharding
 from echo_jax.parallel import sharding
-from echo_jax.training import trainer
+from echo_jax.models import building
+from echo_jax.training import setup as train_setup
+from echo_jax.training import steps
 from echo_jax.parallel.param_sharding import fsdp_spec
 from ragged_batches import ragged_batch
 
 VOCAB = 40
 MIN_SIZE = 1024  # small enough that the tiny model's matrices are split
-
-
-@pytest.fixture(autouse=True)
-def default_rule_afterwards():
-  yield
-  param_sharding.configure(config_defaults.default_config().train)
 
 
 def test_spec_splits_the_largest_divisible_dimension():
@@ -47,17 +44,19 @@ def test_config_threshold_is_used_and_checked():
   params = {"big": jax.ShapeDtypeStruct((64, 256), np.float32),
             "small": jax.ShapeDtypeStruct((8, 16), np.float32)}
   train = config_defaults.default_config().train
+  train.param_sharding = "fsdp"
   train.fsdp_min_size = 64 * 256
-  param_sharding.configure(train)
-  specs = jax.tree.map(lambda s: s.spec, sharding.param_shardings(mesh, params, "fsdp"))
+  specs = jax.tree.map(lambda s: s.spec, sharding.param_shardings(mesh, params, train))
   assert specs == {"big": P(None, "data"), "small": P()}
   train.fsdp_min_size = 64 * 256 + 1
-  param_sharding.configure(train)
-  specs = jax.tree.map(lambda s: s.spec, sharding.param_shardings(mesh, params, "fsdp"))
+  specs = jax.tree.map(lambda s: s.spec, sharding.param_shardings(mesh, params, train))
   assert specs == {"big": P(), "small": P()}
+  # The rule name alone means the schema's default threshold; nothing is remembered in between.
+  specs = jax.tree.map(lambda s: s.spec, sharding.param_shardings(mesh, params, "fsdp"))
+  assert specs == {"big": P(None, "data"), "small": P()}
   train.fsdp_min_size = -1
   with pytest.raises(ValueError, match="fsdp_min_size"):
-    param_sharding.configure(train)
+    sharding.param_shardings(mesh, params, train)
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +65,17 @@ def setup():
   config.model.vocab_size = VOCAB
   config.train.warmup_steps = 1
   config.train.fsdp_min_size = MIN_SIZE
-  model = trainer.build_model(config)
+  model = building.build_model(config)
   tx = optim.make_optimizer(config.train)
   schedule = optim.learning_rate_schedule(config.train)
   mesh = sharding.make_mesh()
-  state, shardings = trainer.create_train_state(model, tx, config, mesh)
+  state, shardings = train_setup.create_train_state(model, tx, config, mesh)
   return config, model, tx, schedule, mesh, jax.device_get(state), shardings
 
 
 def test_fsdp_shards_params_and_moments_and_device_bytes_add_up(setup):
   config, _, tx, _, mesh, host_state, _ = setup
-  param_sharding.configure(config.train)
-  fsdp = trainer.state_shardings(host_state, mesh, tx, "fsdp")
+  fsdp = train_setup.state_shardings(host_state, mesh, tx, _fsdp_train(config))
   flat_params = jax.tree_util.tree_leaves_with_path(host_state.params)
   flat_shardings = jax.tree.leaves(fsdp.params)
   split = 0
@@ -99,18 +97,24 @@ def test_fsdp_shards_params_and_moments_and_device_bytes_add_up(setup):
   assert held < 0.5 * replicated
 
 
+def _fsdp_train(config):
+  """config.train with the fsdp rule (and the setup's MIN_SIZE threshold)."""
+  train = ml_collections.ConfigDict(config.train.to_dict())
+  train.param_sharding = "fsdp"
+  return train
+
+
 def _batch(config, batch_size, frames, seed):
   return ragged_batch(config, batch_size, frames, VOCAB, seed)
 
 
 def test_fsdp_and_replicated_train_to_the_same_parameters(setup):
   config, model, tx, schedule, mesh, host_state, replicated = setup
-  param_sharding.configure(config.train)
-  fsdp = trainer.state_shardings(host_state, mesh, tx, "fsdp")
+  fsdp = train_setup.state_shardings(host_state, mesh, tx, _fsdp_train(config))
   batches = [_batch(config, 8, 256, seed=s) for s in range(3)]
   results = {}
   for name, shardings in (("replicated", replicated), ("fsdp", fsdp)):
-    step = trainer.make_train_step(model, tx, schedule, mesh, shardings)
+    step = steps.make_train_step(model, tx, schedule, mesh, shardings)
     state = jax.device_put(host_state, shardings)
     losses = []
     for batch in batches:

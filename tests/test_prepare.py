@@ -305,3 +305,39 @@ def test_catalog_dataset_goes_through_the_same_feature_step(fake_catalog, tiny_d
   os.remove(os.path.join(prepared.builder_dir, INDEX_FILE))
   for got, expected in zip(prepared.split_lengths("train"), lengths):
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_failing_feature_step_is_skipped_with_its_exception(bad_inputs, monkeypatch):
+  config, prepared, folder = bad_inputs
+  params = features.FeatureParams.from_config(config.data)
+  item = sources.SourceItem(index=0, key="good0", split="train", raw_text="a good mile",
+                            audio_path=str(folder / "good0.wav"))
+  kept = featurize.featurize_item(item, params, prepared.tokenizer_path)
+  assert kept.example is not None and kept.reason == ""
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("mel filterbank exploded")
+
+  monkeypatch.setattr(features, "compute_features", broken)
+  skipped = featurize.featurize_item(item, params, prepared.tokenizer_path)
+  assert skipped.example is None
+  assert (skipped.reason, skipped.detail) == (featurize.FEATURE_ERROR,
+                                              "RuntimeError: mel filterbank exploded")
+  assert (skipped.split, skipped.index, skipped.key) == ("train", 0, "good0")
+
+
+def test_no_usable_example_in_any_split_is_one_error_with_the_counts(bad_inputs, tmp_path):
+  from echo_jax.errors import UserError
+
+  config, _, folder = bad_inputs
+  with open(tmp_path / "manifest.jsonl", "w") as f:
+    for key, path, split in (("s", "silent.wav", "train"), ("u", "unreadable.wav", "train"),
+                             ("v", "silent.wav", "validation")):
+      f.write(json.dumps({"id": key, "path": str(folder / path), "text": "hello there",
+                          "split": split}) + "\n")
+  hopeless = manifest_config(config, tmp_path / "root", tmp_path / "manifest.jsonl",
+                             tokenizer="char")
+  with pytest.raises(UserError, match="no usable example in any split") as raised:
+    ensure_prepared(hopeless)
+  counts = str(raised.value)
+  assert f"'{audio.SILENT}': 2" in counts and f"'{audio.UNREADABLE}': 1" in counts, counts

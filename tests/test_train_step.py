@@ -8,10 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from echo_jax.inference import scoring
 from echo_jax.training import metrics
 from echo_jax.training import optim
 from echo_jax.parallel import sharding
-from echo_jax.training import trainer
+from echo_jax.models import building
+from echo_jax.training import setup as train_setup
+from echo_jax.training import steps
 from ragged_batches import ragged_batch
 
 VOCAB = 40
@@ -22,7 +25,7 @@ def setup():
   config = importlib.import_module("configs.tiny").get_config()
   config.model.vocab_size = VOCAB
   config.train.warmup_steps = 1
-  model = trainer.build_model(config)
+  model = building.build_model(config)
   tx = optim.make_optimizer(config.train)
   schedule = optim.learning_rate_schedule(config.train)
   return config, model, tx, schedule
@@ -33,8 +36,8 @@ def mesh8(setup):
   """The 8-device mesh, one compiled step shared by the tests, and the initial state on the host."""
   config, model, tx, schedule = setup
   mesh = sharding.make_mesh()
-  state, shardings = trainer.create_train_state(model, tx, config, mesh)
-  step = trainer.make_train_step(model, tx, schedule, mesh, shardings)
+  state, shardings = train_setup.create_train_state(model, tx, config, mesh)
+  step = steps.make_train_step(model, tx, schedule, mesh, shardings)
   return mesh, shardings, step, jax.device_get(state)
 
 
@@ -59,8 +62,8 @@ def test_eight_devices_equal_one_device(setup, mesh8):
   mesh, shardings, step, host_state = mesh8
   batches = [_batch(config, 8, 256, seed=s) for s in range(3)]
   mesh_1 = sharding.make_mesh(jax.devices()[:1])
-  shardings_1 = trainer.state_shardings(host_state, mesh_1, tx, "replicated")
-  step_1 = trainer.make_train_step(model, tx, schedule, mesh_1, shardings_1)
+  shardings_1 = train_setup.state_shardings(host_state, mesh_1, tx, "replicated")
+  step_1 = steps.make_train_step(model, tx, schedule, mesh_1, shardings_1)
   losses_1, params_1 = _train(step_1, _fresh(host_state, shardings_1), mesh_1, batches)
   losses_8, params_8 = _train(step, _fresh(host_state, shardings), mesh, batches)
   # Same math, different reduction order across devices: float32 round-off only.
@@ -129,6 +132,6 @@ def test_token_sums_ignore_pad_and_invalid_rows():
 
 
 def test_error_rates_match_hand_counts():
-  rates = metrics.error_rates(["the cat sat", "a dog"], ["the cat sat down", "a log"])
+  rates = scoring.error_rates(["the cat sat", "a dog"], ["the cat sat down", "a log"])
   np.testing.assert_allclose(rates["wer"], 2 / 5)   # one insertion, one substitution
   np.testing.assert_allclose(rates["cer"], 6 / 16)  # " down" (5) + d->l (1) over 11 + 5 chars

@@ -3,75 +3,40 @@
 `validate_config(config)` runs the model's validator and checks the data, train, eval, decode and
 distributed fields and their cross-constraints (e.g. model.n_mels == data.n_mels).
 `validate_batch_sizes(config, num_devices)` checks the batch sizes against the device mesh.
+The field checkers and ConfigError are the model schema's (echo_jax.models.config), so the whole
+config is checked one way; validation only reads the config (it registers nothing).
 """
 
-import numbers
 import os
-from typing import Any, Sequence
 
 import ml_collections
 
-from echo_jax.parallel import sharding as sharding_lib
 from echo_jax.data.f0_source import F0_SOURCES
-from echo_jax.errors import UserError
+from echo_jax.data.pipeline import BATCH_SIZE_UNITS, global_batch_sizes
+# One set of field checkers and one error type for the whole config: the model's schema module
+# defines them (the model package sits below this one and imports nothing from it).
+from echo_jax.models.config import ConfigError  # noqa: F401  re-exported: callers catch it here
+from echo_jax.models.config import MIN_VOCAB, validate_model_config
+from echo_jax.models.config import check_choice as _choice
+from echo_jax.models.config import check_int as _int_at_least
+from echo_jax.models.config import check_int_sequence as _int_sequence
+from echo_jax.models.config import check_number_in as _number_in
+from echo_jax.models.config import fail as _fail
+from echo_jax.models.config import is_int as _is_int
+from echo_jax.parallel import param_sharding
+from echo_jax.parallel import sharding as sharding_lib
 
 TOKENIZERS = ("sentencepiece", "char")
 SPM_MODEL_TYPES = ("bpe", "unigram")
 
 
-class ConfigError(UserError):
-  """A config field has a bad value; the message names it and says how to fix it."""
-
-
-def _fail(field: str, value: Any, fix: str) -> None:
-  raise ConfigError(f"config.{field}={value!r} is invalid: {fix}")
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _int_at_least(field: str, value: Any, minimum: int) -> None:
-  if not _is_int(value) or value < minimum:
-    _fail(field, value, f"use an integer >= {minimum}")
-
-
-def _number_in(field: str, value: Any, low: float, high: float, low_open=False,
-               high_open=False) -> None:
-  ok = _is_number(value) and (value > low if low_open else value >= low) and (
-      value < high if high_open else value <= high)
-  if not ok:
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
-    _fail(field, value, f"use a number in {lo}{low}, {high}{hi}")
-
-
-def _choice(field: str, value: Any, choices: Sequence[str]) -> None:
-  if value not in choices:
-    _fail(field, value, f"use one of {', '.join(map(repr, choices))}")
-
-
-def _int_sequence(field: str, value: Any) -> None:
-  if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value or not all(
-      _is_int(v) and v > 0 for v in value):
-    _fail(field, value, "use a non-empty tuple of positive integers")
-
-
 def _validate_model(config: ml_collections.ConfigDict) -> None:
-  from echo_jax.models.config import MIN_VOCAB, validate_model_config
   model = config.model
   if model.vocab_size == -1:
     # Not known until the tokenizer exists; check everything else with a stand-in.
     model = ml_collections.ConfigDict(model.to_dict())
     model.vocab_size = max(int(config.data.vocab_size), MIN_VOCAB)
-  try:
-    validate_model_config(model)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  validate_model_config(model)
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
@@ -91,9 +56,12 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
   _int_sequence("data.bucket_batch_sizes", d.bucket_batch_sizes)
   if list(d.bucket_frames) != sorted(set(d.bucket_frames)):
     _fail("data.bucket_frames", d.bucket_frames, "use strictly increasing bucket edges")
+  unit = d.get("batch_size_unit", "global")
+  _choice("data.batch_size_unit", unit, BATCH_SIZE_UNITS)
   if len(d.bucket_batch_sizes) != len(d.bucket_frames):
+    kind = "global" if unit == "global" else "per-device"
     _fail("data.bucket_batch_sizes", d.bucket_batch_sizes,
-          f"give one global batch size per bucket edge ({len(d.bucket_frames)} edges in "
+          f"give one {kind} batch size per bucket edge ({len(d.bucket_frames)} edges in "
           "data.bucket_frames)")
   _int_at_least("data.max_target_length", d.max_target_length, 3)
   _int_at_least("data.eval_batch_size", d.eval_batch_size, 1)
@@ -145,11 +113,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _fail("train.spec_augment.freq_mask_bins", sa.freq_mask_bins,
           f"use at most config.data.n_mels={config.data.n_mels}")
   _number_in("train.spec_augment.time_mask_max_fraction", sa.time_mask_max_fraction, 0.0, 1.0)
-  from echo_jax.parallel import param_sharding  # registers the "fsdp" rule with this config's threshold
-  try:
-    param_sharding.configure(t)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  _int_at_least("train.fsdp_min_size", t.get("fsdp_min_size", param_sharding.DEFAULT_MIN_SIZE), 0)
   _choice("train.param_sharding", t.param_sharding, sharding_lib.available_param_shardings())
 
 
@@ -204,14 +168,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def validate_batch_sizes(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Each global batch (per bucket, and eval) must split evenly over the `num_devices` devices."""
-  for edge, size in zip(config.data.bucket_frames, config.data.bucket_batch_sizes):
+  """Each global batch (per bucket, and eval) must split evenly over the `num_devices` devices.
+
+  Per-device sizes (data.batch_size_unit = "per_device") always do; global ones must be multiples.
+  """
+  data = config.data
+  sizes = global_batch_sizes(data, num_devices)
+  fix = (f"use multiples of {num_devices}, or per-device sizes with "
+         "data.batch_size_unit='per_device'")
+  for edge, size in zip(data.bucket_frames, sizes.buckets):
     if size % num_devices:
       raise ConfigError(
-          f"config.data.bucket_batch_sizes={tuple(config.data.bucket_batch_sizes)}: the global "
-          f"batch {size} of bucket {edge} is not divisible by the {num_devices} devices; use "
-          f"multiples of {num_devices}.")
-  if config.data.eval_batch_size % num_devices:
+          f"config.data.bucket_batch_sizes={tuple(data.bucket_batch_sizes)}: the global "
+          f"batch {size} of bucket {edge} is not divisible by the {num_devices} devices; {fix}.")
+  if sizes.eval % num_devices:
     raise ConfigError(
-        f"config.data.eval_batch_size={config.data.eval_batch_size} is not divisible by the "
-        f"{num_devices} devices; use a multiple of {num_devices}.")
+        f"config.data.eval_batch_size={data.eval_batch_size} is not divisible by the "
+        f"{num_devices} devices; {fix}.")

@@ -2,58 +2,15 @@
 
 Config files in `configs/` call `default_config()` and override what they need, so every
 field exists in every config and a typo in an override fails (ml_collections is locked).
+`config.model` is declared once, by echo_jax.models.config.ModelSettings.
 """
 
 import ml_collections
 
+# The model's fields, defaults and validator live with the model (below this package).
+from echo_jax.models.config import default_model_config
 
-def default_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.vocab_size = -1  # -1: set from the tokenizer before the model is built
-  m.d_model = 512
-  m.num_heads = 4
-  m.encoder_layers = 4
-  m.decoder_layers = 4  # decoder._blocks; each feature also gets this many cross blocks
-  m.mlp_ratio = 4
-  m.n_mels = 128
-  m.features = ("spectrogram",)  # any of spectrogram, waveform, pitch
-  m.text_ctx = 448  # learned decoder positions (max decoder length)
-  m.audio_ctx = 4096  # max encoder frames after the front-end (sinusoids table)
-  m.spectrogram_downsample = 1  # 1 (reference), 2 or 4
-  m.pitch_downsample = 2  # pitch-stream front-end stride: 1, 2 (reference) or 4
-  m.hop_length = 128  # waveform front-end strides to this hop
-  # Rotary.
-  m.theta_mode = "seed"  # fixed | seed | clamped | mel | per_frame
-  m.theta = 10000.0
-  m.f0_mean_mode = "utt_voiced"  # utt_voiced | utt_all | batch_all (faithful)
-  m.radius_mode = "off"  # off | learned | f0
-  m.cross_attn_rotary = True
-  m.decoder_rotary = True
-  # Pitch-similarity bias.
-  m.pitch_bias = False
-  m.pitch_bias_scale = 1.0
-  m.pitch_bias_learned = False
-  # Reference behaviours kept behind options (off = the corrected model).
-  m.fzero = "off"  # off | pad_scale
-  m.causal_decoder = True
-  m.embed_init = "scaled"  # scaled: N(0, d^-1/2) | normal: N(0, 1) (reference)
-  # normal: N(0, 0.02), zero bias | torch: PyTorch default uniform (reference) | fan_in: He normal
-  m.conv_init = "normal"
-  # Activations as in the reference.
-  m.frontend_act = "gelu"
-  m.encoder_act = "swish"
-  m.decoder_act = "gelu"
-  m.dropout_rate = 0.0
-  m.mel_normalization = "none"  # none | utterance: per-utterance, per-bin mean/variance (CMVN)
-  # conv1d: the reference front-end (mel bins as channels); conv2d: two 3x3 convs over time and
-  # frequency (stride 2 in frequency, the time strides of spectrogram_downsample) with
-  # frontend_channels channels, flattened and projected to d_model.
-  m.spectrogram_frontend = "conv1d"
-  m.frontend_channels = 32
-  m.encoder_conv_kernel = 0  # > 0: a conformer-style depthwise conv module in each encoder block
-  m.ctc_head = False  # a CTC projection on the encoder output (needed by train.ctc_weight > 0)
-  m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params always float32)
-  return m
+__all__ = ["default_config", "default_data_config", "default_model_config"]
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -96,7 +53,11 @@ def default_data_config() -> ml_collections.ConfigDict:
   d.vocab_size = 512
   # Batching.
   d.bucket_frames = (512, 1024, 1536, 2048)  # bucket edges in mel frames
-  d.bucket_batch_sizes = (32, 16, 8, 8)  # global batch per bucket
+  d.bucket_batch_sizes = (32, 16, 8, 8)  # batch per bucket, in data.batch_size_unit
+  # global: bucket_batch_sizes and eval_batch_size are whole batches over all devices (a slice
+  # must divide them); per_device: rows per device, so the global batch is size x device count
+  # (echo_jax.data.pipeline.global_batch_sizes) and a config runs on any slice size as written.
+  d.batch_size_unit = "global"
   d.max_target_length = 128  # tokens incl. BOS/EOS
   d.shuffle_buffer = 2048
   d.seed = 0

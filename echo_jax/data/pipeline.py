@@ -11,6 +11,8 @@ arrays assemble) and each host reads only its own contiguous rows of every globa
   [p*b, (p+1)*b) with b = global / P. Epochs repeat forever. The position is one number, the
   count of batches handed out, so `get_state()` / `make_train_iterator(..., state=...)` resume
   with exactly the batches an uninterrupted run would have seen next.
+- batch sizes: data.bucket_batch_sizes and data.eval_batch_size are global batches, or rows per
+  device with data.batch_size_unit = "per_device" (`global_batch_sizes` resolves them).
 - eval: examples sorted by length are cut into global batches of data.eval_batch_size, each padded
   to the bucket of its longest example; the last batch is filled with copies of a real row marked
   valid=False and example_index=-1, so every example is seen exactly once over all hosts.
@@ -37,7 +39,7 @@ import json
 import logging
 import threading
 import weakref
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -53,6 +55,37 @@ from echo_jax.token_ids import BOS_ID, EOS_ID
 def bucket_ids(num_frames: np.ndarray, edges) -> np.ndarray:
   """Index of the smallest edge >= num_frames; len(edges) for examples longer than the last."""
   return np.searchsorted(np.asarray(edges, np.int64), np.asarray(num_frames, np.int64), side="left")
+
+
+BATCH_SIZE_UNITS = ("global", "per_device")
+
+
+class GlobalBatchSizes(NamedTuple):
+  buckets: tuple[int, ...]  # one per data.bucket_frames edge
+  eval: int
+
+
+def global_batch_sizes(data, num_devices: int | None = None) -> GlobalBatchSizes:
+  """The global batch of every bucket and of eval: the one place data.batch_size_unit is read.
+
+  "global" (the default): data.bucket_batch_sizes and data.eval_batch_size as written;
+  "per_device": each times `num_devices` (default: every device of every process), so the same
+  config fills a slice of any size.
+  """
+  buckets = tuple(int(b) for b in data.bucket_batch_sizes)
+  eval_size = int(data.eval_batch_size)
+  unit = data.get("batch_size_unit", "global")  # runs saved before the option mean "global"
+  if unit == "global":
+    return GlobalBatchSizes(buckets, eval_size)
+  if unit != "per_device":
+    raise UserError(f"config.data.batch_size_unit={unit!r} is invalid: use one of "
+                    f"{', '.join(map(repr, BATCH_SIZE_UNITS))}")
+  if num_devices is None:
+    import jax  # only per-device sizes need the device count; the rest of the pipeline is numpy
+
+    num_devices = jax.device_count()
+  n = int(num_devices)
+  return GlobalBatchSizes(tuple(b * n for b in buckets), eval_size * n)
 
 
 def local_batch_size(global_size: int, process_count: int, what: str) -> int:
@@ -359,10 +392,10 @@ class TrainIterator:
   """Endless iterator of this host's training batches; `get_state()` is its JSON position."""
 
   def __init__(self, config, prepared, process_index: int, process_count: int, state=None,
-               split: str = "train", num_parallel: int = 2):
+               split: str = "train", num_parallel: int = 2, num_devices: int | None = None):
     data = config.data
     self.edges = [int(e) for e in data.bucket_frames]
-    self.global_sizes = [int(g) for g in data.bucket_batch_sizes]
+    self.global_sizes = list(global_batch_sizes(data, num_devices).buckets)
     if len(self.edges) != len(self.global_sizes) or list(self.edges) != sorted(set(self.edges)):
       raise ValueError(f"data.bucket_frames={tuple(data.bucket_frames)} must be increasing and "
                        f"match data.bucket_batch_sizes={tuple(data.bucket_batch_sizes)} in length")
@@ -434,10 +467,13 @@ class TrainIterator:
 
 
 def make_train_iterator(config, prepared=None, process_index: int = 0, process_count: int = 1,
-                        state: dict | None = None) -> TrainIterator:
+                        state: dict | None = None, num_devices: int | None = None
+                        ) -> TrainIterator:
   """This host's endless training batches (numpy dicts, docs/architecture.md), resumable from
-  `state` (a previous iterator's get_state())."""
-  return TrainIterator(config, _prepared_for(config, prepared), process_index, process_count, state)
+  `state` (a previous iterator's get_state()). `num_devices` scales per-device batch sizes
+  (default: every device of every process)."""
+  return TrainIterator(config, _prepared_for(config, prepared), process_index, process_count, state,
+                       num_devices=num_devices)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -445,17 +481,18 @@ def make_train_iterator(config, prepared=None, process_index: int = 0, process_c
 
 
 def make_eval_batches(config, split: str, process_index: int = 0, process_count: int = 1,
-                      prepared=None, max_examples: int | None = None
-                      ) -> Iterator[dict[str, np.ndarray]]:
+                      prepared=None, max_examples: int | None = None,
+                      num_devices: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """This host's eval batches over `split`: each example exactly once over all hosts.
 
   max_examples (default config.eval.max_examples; -1 = all) keeps the split's first examples.
-  Every host yields the same number of batches with the same shapes.
+  Every host yields the same number of batches with the same shapes. `num_devices` scales a
+  per-device data.eval_batch_size (default: every device of every process).
   """
   prepared = _prepared_for(config, prepared)
   data = config.data
   edges = [int(e) for e in data.bucket_frames]
-  global_size = int(data.eval_batch_size)
+  global_size = global_batch_sizes(data, num_devices).eval
   local_batch_size(global_size, process_count, "data.eval_batch_size")
   _, num_frames = prepared.split_lengths(split)
   if max_examples is None:

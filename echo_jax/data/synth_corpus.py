@@ -1,6 +1,6 @@
 """Offline multi-speaker synthetic speech corpus: TTS voices x sentences -> wav + manifest.
 
-    python -m echo_jax.data.synth_corpus --out data/echo_speech_corpus --num-utterances 1200
+    python -m echo_jax.data.synth_corpus --out data/echo_speech_corpus --num_utterances 1200
 
 Writes `<out>/wavs/<id>.wav` (16 kHz mono PCM16), `<out>/manifest.jsonl` and `<out>/summary.json`.
 Sentences come from fortunes and WordNet usage examples (`corpus_text`). The whole plan (split,
@@ -526,20 +526,20 @@ def _print_summary(summary: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, help="corpus directory")
-  parser.add_argument("--num-utterances", type=int, default=1200)
+  parser.add_argument("--num_utterances", type=int, default=1200)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--engines", nargs="+", default=list(tts_engines.ENGINES),
                       choices=tts_engines.ENGINES)
-  parser.add_argument("--no-sox-pitch", action="store_true",
+  parser.add_argument("--no_sox_pitch", action="store_true",
                       help="no extra sox pitch shifts (engine pitch settings only)")
-  parser.add_argument("--noise-snr-db", type=float, default=None,
+  parser.add_argument("--noise_snr_db", type=float, default=None,
                       help="add white noise at this SNR (dB) to every utterance")
-  parser.add_argument("--no-augment", action="store_true",
+  parser.add_argument("--no_augment", action="store_true",
                       help="clean audio: no speed/reverb/noise/band-limit/gain, default "
                       "pitch range")
-  parser.add_argument("--no-dither", action="store_true",
+  parser.add_argument("--no_dither", action="store_true",
                       help="keep exact digital silence instead of +-1 LSB noise")
-  parser.add_argument("--max-seconds", type=float, default=15.0)
+  parser.add_argument("--max_seconds", type=float, default=15.0)
   parser.add_argument("--workers", type=int, default=2)
   args = parser.parse_args(argv)
   summary = build_corpus(

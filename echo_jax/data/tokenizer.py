@@ -17,6 +17,8 @@ import re
 import tempfile
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from echo_jax.data.text import ALPHABET
 from echo_jax.errors import MissingInputError, UserError
 
@@ -161,6 +163,41 @@ class Tokenizer:
                        f"echo_jax needs {PAD_ID}/{BOS_ID}/{EOS_ID}/{UNK_ID}; retrain it with "
                        "Tokenizer.train")
     return cls(path, "sentencepiece", sp=sp)
+
+
+def trim_tokens(row: Sequence[int]) -> list[int]:
+  """Token ids up to (not including) the first EOS, without PAD/BOS."""
+  out = []
+  for token in np.asarray(row).tolist():
+    if token == EOS_ID:
+      break
+    if token not in (PAD_ID, BOS_ID):
+      out.append(int(token))
+  return out
+
+
+def ids_to_text(tokenizer, ids: Sequence[int]) -> str:
+  """Text of a target or decoded id row: cut at the first EOS, special ids dropped."""
+  return tokenizer.decode(trim_tokens(ids))
+
+
+def expected_vocab_size(data_config) -> int:
+  """The id count a tokenizer trained with these data settings has, before one exists: the special
+  ids plus the normalised alphabet and space for the char kind, else data.vocab_size."""
+  if data_config.tokenizer == "char":
+    return NUM_SPECIAL + len(set(ALPHABET + " "))
+  return int(data_config.vocab_size)
+
+
+def resolve_vocab_size(config, tokenizer: Tokenizer) -> None:
+  """Sets config.model.vocab_size to the tokenizer's id count; -1 (unset) takes it, any other
+  value must already equal it (else the model and the tokenizer disagree: UserError)."""
+  vocab = int(tokenizer.vocab_size)
+  if int(config.model.vocab_size) not in (-1, vocab):
+    raise UserError(
+        f"config.model.vocab_size={config.model.vocab_size} does not match tokenizer "
+        f"{tokenizer.path} ({vocab} ids); leave it at -1 to take the tokenizer's.")
+  config.model.vocab_size = vocab
 
 
 def _atomic_write_text(path: str, content: str) -> None:

@@ -165,11 +165,11 @@ def main(argv=None) -> int:
   plot.add_argument("--layers", default=None,
                     help="comma list of attention modules (dotted names); default: first/last")
   plot.add_argument("--heads", default=None, help="comma list of heads (default: all)")
-  plot.add_argument("--theta-modes", nargs="+", default=["fixed", "seed", "clamped", "mel"])
+  plot.add_argument("--theta_modes", nargs="+", default=["fixed", "seed", "clamped", "mel"])
   plot.add_argument("--f0", nargs="+", type=float, default=[0.0, 100.0, 150.0, 220.0, 300.0])
   plot.add_argument("--theta", type=float, default=10000.0)
   plot.add_argument("--positions", type=int, default=32)
-  plot.add_argument("--head-dim", type=int, default=128)
+  plot.add_argument("--head_dim", type=int, default=128)
   plot.set_defaults(func=_plot)
   args = parser.parse_args(argv)
   return args.func(args)

@@ -9,8 +9,11 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
+from echo_jax.data.features import compute_features
 from echo_jax.diagnostics import naming
 from echo_jax.diagnostics.report import natural_key
+from echo_jax.inference import loading
+from echo_jax.models.building import build_model, example_batch
 
 
 def attention_weights(model, variables, batch: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -67,7 +70,6 @@ def select_maps(weights: Mapping[str, np.ndarray], batch: Mapping[str, Any],
 def load_trained(workdir: str):
   """(config, model, variables, tokenizer) of a run: its resolved config, its best (else latest)
   checkpoint and its tokenizer (echo_jax.inference.loading.load_run)."""
-  from echo_jax.inference import loading
   run = loading.load_run(workdir)
   return run.config, run.model, run.variables, run.tokenizer
 
@@ -76,19 +78,16 @@ def from_wave(config, wave: np.ndarray, workdir: Optional[str] = None, text: Opt
               layers: Optional[str] = None, heads: Optional[str] = None) -> Dict[str, np.ndarray]:
   """Maps for one recording: a trained run's checkpoint (`workdir`) or fresh parameters from
   `config`; decoder queries are the teacher-forced `text` (run tokenizer) or BOS alone."""
-  from echo_jax.training import trainer
-  from echo_jax.data.features import compute_features
-
   if workdir:
     config, model, variables, tokenizer = load_trained(workdir)
   else:
     config.model.vocab_size = max(int(config.model.vocab_size), 64)
-    model = trainer.build_model(config)
+    model = build_model(config)
     variables, tokenizer = None, None
   feats = compute_features(wave, config.data)
   frames = feats["mel"].shape[0]
   edge = -(-frames // 64) * 64
-  batch = trainer.example_batch(config, 1, edge)
+  batch = example_batch(config, 1, edge)
   batch["mel"][0, :frames] = feats["mel"]
   batch["f0"][0, :frames] = feats["f0"]
   batch["num_frames"][0] = frames

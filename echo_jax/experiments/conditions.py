@@ -2,7 +2,7 @@
 
 Every run is scored on the same utterances in every condition, so differences between variants
 and between conditions are paired. The utterances are the first `max_test_examples` records of
-the prepared test split (the set `evaluate --split test --max-examples N` scores); the shifted
+the prepared test split (the set `evaluate --split test --max_examples N` scores); the shifted
 conditions are those utterances' corpus wavs passed through pitch_shift.shift_pitch (formants
 kept), written once under WORKDIR/conditions/shift_<s>/ with a manifest.jsonl that keeps each
 utterance's id, transcript and corpus metadata, so every run's predictions join on the id.

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from echo_jax.inference import error_breakdown  # noqa: E402
-from echo_jax.data.text import normalise_transcript  # noqa: E402
+from echo_jax.inference.scoring import normalise  # noqa: E402
 from echo_jax.diagnostics import plots  # noqa: E402
 from echo_jax.experiments import conditions, stats  # noqa: E402
 from echo_jax.experiments import variants as variants_lib  # noqa: E402
@@ -83,7 +83,7 @@ def hypothesis(row: Mapping[str, Any], decoder: str) -> Optional[str]:
   if decoder == "attention":
     return row.get("hypothesis_normalised")
   text = row.get("ctc_hypothesis")
-  return None if text is None else normalise_transcript(text)
+  return None if text is None else normalise(text)
 
 
 def edits(reference: str, hyp: str) -> Tuple[int, int, int, int]:

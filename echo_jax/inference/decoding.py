@@ -24,12 +24,13 @@ that ratio of each utterance's input frames.
 
 import functools
 import time
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from echo_jax.data.tokenizer import ids_to_text, trim_tokens  # noqa: F401 (re-exported)
 from echo_jax.inference import ctc_prefix
 from echo_jax.training import losses
 from echo_jax.models.attention import CROSS_CACHE_ENTRIES
@@ -434,20 +435,9 @@ def make_decode_fn(model, max_length: int, beam_size: int = 1, length_penalty: f
   return DecodeFn(jax.jit(run), lambda: count[0])
 
 
-def trim_tokens(row: Sequence[int]) -> list:
-  """Token ids up to (not including) the first EOS, without PAD/BOS."""
-  out = []
-  for token in np.asarray(row).tolist():
-    if token == EOS_ID:
-      break
-    if token not in (PAD_ID, BOS_ID):
-      out.append(int(token))
-  return out
-
-
 def decode_batch_text(tokens, tokenizer) -> list:
   """[B, L] token ids -> list of B strings (cut at EOS, special ids dropped)."""
-  return [tokenizer.decode(trim_tokens(row)) for row in np.asarray(tokens)]
+  return [ids_to_text(tokenizer, row) for row in np.asarray(tokens)]
 
 
 def _generated_token_count(tokens) -> int:

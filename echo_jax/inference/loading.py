@@ -21,7 +21,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from echo_jax.data.prepare import ensure_prepared
+from echo_jax.data.tokenizer import Tokenizer, resolve_vocab_size
 from echo_jax.errors import MissingInputError, UserError
+from echo_jax.models.building import build_model, example_batch
+from echo_jax.training import checkpointing
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
@@ -58,25 +62,20 @@ def tokenizer_path(workdir: str, config) -> str:
     path = os.path.join(workdir, name)
     if os.path.isfile(path):
       return path
-  from echo_jax.data.prepare import ensure_prepared
   return ensure_prepared(config).tokenizer_path
 
 
 def load_tokenizer(workdir: str, config):
-  from echo_jax.data.tokenizer import Tokenizer
+  """The run's tokenizer; config.model.vocab_size is resolved from it (UserError on a mismatch:
+  the workdir's tokenizer does not match its model)."""
   tokenizer = Tokenizer.load(tokenizer_path(workdir, config))
-  vocab = int(config.model.vocab_size)
-  if vocab not in (-1, tokenizer.vocab_size):
-    raise UserError(f"the run's model has vocab_size={vocab} but tokenizer {tokenizer.path} has "
-                     f"{tokenizer.vocab_size} ids; the workdir's tokenizer does not match its "
-                     "model")
+  resolve_vocab_size(config, tokenizer)
   return tokenizer
 
 
 def candidate_steps(workdir: str, step: Optional[int] = None) -> list:
   """Checkpoint steps to load, in order of preference: `step` alone if given, else the best by
   WER followed by the others, newest first (the fallbacks when the best is damaged)."""
-  from echo_jax.training import checkpointing
   directory = os.path.abspath(checkpointing.checkpoint_dir(workdir))
   if not os.path.isdir(directory):
     raise MissingInputError(f"no checkpoints in {directory!r}; train first or pass the right "
@@ -108,7 +107,6 @@ def restore_first_usable(workdir: str, like: Any, steps: list, explicit: bool,
                          warn=None) -> tuple:
   """(step, params) of the first of `steps` that restores. A damaged explicit --checkpoint is a
   one-line user error; a damaged best/latest falls back to the next step with a warning."""
-  from echo_jax.training import checkpointing
   warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
   for i, chosen in enumerate(steps):
     try:
@@ -137,22 +135,17 @@ def restore_first_usable(workdir: str, like: Any, steps: list, explicit: bool,
 
 def abstract_params(model, config):
   """Parameter shapes/dtypes of `model` (traced, nothing computed): the restore target."""
-  from echo_jax.training import trainer
-  batch = trainer.example_batch(config, batch_size=1)
+  batch = example_batch(config, batch_size=1)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
   return shapes["params"]
 
 
 def load_run(workdir: str, step: Optional[int] = None) -> Run:
-  from echo_jax.training import checkpointing
-  from echo_jax.training import trainer
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   config = load_config(workdir)
   steps = candidate_steps(workdir, step)  # before the tokenizer: a wrong step fails fast
   tokenizer = load_tokenizer(workdir, config)
-  if int(config.model.vocab_size) == -1:
-    config.model.vocab_size = tokenizer.vocab_size
-  model = trainer.build_model(config)
+  model = build_model(config)
   like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
                                 abstract_params(model, config))
   chosen, params = restore_first_usable(workdir, like, steps, explicit=step is not None)

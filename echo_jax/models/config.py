@@ -1,7 +1,18 @@
-"""The model's settings: validation of `config.model` and a frozen copy for the modules."""
+"""The model's schema: each `config.model` field declared once, one validator, a frozen copy.
+
+`ModelSettings` declares every field with its type, default and a one-line doc;
+`default_model_config()` is the ConfigDict config files override, built from those defaults, and
+`validate_model_config` checks one (naming the field and the fix) and returns the frozen settings
+the linen modules hold. The field checkers below (`fail`, `check_*`) also check the rest of the
+config in echo_jax.config.check, so every config error reads the same; they live here because the
+model package depends on nothing above it.
+"""
 
 import dataclasses
-from typing import Any, Mapping, Tuple
+import numbers
+from typing import Any, Mapping, Sequence, Tuple
+
+import ml_collections
 
 from echo_jax.errors import UserError
 
@@ -23,43 +34,51 @@ MIN_VOCAB = 4  # pad 0, bos 1, eos 2, unk 3
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
-  """Everything the modules read, frozen so that linen modules can hold it as an attribute."""
-  vocab_size: int
-  d_model: int
-  num_heads: int
-  encoder_layers: int
-  decoder_layers: int
-  mlp_ratio: int
-  n_mels: int
-  features: Tuple[str, ...]
-  text_ctx: int
-  audio_ctx: int
-  spectrogram_downsample: int
-  pitch_downsample: int
-  hop_length: int
-  theta_mode: str
-  theta: float
-  f0_mean_mode: str
-  radius_mode: str
-  cross_attn_rotary: bool
-  decoder_rotary: bool
-  pitch_bias: bool
-  pitch_bias_scale: float
-  pitch_bias_learned: bool
-  fzero: str
-  causal_decoder: bool
-  embed_init: str
-  conv_init: str
-  frontend_act: str
-  encoder_act: str
-  decoder_act: str
-  dropout_rate: float
-  dtype: str
-  ctc_head: bool = False
-  mel_normalization: str = "none"
+  """Each model field with its default; frozen so that linen modules can hold it as an attribute."""
+  vocab_size: int = -1  # -1: set from the tokenizer before the model is built
+  d_model: int = 512
+  num_heads: int = 4
+  encoder_layers: int = 4
+  decoder_layers: int = 4  # decoder._blocks; each feature also gets this many cross blocks
+  mlp_ratio: int = 4
+  n_mels: int = 128
+  features: Tuple[str, ...] = ("spectrogram",)  # any of spectrogram, waveform, pitch
+  text_ctx: int = 448  # learned decoder positions (max decoder length)
+  audio_ctx: int = 4096  # max encoder frames after the front-end (sinusoids table)
+  spectrogram_downsample: int = 1  # 1 (reference), 2 or 4
+  pitch_downsample: int = 2  # pitch-stream front-end stride: 1, 2 (reference) or 4
+  hop_length: int = 128  # waveform front-end strides to this hop
+  # Rotary.
+  theta_mode: str = "seed"  # fixed | seed | clamped | mel | per_frame
+  theta: float = 10000.0
+  f0_mean_mode: str = "utt_voiced"  # utt_voiced | utt_all | batch_all (faithful)
+  radius_mode: str = "off"  # off | learned | f0
+  cross_attn_rotary: bool = True
+  decoder_rotary: bool = True
+  # Pitch-similarity bias.
+  pitch_bias: bool = False
+  pitch_bias_scale: float = 1.0
+  pitch_bias_learned: bool = False
+  # Reference behaviours kept behind options (off = the corrected model).
+  fzero: str = "off"  # off | pad_scale
+  causal_decoder: bool = True
+  embed_init: str = "scaled"  # scaled: N(0, d^-1/2) | normal: N(0, 1) (reference)
+  # normal: N(0, 0.02), zero bias | torch: PyTorch default uniform (reference) | fan_in: He normal
+  conv_init: str = "normal"
+  # Activations as in the reference.
+  frontend_act: str = "gelu"
+  encoder_act: str = "swish"
+  decoder_act: str = "gelu"
+  dropout_rate: float = 0.0
+  dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params always float32)
+  ctc_head: bool = False  # a CTC projection on the encoder output (needed by train.ctc_weight > 0)
+  mel_normalization: str = "none"  # none | utterance: per-utterance, per-bin mean/variance (CMVN)
+  # conv1d: the reference front-end (mel bins as channels); conv2d: two 3x3 convs over time and
+  # frequency (stride 2 in frequency, the time strides of spectrogram_downsample) with
+  # frontend_channels channels, flattened and projected to d_model.
   spectrogram_frontend: str = "conv1d"
   frontend_channels: int = 32
-  encoder_conv_kernel: int = 0
+  encoder_conv_kernel: int = 0  # > 0: a conformer-style depthwise conv module in each encoder block
 
   @property
   def ctc_feature(self) -> str:
@@ -76,112 +95,151 @@ class ModelSettings:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(ModelSettings))
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSettings)}
 # Fields added after runs were saved: an older run's config lacks them and means their default.
-_OPTIONAL = {f.name: f.default for f in dataclasses.fields(ModelSettings)
-             if f.default is not dataclasses.MISSING}
+_ADDED_LATER = ("ctc_head", "mel_normalization", "spectrogram_frontend", "frontend_channels",
+                "encoder_conv_kernel")
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """`config.model`: every ModelSettings field at its default."""
+  return ml_collections.ConfigDict(dict(_DEFAULTS))
+
+
+# ----------------------------------------------------------------------------------------------
+# Field checkers: each error names the field (its path under `config.`) and the fix.
+
+
+class ConfigError(UserError):
+  """A config field has a bad value; the message names it and says how to fix it."""
+
+
+def fail(field: str, value: Any, fix: str) -> None:
+  raise ConfigError(f"config.{field}={value!r} is invalid: {fix}")
+
+
+def is_int(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
+  if value not in choices:
+    fail(field, value, f"use one of {', '.join(map(repr, choices))}")
+
+
+def check_int(field: str, value: Any, minimum: int) -> None:
+  if not is_int(value) or value < minimum:
+    fail(field, value, f"use an integer >= {minimum}")
+
+
+def check_bool(field: str, value: Any) -> None:
+  if not isinstance(value, bool):
+    fail(field, value, "use True or False")
+
+
+def check_positive(field: str, value: Any) -> None:
+  if not is_number(value) or not value > 0:
+    fail(field, value, "use a number > 0")
+
+
+def check_number_in(field: str, value: Any, low: float, high: float, low_open: bool = False,
+                    high_open: bool = False) -> None:
+  ok = is_number(value) and (value > low if low_open else value >= low) and (
+      value < high if high_open else value <= high)
+  if not ok:
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    fail(field, value, f"use a number in {lo}{low}, {high}{hi}")
+
+
+def check_int_sequence(field: str, value: Any) -> None:
+  if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value or not all(
+      is_int(v) and v > 0 for v in value):
+    fail(field, value, "use a non-empty tuple of positive integers")
+
+
+# ----------------------------------------------------------------------------------------------
+# The model validator.
 
 
 def _get(cfg: Any, name: str) -> Any:
-  if name in _OPTIONAL and not (name in cfg if isinstance(cfg, Mapping) else hasattr(cfg, name)):
-    return _OPTIONAL[name]
-  if isinstance(cfg, Mapping):
-    if name not in cfg:
-      raise UserError(f"config.model.{name} is missing; start from "
-                       "echo_jax.config.defaults.default_model_config()")
-    return cfg[name]
-  if not hasattr(cfg, name):
-    raise UserError(f"config.model.{name} is missing; start from "
-                     "echo_jax.config.defaults.default_model_config()")
-  return getattr(cfg, name)
-
-
-def _fail(field: str, value: Any, fix: str) -> None:
-  raise UserError(f"config.model.{field}={value!r} is invalid: {fix}")
-
-
-def _check_choice(field: str, value: Any, choices) -> None:
-  if value not in choices:
-    _fail(field, value, f"use one of {', '.join(map(repr, choices))}")
-
-
-def _check_int(field: str, value: Any, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    _fail(field, value, f"use an integer >= {minimum}")
-
-
-def _check_bool(field: str, value: Any) -> None:
-  if not isinstance(value, bool):
-    _fail(field, value, "use True or False")
-
-
-def _check_positive(field: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-    _fail(field, value, "use a number > 0")
+  present = name in cfg if isinstance(cfg, Mapping) else hasattr(cfg, name)
+  if not present:
+    if name in _ADDED_LATER:
+      return _DEFAULTS[name]
+    raise ConfigError(f"config.model.{name} is missing; start from "
+                      "echo_jax.models.config.default_model_config()")
+  return cfg[name] if isinstance(cfg, Mapping) else getattr(cfg, name)
 
 
 def validate_model_config(cfg: Any) -> ModelSettings:
-  """Checks `config.model`; raises ValueError naming the field and the fix. Returns the settings."""
+  """Checks `config.model`; raises ConfigError naming the field and the fix; returns settings."""
   values = {name: _get(cfg, name) for name in _FIELDS}
   v = values
-  if isinstance(v["vocab_size"], bool) or not isinstance(v["vocab_size"], int) or (
-      v["vocab_size"] < MIN_VOCAB):
-    _fail("vocab_size", v["vocab_size"],
-          f"set it from the tokenizer (echo_jax.data.tokenizer) before building the model; it must "
-          f"be >= {MIN_VOCAB} (pad 0, bos 1, eos 2, unk 3)")
-  _check_int("d_model", v["d_model"], 2)
-  _check_int("num_heads", v["num_heads"], 1)
+  if not is_int(v["vocab_size"]) or v["vocab_size"] < MIN_VOCAB:
+    fail("model.vocab_size", v["vocab_size"],
+         f"set it from the tokenizer (echo_jax.data.tokenizer) before building the model; it must "
+         f"be >= {MIN_VOCAB} (pad 0, bos 1, eos 2, unk 3)")
+  check_int("model.d_model", v["d_model"], 2)
+  check_int("model.num_heads", v["num_heads"], 1)
   if v["d_model"] % v["num_heads"]:
-    _fail("d_model", v["d_model"],
-          f"d_model must be divisible by num_heads={v['num_heads']}; change either")
+    fail("model.d_model", v["d_model"],
+         f"d_model must be divisible by num_heads={v['num_heads']}; change either")
   if (v["d_model"] // v["num_heads"]) % 2:
-    _fail("num_heads", v["num_heads"],
-          f"the head dim d_model/num_heads={v['d_model'] // v['num_heads']} must be even for the "
-          "rotary pairs; change d_model or num_heads")
-  _check_int("encoder_layers", v["encoder_layers"], 1)
-  _check_int("decoder_layers", v["decoder_layers"], 1)
-  _check_int("mlp_ratio", v["mlp_ratio"], 1)
-  _check_int("n_mels", v["n_mels"], 1)
+    fail("model.num_heads", v["num_heads"],
+         f"the head dim d_model/num_heads={v['d_model'] // v['num_heads']} must be even for the "
+         "rotary pairs; change d_model or num_heads")
+  for name, minimum in (("encoder_layers", 1), ("decoder_layers", 1), ("mlp_ratio", 1),
+                        ("n_mels", 1)):
+    check_int(f"model.{name}", v[name], minimum)
   feats = v["features"]
   if isinstance(feats, str) or not isinstance(feats, (tuple, list)) or not feats:
-    _fail("features", feats, f"use a non-empty tuple of {', '.join(FEATURES)}")
+    fail("model.features", feats, f"use a non-empty tuple of {', '.join(FEATURES)}")
   for f in feats:
     if f not in FEATURES:
-      _fail("features", feats, f"unknown feature {f!r}; use any of {', '.join(FEATURES)}")
+      fail("model.features", feats, f"unknown feature {f!r}; use any of {', '.join(FEATURES)}")
   if len(set(feats)) != len(feats):
-    _fail("features", feats, "list each feature once")
-  _check_int("text_ctx", v["text_ctx"], 2)
-  _check_int("audio_ctx", v["audio_ctx"], 1)
-  _check_choice("spectrogram_downsample", v["spectrogram_downsample"], DOWNSAMPLES)
-  _check_choice("pitch_downsample", v["pitch_downsample"], DOWNSAMPLES)
-  _check_int("hop_length", v["hop_length"], 1)
-  _check_choice("theta_mode", v["theta_mode"], THETA_MODES)
-  _check_positive("theta", v["theta"])
-  _check_choice("f0_mean_mode", v["f0_mean_mode"], F0_MEAN_MODES)
-  _check_choice("radius_mode", v["radius_mode"], RADIUS_MODES)
+    fail("model.features", feats, "list each feature once")
+  check_int("model.text_ctx", v["text_ctx"], 2)
+  check_int("model.audio_ctx", v["audio_ctx"], 1)
+  check_choice("model.spectrogram_downsample", v["spectrogram_downsample"], DOWNSAMPLES)
+  check_choice("model.pitch_downsample", v["pitch_downsample"], DOWNSAMPLES)
+  check_int("model.hop_length", v["hop_length"], 1)
+  check_choice("model.theta_mode", v["theta_mode"], THETA_MODES)
+  check_positive("model.theta", v["theta"])
+  check_choice("model.f0_mean_mode", v["f0_mean_mode"], F0_MEAN_MODES)
+  check_choice("model.radius_mode", v["radius_mode"], RADIUS_MODES)
   for name in ("cross_attn_rotary", "decoder_rotary", "pitch_bias", "pitch_bias_learned",
                "causal_decoder", "ctc_head"):
-    _check_bool(name, v[name])
-  _check_positive("pitch_bias_scale", v["pitch_bias_scale"])
-  _check_choice("fzero", v["fzero"], FZERO_MODES)
-  _check_choice("embed_init", v["embed_init"], EMBED_INITS)
-  _check_choice("conv_init", v["conv_init"], CONV_INITS)
+    check_bool(f"model.{name}", v[name])
+  check_positive("model.pitch_bias_scale", v["pitch_bias_scale"])
+  check_choice("model.fzero", v["fzero"], FZERO_MODES)
+  check_choice("model.embed_init", v["embed_init"], EMBED_INITS)
+  check_choice("model.conv_init", v["conv_init"], CONV_INITS)
   for name in ("frontend_act", "encoder_act", "decoder_act"):
-    _check_choice(name, v[name], ACTIVATION_NAMES)
+    check_choice(f"model.{name}", v[name], ACTIVATION_NAMES)
   rate = v["dropout_rate"]
-  if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-    _fail("dropout_rate", rate, "use a number in [0, 1)")
-  _check_choice("dtype", v["dtype"], DTYPES)
-  _check_choice("mel_normalization", v["mel_normalization"], MEL_NORMALIZATIONS)
-  _check_choice("spectrogram_frontend", v["spectrogram_frontend"], SPECTROGRAM_FRONTENDS)
-  _check_int("frontend_channels", v["frontend_channels"], 1)
-  _check_int("encoder_conv_kernel", v["encoder_conv_kernel"], 0)
+  if not is_number(rate) or not 0.0 <= rate < 1.0:
+    fail("model.dropout_rate", rate, "use a number in [0, 1)")
+  check_choice("model.dtype", v["dtype"], DTYPES)
+  check_choice("model.mel_normalization", v["mel_normalization"], MEL_NORMALIZATIONS)
+  check_choice("model.spectrogram_frontend", v["spectrogram_frontend"], SPECTROGRAM_FRONTENDS)
+  check_int("model.frontend_channels", v["frontend_channels"], 1)
+  check_int("model.encoder_conv_kernel", v["encoder_conv_kernel"], 0)
   if v["encoder_conv_kernel"] and v["encoder_conv_kernel"] % 2 == 0:
-    _fail("encoder_conv_kernel", v["encoder_conv_kernel"],
-          "use an odd kernel (centred, so valid frames never read padding) or 0 for none")
+    fail("model.encoder_conv_kernel", v["encoder_conv_kernel"],
+         "use an odd kernel (centred, so valid frames never read padding) or 0 for none")
+  # Plain Python values: the settings are hashed as a static attribute of jitted modules.
+  for f in dataclasses.fields(ModelSettings):
+    if f.type is int:
+      values[f.name] = int(values[f.name])
+    elif f.type is float:
+      values[f.name] = float(values[f.name])
   values["features"] = tuple(feats)
-  values["theta"] = float(v["theta"])
-  values["pitch_bias_scale"] = float(v["pitch_bias_scale"])
-  values["dropout_rate"] = float(rate)
   return ModelSettings(**values)
 
 

@@ -80,7 +80,7 @@ class DepthwiseConv1D(nn.Module):
 
   Same parameters ('kernel' [k, 1, C], 'bias' [C]) and values as nn.Conv with
   feature_group_count=C; XLA:CPU runs the grouped convolution ~20-60x slower than this
-  (benchmark.bench_depthwise).
+  (benchmark.operators.bench_depthwise).
   """
   features: int
   kernel_size: int

@@ -5,7 +5,7 @@ from typing import Dict, Sequence
 import ml_collections
 import numpy as np
 
-from echo_jax.config.defaults import default_model_config
+from echo_jax.models.config import default_model_config
 
 
 def tiny_model_config(**overrides) -> ml_collections.ConfigDict:

@@ -1,15 +1,14 @@
 """FSDP-style parameter sharding: each large parameter is split over the `data` axis.
 
-Rule "fsdp" (registered with `echo_jax.parallel.sharding.register_param_sharding`): a parameter with at
-least `train.fsdp_min_size` elements is split along its largest dimension that the `data` axis
-size divides (the first such on ties); smaller parameters, and those with no divisible dimension,
-stay replicated (splitting a tiny vector saves nothing and costs an all-gather). The trainer maps
-the same shardings onto the optimizer moments, so parameters and AdamW state both shrink by about
-the device count. Under `jax.jit` XLA then all-gathers each weight where it is used and
-reduce-scatters its gradient, so the math is the replicated step's math.
-
-The threshold comes from the config: `configure(config.train)` re-registers the rule with
-`train.fsdp_min_size` (the default rule uses the schema's default).
+Rule "fsdp" (chosen with `train.param_sharding`, applied by echo_jax.parallel.sharding's
+`param_shardings`): a parameter with at least `train.fsdp_min_size` elements is split along its
+largest dimension that the `data` axis size divides (the first such on ties); smaller parameters,
+and those with no divisible dimension, stay replicated (splitting a tiny vector saves nothing and
+costs an all-gather). The trainer maps the same shardings onto the optimizer moments, so
+parameters and AdamW state both shrink by about the device count. Under `jax.jit` XLA then
+all-gathers each weight where it is used and reduce-scatters its gradient, so the math is the
+replicated step's math. The threshold is an argument, never module state: the shardings are a
+pure function of the config.
 """
 
 from typing import Any, Sequence
@@ -18,8 +17,17 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-DATA_AXIS = "data"  # echo_jax.parallel.sharding.DATA_AXIS (not imported: sharding imports this module)
-DEFAULT_MIN_SIZE = 1 << 14  # elements; mirrors config_defaults train.fsdp_min_size
+from echo_jax.parallel.mesh import DATA_AXIS
+
+DEFAULT_MIN_SIZE = 1 << 14  # elements; the schema's default train.fsdp_min_size
+
+
+def check_min_size(min_size: Any) -> int:
+  """`min_size` as an int; ValueError naming train.fsdp_min_size when it is not an integer >= 0."""
+  if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
+    raise ValueError(f"config.train.fsdp_min_size={min_size!r} is invalid: use an integer >= 0 "
+                     "(parameters with fewer elements stay replicated).")
+  return int(min_size)
 
 
 def fsdp_spec(shape: Sequence[int], axis_size: int, min_size: int = DEFAULT_MIN_SIZE,
@@ -39,25 +47,11 @@ def fsdp_spec(shape: Sequence[int], axis_size: int, min_size: int = DEFAULT_MIN_
 
 def fsdp_shardings(mesh: Mesh, abstract_params: Any, min_size: int = DEFAULT_MIN_SIZE) -> Any:
   """Pytree of NamedSharding shaped like `abstract_params` (arrays or ShapeDtypeStructs)."""
+  min_size = check_min_size(min_size)
   axis_size = int(mesh.shape[DATA_AXIS])
   return jax.tree.map(
       lambda leaf: NamedSharding(mesh, fsdp_spec(tuple(leaf.shape), axis_size, min_size)),
       abstract_params)
-
-
-def fsdp_rule(min_size: int):
-  """The rule `(mesh, abstract_params) -> shardings` for a given size threshold."""
-  if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
-    raise ValueError(f"config.train.fsdp_min_size={min_size!r} is invalid: use an integer >= 0 "
-                     "(parameters with fewer elements stay replicated).")
-  return lambda mesh, abstract_params: fsdp_shardings(mesh, abstract_params, int(min_size))
-
-
-def configure(train_config) -> None:
-  """Registers "fsdp" with `train_config.fsdp_min_size` (call before building shardings)."""
-  from echo_jax.parallel import sharding
-  min_size = train_config.get("fsdp_min_size", DEFAULT_MIN_SIZE)
-  sharding.register_param_sharding("fsdp", fsdp_rule(min_size))
 
 
 def bytes_per_device(abstract_tree: Any, shardings: Any) -> int:

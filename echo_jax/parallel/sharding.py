@@ -1,66 +1,70 @@
 """Device mesh, shardings and global batch assembly for data-parallel training.
 
-The mesh has one axis, `data`, spanning every device of every process. Batches are sharded over
-`data`; parameters and optimizer state are placed by a named *param-sharding rule* (default:
-replicated). A rule maps (mesh, abstract params) -> a pytree of NamedSharding, so other layouts
-(e.g. FSDP) register themselves with `register_param_sharding` without touching the trainer.
+The mesh has one axis, `data`, spanning every device of every process (echo_jax.parallel.mesh).
+Batches are sharded over `data`; parameters and optimizer state are placed by the
+*param-sharding rule* `train.param_sharding`: "replicated" (default) or "fsdp"
+(echo_jax.parallel.param_sharding, with `train.fsdp_min_size`). `param_shardings` picks the rule
+from the config alone; other layouts can be added with `register_param_sharding`, an explicit
+extension point that nothing in the package calls (validation only reads the rule names).
 """
 
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence, Union
 
 import jax
+import ml_collections
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
-DATA_AXIS = "data"
+from echo_jax.parallel import param_sharding as fsdp_lib
+# The mesh and basic layouts, re-exported: callers take every layout from this one module.
+from echo_jax.parallel.mesh import DATA_AXIS, batch_sharding, make_mesh, replicated
+
+__all__ = [
+    "DATA_AXIS", "HOST_ONLY_KEYS", "available_param_shardings", "batch_sharding", "global_batch",
+    "make_mesh", "param_shardings", "register_param_sharding", "replicated", "split_host_batch",
+]
 
 # Keys of a host batch that stay on the host (bookkeeping, never read by the model).
 HOST_ONLY_KEYS = ("example_index",)
 
 ParamShardingRule = Callable[[Mesh, Any], Any]
-_PARAM_SHARDING_RULES: Dict[str, ParamShardingRule] = {}
-
-
-def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """A 1-D mesh over `devices` (default: all devices of all processes) with axis `data`."""
-  devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over `data`, other axes whole."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+# The built-in rules: (mesh, abstract params, train.fsdp_min_size) -> shardings.
+_BUILTIN_RULES = {
+    "replicated": lambda mesh, tree, _: jax.tree.map(lambda _: replicated(mesh), tree),
+    "fsdp": fsdp_lib.fsdp_shardings,
+}
+_PARAM_SHARDING_RULES: Dict[str, ParamShardingRule] = {}  # added by register_param_sharding
 
 
 def register_param_sharding(name: str, rule: ParamShardingRule) -> None:
-  """Registers `rule(mesh, abstract_params) -> pytree of NamedSharding` under `name`."""
+  """Adds `rule(mesh, abstract_params) -> pytree of NamedSharding` under `name`."""
+  if name in _BUILTIN_RULES:
+    raise ValueError(f"param-sharding rule {name!r} is built in; register another name")
   _PARAM_SHARDING_RULES[name] = rule
 
 
 def available_param_shardings() -> Sequence[str]:
-  return tuple(sorted(_PARAM_SHARDING_RULES))
+  return tuple(sorted(set(_BUILTIN_RULES) | set(_PARAM_SHARDING_RULES)))
 
 
-def _replicate_all(mesh: Mesh, abstract_tree: Any) -> Any:
-  return jax.tree.map(lambda _: replicated(mesh), abstract_tree)
+def param_shardings(mesh: Mesh, abstract_params: Any,
+                    mode: Union[str, ml_collections.ConfigDict] = "replicated") -> Any:
+  """Per-leaf NamedSharding for parameters (and anything shaped like them).
 
-
-register_param_sharding("replicated", _replicate_all)
-from echo_jax.parallel import param_sharding as _fsdp  # noqa: E402  FSDP-style rule "fsdp"
-register_param_sharding("fsdp", _fsdp.fsdp_rule(_fsdp.DEFAULT_MIN_SIZE))
-
-
-def param_shardings(mesh: Mesh, abstract_params: Any, mode: str = "replicated") -> Any:
-  """Per-leaf NamedSharding for parameters (and anything shaped like them) under rule `mode`."""
-  if mode not in _PARAM_SHARDING_RULES:
-    raise ValueError(
-        f"train.param_sharding={mode!r} is not available; choose one of "
-        f"{list(available_param_shardings())}.")
-  return _PARAM_SHARDING_RULES[mode](mesh, abstract_params)
+  `mode` is config.train (its param_sharding rule and fsdp_min_size) or a rule name (with the
+  default fsdp_min_size).
+  """
+  min_size = fsdp_lib.DEFAULT_MIN_SIZE
+  if not isinstance(mode, str):
+    min_size = mode.get("fsdp_min_size", fsdp_lib.DEFAULT_MIN_SIZE)
+    mode = str(mode.param_sharding)
+  if mode in _BUILTIN_RULES:
+    return _BUILTIN_RULES[mode](mesh, abstract_params, min_size)
+  if mode in _PARAM_SHARDING_RULES:
+    return _PARAM_SHARDING_RULES[mode](mesh, abstract_params)
+  raise ValueError(
+      f"train.param_sharding={mode!r} is not available; choose one of "
+      f"{list(available_param_shardings())}.")
 
 
 def split_host_batch(batch: Mapping[str, np.ndarray]):

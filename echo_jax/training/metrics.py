@@ -1,4 +1,7 @@
-"""Loss and metric functions, and the metric writers (TensorBoard, metrics.jsonl, progress bar)."""
+"""Loss and metric functions, and the metric writers (TensorBoard, metrics.jsonl, progress bar).
+
+WER/CER live in echo_jax.inference.scoring (shared with `evaluate`).
+"""
 
 import json
 import math
@@ -8,7 +11,6 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import jiwer
 import numpy as np
 import optax
 import tqdm
@@ -42,16 +44,6 @@ def mean_token_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return sums["loss_sum"] / jnp.maximum(sums["num_tokens"], 1.0)
 
 
-def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> Dict[str, float]:
-  """Corpus WER and CER (total edits / total reference words or characters), via jiwer."""
-  pairs = [(r, h) for r, h in zip(references, hypotheses) if r.strip()]
-  if not pairs:
-    return {"wer": float("nan"), "cer": float("nan")}
-  refs = [r for r, _ in pairs]
-  hyps = [h for _, h in pairs]
-  return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
-
-
 def is_remote(path: str) -> bool:
   return "://" in str(path)
 
@@ -66,7 +58,7 @@ def open_file(path: str, mode: str):
 
 def make_dirs(path: str) -> None:
   if is_remote(path):
-    import tensorflow as tf
+    import tensorflow as tf  # heavy; only needed for remote paths
     tf.io.gfile.makedirs(path)
   else:
     os.makedirs(path, exist_ok=True)
@@ -76,7 +68,7 @@ class _TfSummaryWriter:
   """TensorBoard events through tf.summary, for remote (gs://) workdirs."""
 
   def __init__(self, logdir: str):
-    import tensorflow as tf
+    import tensorflow as tf  # heavy; only remote workdirs write through tf.summary
     self._tf = tf
     self._writer = tf.summary.create_file_writer(logdir)
 

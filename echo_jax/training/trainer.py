@@ -1,400 +1,42 @@
-"""Training and evaluation: `train_and_evaluate(config, workdir)`.
+"""Training and evaluation: `train_and_evaluate(config, workdir)`, the training driver.
 
-Data parallel with pmap's semantics written as `jax.jit` over a Mesh with one `data` axis: the
-global batch is sharded over `data`, the train state is placed by the param-sharding rule
-(replicated by default), XLA inserts the gradient all-reduce. The state is donated; the per-step
-RNG is fold_in(base, step) inside the step; the host reads device values only at log, checkpoint
-and eval points.
+Data parallel with pmap's semantics written as `jax.jit` over a Mesh with one `data` axis (the
+set-up in training.setup, the jitted steps in training.steps). The state is donated; the host
+reads device values only at log, checkpoint and eval points. Evaluation is training.evaluation,
+the run directory's files training.run_dir.
 """
 
-import filecmp
-import json
-import os
-import shutil
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
-import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from jax.experimental import multihost_utils
 
-from echo_jax.training import checkpointing
 from echo_jax.config import check as config_check
+from echo_jax.data import pipeline
+from echo_jax.data.prepare import ensure_prepared
+from echo_jax.data.tokenizer import resolve_vocab_size
+from echo_jax.diagnostics.dump import DiagnosticsWriter
 from echo_jax.parallel import distributed
-from echo_jax import errors
-from echo_jax.training import losses
-from echo_jax.training import metrics as metrics_lib
-from echo_jax.training import optim
 from echo_jax.parallel import sharding as sharding_lib
-from echo_jax.training import spec_augment
-
-from echo_jax.token_ids import BOS_ID, EOS_ID, PAD_ID
+from echo_jax.training import checkpointing
+from echo_jax.training import evaluation
+from echo_jax.training import metrics as metrics_lib
+from echo_jax.training import setup
+from echo_jax.training import steps
+from echo_jax.training.host import fetch
+from echo_jax.training.run_dir import (copy_tokenizer, say, write_nonfinite_dump,
+                                       write_resolved_config)
 
 
 class NonFiniteError(FloatingPointError):
   """Training stopped on a non-finite loss or gradient; a dump was written to the workdir."""
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array            # int32 scalar: number of completed steps
-  params: Any
-  opt_state: Any
-  rng: jax.Array             # base PRNG key (raw uint32); step s uses fold_in(rng, s)
-  first_bad_step: jax.Array  # int32 scalar: first step with a non-finite loss/grad, -1 if none
-
-  def resumable(self) -> Dict[str, Any]:
-    """What a checkpoint stores besides the params."""
-    return {"step": self.step, "opt_state": self.opt_state, "rng": self.rng}
-
-
-# ----------------------------------------------------------------------------------------------
-# Model, batches, state.
-
-
-def build_model(config: ml_collections.ConfigDict):
-  from echo_jax.models import EchoModel
-  return EchoModel(config=config.model)
-
-
-def example_batch(config: ml_collections.ConfigDict, batch_size: int,
-                  frames: Optional[int] = None) -> Dict[str, np.ndarray]:
-  """A zero batch in the documented batch format (shapes only matter: used to init the model)."""
-  frames = int(frames or config.data.bucket_frames[0])
-  length = int(config.data.max_target_length)
-  batch = {
-      "mel": np.zeros([batch_size, frames, int(config.model.n_mels)], np.float32),
-      "f0": np.zeros([batch_size, frames], np.float32),
-      "num_frames": np.full([batch_size], frames, np.int32),
-      "decoder_input_tokens": np.zeros([batch_size, length], np.int32),
-      "decoder_target_tokens": np.zeros([batch_size, length], np.int32),
-      "valid": np.ones([batch_size], bool),
-  }
-  batch["decoder_input_tokens"][:, 0] = BOS_ID
-  if "waveform" in tuple(config.model.features):
-    samples = frames * int(config.data.hop_length)
-    batch["waveform"] = np.zeros([batch_size, samples], np.float32)
-    batch["num_samples"] = np.full([batch_size], samples, np.int32)
-  return batch
-
-
-def state_shardings(abstract_state: TrainState, mesh, tx: optax.GradientTransformation,
-                    mode: str) -> TrainState:
-  """NamedShardings for every leaf of the train state under param-sharding rule `mode`.
-
-  Optimizer moments follow their parameter's sharding; counters and the RNG are replicated.
-  """
-  rep = sharding_lib.replicated(mesh)
-  params = sharding_lib.param_shardings(mesh, abstract_state.params, mode)
-  opt_state = optax.tree_map_params(
-      tx, lambda _, s: s, abstract_state.opt_state, params,
-      transform_non_params=lambda _: rep)
-  return TrainState(step=rep, params=params, opt_state=opt_state, rng=rep, first_bad_step=rep)
-
-
-def create_train_state(model, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-                       mesh) -> Tuple[TrainState, TrainState]:
-  """(state, its shardings): params from `model.init`, fresh optimizer state, base RNG."""
-  batch = example_batch(config, 1)
-
-  def init(seed_key):
-    init_key, base_key = jax.random.split(seed_key)
-    params = model.init(init_key, batch)["params"]
-    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=base_key, first_bad_step=jnp.full([], -1, jnp.int32))
-
-  seed_key = jax.random.PRNGKey(int(config.train.seed))
-  abstract = jax.eval_shape(init, seed_key)
-  shardings = state_shardings(abstract, mesh, tx, str(config.train.param_sharding))
-  state = jax.jit(init, out_shardings=shardings)(seed_key)
-  return state, shardings
-
-
-# ----------------------------------------------------------------------------------------------
-# Steps.
-
-
-def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh,
-                    shardings: TrainState, with_diagnostics: bool = False,
-                    train_config: Optional[ml_collections.ConfigDict] = None) -> Callable:
-  """jit-compiled `(state, global_batch) -> (state, step_metrics[, diagnostics])`, state donated.
-
-  The loss is (1 - w) * CE + w * CTC with w = train.ctc_weight: the token cross-entropy (label
-  smoothed by train.label_smoothing) summed over the global batch divided by the global count of
-  real (non-pad) target tokens, and the CTC loss summed likewise divided by the global label count;
-  all in float32. SpecAugment (train.spec_augment) masks the log-mel batch first, from the step's
-  RNG. A step with a non-finite loss or gradient leaves the state unchanged and records its step in
-  `first_bad_step`; every later step is then a no-op, so the state the host sees is the last good
-  one. `train_config` None means plain cross-entropy (no CTC, smoothing or SpecAugment).
-  """
-  ctc_weight = float(train_config.ctc_weight) if train_config is not None else 0.0
-  smoothing = float(train_config.label_smoothing) if train_config is not None else 0.0
-  masking = (train_config.spec_augment if train_config is not None
-             and spec_augment.enabled(train_config.spec_augment) else None)
-
-  def step_fn(state: TrainState, batch: Dict[str, jax.Array]):
-    rng = jax.random.fold_in(state.rng, state.step)
-    dropout_rng, mask_rng = jax.random.split(rng)
-    if masking is not None:
-      batch = {**batch, "mel": spec_augment.apply(mask_rng, batch["mel"], batch["num_frames"],
-                                                  masking)}
-
-    def loss_fn(params):
-      kwargs = {"train": True, "rngs": {"dropout": dropout_rng}, "method": type(model).forward}
-      if with_diagnostics:
-        (logits, ctc), mutated = model.apply({"params": params}, batch, mutable=["intermediates"],
-                                             **kwargs)
-        intermediates = mutated.get("intermediates", {})
-      else:
-        logits, ctc = model.apply({"params": params}, batch, **kwargs)
-        intermediates = None
-      targets = batch["decoder_target_tokens"]
-      sums = metrics_lib.token_sums(logits, targets)
-      num_tokens = jnp.maximum(sums["num_tokens"], 1.0)
-      ce = sums["loss_sum"] / num_tokens
-      if smoothing > 0:
-        ce_train = losses.smoothed_token_loss_sum(logits, targets, smoothing) / num_tokens
-      else:
-        ce_train = ce
-      parts = {"ce_loss": ce}
-      loss = ce_train
-      if ctc_weight > 0:
-        ctc_sums = losses.ctc_sums(ctc.logits, ctc.valid, targets)
-        ctc_loss = ctc_sums["ctc_loss_sum"] / jnp.maximum(ctc_sums["num_labels"], 1.0)
-        parts["ctc_loss"] = ctc_loss
-        loss = (1.0 - ctc_weight) * ce_train + ctc_weight * ctc_loss
-      return loss, (sums, parts, intermediates)
-
-    (loss, (sums, parts, intermediates)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.tree.norm(grads)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    healthy = state.first_bad_step < 0
-    commit = finite & healthy
-
-    def keep_good(new, old):
-      return jax.tree.map(lambda n, o: jnp.where(commit, n, o), new, old)
-
-    new_state = state.replace(
-        step=state.step + 1,
-        params=keep_good(new_params, state.params),
-        opt_state=keep_good(new_opt_state, state.opt_state),
-        first_bad_step=jnp.where(healthy & ~finite, state.step, state.first_bad_step))
-    step_metrics = {
-        "loss": loss,
-        **parts,
-        "grad_norm": grad_norm,
-        "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
-        "num_tokens": sums["num_tokens"],
-        "accuracy": sums["num_correct"] / jnp.maximum(sums["num_tokens"], 1.0),
-        "finite": finite,
-        "nonfinite_grads": jax.tree.map(lambda g: ~jnp.all(jnp.isfinite(g)), grads),
-    }
-    if with_diagnostics:
-      from echo_jax.diagnostics.collect import diagnostics_from
-      diagnostics = diagnostics_from(grads, state.params, updates, intermediates, batch)
-      return new_state, step_metrics, diagnostics
-    return new_state, step_metrics
-
-  rep = sharding_lib.replicated(mesh)
-  out_shardings = (shardings, rep, rep) if with_diagnostics else (shardings, rep)
-  return jax.jit(step_fn, in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
-                 out_shardings=out_shardings, donate_argnums=(0,))
-
-
-def make_eval_step(model, mesh, param_shardings) -> Callable:
-  """jit `(params, global_batch) -> {loss_sum, num_tokens, num_correct[, ctc_loss_sum,
-  num_labels]}` (teacher forced; the CTC sums when the model has a CTC head)."""
-  def eval_fn(params, batch):
-    logits, ctc = model.apply({"params": params}, batch, method=type(model).forward)
-    sums = metrics_lib.token_sums(logits, batch["decoder_target_tokens"], batch.get("valid"))
-    if ctc is not None:
-      sums.update(losses.ctc_sums(ctc.logits, ctc.valid, batch["decoder_target_tokens"],
-                                  batch.get("valid")))
-    return sums
-
-  return jax.jit(eval_fn, in_shardings=(param_shardings, sharding_lib.batch_sharding(mesh)),
-                 out_shardings=sharding_lib.replicated(mesh))
-
-
-def make_generate(model, mesh, param_shardings, max_length: int) -> Callable:
-  """jit `(params, global_batch) -> tokens [B, max_length]` by greedy decoding to EOS."""
-  from echo_jax.inference.decoding import greedy_decode
-
-  def generate_fn(params, batch):
-    return greedy_decode(model, {"params": params}, batch, max_length)
-
-  return jax.jit(generate_fn, in_shardings=(param_shardings, sharding_lib.batch_sharding(mesh)),
-                 out_shardings=sharding_lib.batch_sharding(mesh))
-
-
-def make_ctc_generate(model, mesh, param_shardings) -> Callable:
-  """jit `(params, global_batch) -> tokens [B, T]`: CTC greedy (best path) transcripts."""
-  from echo_jax.inference.decoding import ctc_greedy_decode
-
-  def ctc_fn(params, batch):
-    return ctc_greedy_decode(model, {"params": params}, batch)
-
-  return jax.jit(ctc_fn, in_shardings=(param_shardings, sharding_lib.batch_sharding(mesh)),
-                 out_shardings=sharding_lib.batch_sharding(mesh))
-
-
-# ----------------------------------------------------------------------------------------------
-# Host-side helpers.
-
-
-def ids_to_text(tokenizer, ids: np.ndarray) -> str:
-  """Token ids up to the first EOS/pad (BOS dropped) -> text."""
-  out = []
-  for token in np.asarray(ids).tolist():
-    if token in (EOS_ID, PAD_ID):
-      break
-    if token != BOS_ID:
-      out.append(int(token))
-  return tokenizer.decode(out)
-
-
-def fetch(tree: Any) -> Any:
-  """Host copies of replicated device values; works when arrays span other processes' devices."""
-  def leaf(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return np.asarray(x.addressable_data(0))
-    return np.asarray(x)
-  return jax.tree.map(leaf, tree)
-
-
-def to_host(x: jax.Array) -> np.ndarray:
-  """The whole global array on every process."""
-  if jax.process_count() == 1:
-    return np.asarray(x)
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def evaluate(config: ml_collections.ConfigDict, params, eval_step, generate, mesh, tokenizer,
-             batches, ctc_generate: Optional[Callable] = None) -> Dict[str, float]:
-  """Validation loss, teacher-forced token accuracy and (if enabled) WER/CER of greedy decoding;
-  with `ctc_generate`, also the CTC loss and the WER/CER of CTC greedy decoding (ctc_wer, ctc_cer)."""
-  totals = None
-  references: List[str] = []
-  hypotheses: List[str] = []
-  ctc_hypotheses: List[str] = []
-  examples = 0
-  for local_batch in batches:
-    device_batch, _ = sharding_lib.split_host_batch(local_batch)
-    batch = sharding_lib.global_batch(device_batch, mesh)
-    sums = eval_step(params, batch)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    valid = to_host(batch["valid"]).astype(bool)
-    examples += int(valid.sum())
-    if config.eval.generate:
-      tokens = to_host(generate(params, batch))
-      targets = to_host(batch["decoder_target_tokens"])
-      ctc_tokens = to_host(ctc_generate(params, batch)) if ctc_generate is not None else None
-      for row in np.nonzero(valid)[0]:
-        references.append(ids_to_text(tokenizer, targets[row]))
-        hypotheses.append(ids_to_text(tokenizer, tokens[row]))
-        if ctc_tokens is not None:
-          ctc_hypotheses.append(ids_to_text(tokenizer, ctc_tokens[row]))
-  if totals is None:
-    raise ValueError(f"eval split {config.eval.split!r} produced no batches; check "
-                     "config.eval.split and the prepared data.")
-  totals = fetch(totals)
-  count = max(float(totals["num_tokens"]), 1.0)
-  result = {"loss": float(totals["loss_sum"]) / count,
-            "token_accuracy": float(totals["num_correct"]) / count,
-            "num_examples": float(examples)}
-  if "ctc_loss_sum" in totals:
-    result["ctc_loss"] = float(totals["ctc_loss_sum"]) / max(float(totals["num_labels"]), 1.0)
-  if config.eval.generate:
-    result.update(metrics_lib.error_rates(references, hypotheses))
-    if ctc_hypotheses:
-      result.update({f"ctc_{k}": v
-                     for k, v in metrics_lib.error_rates(references, ctc_hypotheses).items()})
-    result["examples"] = [{"reference": r, "hypothesis": h}
-                          for r, h in list(zip(references, hypotheses))[:3]]
-  return result
-
-
-def say(message: str) -> None:
-  """A console line from process 0 (library logs stay at WARNING; see train.py)."""
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
-def write_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() != 0:
-    return
-  metrics_lib.make_dirs(workdir)
-  with metrics_lib.open_file(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  with metrics_lib.open_file(os.path.join(workdir, "config.py"), "w") as f:
-    f.write('"""Resolved config of this run."""\n\nimport ml_collections\n\n\n'
-            f"def get_config():\n  return ml_collections.ConfigDict({config.to_dict()!r})\n")
-
-
-def copy_tokenizer(tokenizer_path: str, workdir: str) -> None:
-  """Keeps the run's tokenizer beside its checkpoints (tokenizer.model / tokenizer.json), so
-  transcribe and evaluate need neither the prepared data nor its location."""
-  if jax.process_index() != 0:
-    return
-  suffix = ".json" if tokenizer_path.endswith(".json") else ".model"
-  target = os.path.join(workdir, "tokenizer" + suffix)
-  if metrics_lib.is_remote(target):
-    import tensorflow as tf  # only needed for remote workdirs
-    tf.io.gfile.copy(tokenizer_path, target, overwrite=True)
-  else:
-    if os.path.exists(target) and not filecmp.cmp(target, tokenizer_path, shallow=False):
-      raise errors.UserError(
-          f"{target} (the tokenizer this run was trained with) differs from the prepared data's "
-          f"{tokenizer_path}: the data or tokenizer settings changed since the run started; "
-          f"resume with the run's own settings ({os.path.join(workdir, 'config.json')}) or use "
-          "a new --workdir")
-    shutil.copyfile(tokenizer_path, target)
-
-
-def _leaf_names(tree) -> List[str]:
-  return ["/".join(str(getattr(k, "key", k)) for k in path)
-          for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def write_nonfinite_dump(workdir: str, step: int, step_metrics: Mapping[str, Any],
-                         example_index: np.ndarray, last_good_step: Optional[int]) -> str:
-  """JSON with the bad step's numbers, the offending parameters and every process's batch ids."""
-  ids = checkpointing.gather_json([int(i) for i in np.asarray(example_index).reshape(-1)])
-  path = os.path.join(workdir, f"nonfinite_step_{step}.json")
-  if jax.process_index() == 0:
-    flags = step_metrics["nonfinite_grads"]
-    names = _leaf_names(flags)
-    bad = [n for n, f in zip(names, jax.tree.leaves(flags)) if bool(f)]
-    dump = {
-        "step": int(step),
-        "loss": float(step_metrics["loss"]),
-        "grad_norm": float(step_metrics["grad_norm"]),
-        "learning_rate": float(step_metrics["learning_rate"]),
-        "num_tokens": float(step_metrics["num_tokens"]),
-        "nonfinite_grad_params": bad,
-        "example_index": [i for per_process in ids for i in per_process],
-        "last_good_checkpoint_step": last_good_step,
-    }
-    with metrics_lib.open_file(path, "w") as f:
-      f.write(json.dumps(dump, indent=2))
-  return path
-
-
-# ----------------------------------------------------------------------------------------------
-# The job.
-
-
 def _prepare_data(config: ml_collections.ConfigDict):
   """Process 0 prepares the data first (others may share its filesystem), then everyone loads."""
-  from echo_jax.data.prepare import ensure_prepared
   prepared = None
   if jax.process_index() == 0:
     prepared = ensure_prepared(config)
@@ -403,15 +45,6 @@ def _prepare_data(config: ml_collections.ConfigDict):
   if prepared is None:
     prepared = ensure_prepared(config)
   return prepared
-
-
-def _resolve_vocab(config: ml_collections.ConfigDict, tokenizer) -> None:
-  vocab = int(tokenizer.vocab_size)
-  if int(config.model.vocab_size) not in (-1, vocab):
-    raise config_check.ConfigError(
-        f"config.model.vocab_size={config.model.vocab_size} is invalid: the tokenizer has {vocab} "
-        "ids; leave it at -1 to take the tokenizer's.")
-  config.model.vocab_size = vocab
 
 
 class _Pending:
@@ -447,26 +80,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   config_check.validate_batch_sizes(config, mesh.devices.size)
   is_chief = jax.process_index() == 0
 
-  from echo_jax.data import pipeline
   prepared = _prepare_data(config)
   tokenizer = prepared.load_tokenizer()
-  _resolve_vocab(config, tokenizer)
+  resolve_vocab_size(config, tokenizer)
   config_check.validate_config(config)
   write_resolved_config(config, workdir)
   copy_tokenizer(prepared.tokenizer_path, workdir)
 
-  model = build_model(config)
-  tx = optim.make_optimizer(config.train)
-  schedule = optim.learning_rate_schedule(config.train)
-  state, shardings = create_train_state(model, tx, config, mesh)
-  train_step = make_train_step(model, tx, schedule, mesh, shardings, train_config=config.train)
+  run = setup.create_training_setup(config, mesh)
+  model, tx, schedule, shardings, state = run.model, run.tx, run.schedule, run.shardings, run.state
+  del run  # restoring replaces the initial state: nothing else may keep it alive
+  train_step = steps.make_train_step(model, tx, schedule, mesh, shardings,
+                                     train_config=config.train)
   diag_every = int(config.diagnostics.every)
-  diag_step = (make_train_step(model, tx, schedule, mesh, shardings, with_diagnostics=True,
-                               train_config=config.train)
+  diag_step = (steps.make_train_step(model, tx, schedule, mesh, shardings,
+                                     with_diagnostics=True, train_config=config.train)
                if diag_every > 0 else None)
-  eval_step = make_eval_step(model, mesh, shardings.params)
-  generate = make_generate(model, mesh, shardings.params, int(config.decode.max_length))
-  ctc_generate = (make_ctc_generate(model, mesh, shardings.params)
+  eval_step = steps.make_eval_step(model, mesh, shardings.params)
+  generate = steps.make_generate(model, mesh, shardings.params, int(config.decode.max_length))
+  ctc_generate = (steps.make_ctc_generate(model, mesh, shardings.params)
                   if config.model.ctc_head else None)
 
   ckpt = checkpointing.Checkpointer(
@@ -495,7 +127,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_chief)
   diag_writer = None
   if diag_step is not None:
-    from echo_jax.diagnostics.dump import DiagnosticsWriter
     diag_writer = DiagnosticsWriter(workdir)  # every process calls write; process 0 writes
   num_steps = int(config.train.num_steps)
   log_every = max(int(config.train.log_every), 1)
@@ -555,8 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     started = time.perf_counter()
     batches = pipeline.make_eval_batches(config, str(config.eval.split), jax.process_index(),
                                          jax.process_count())
-    result = evaluate(config, state.params, eval_step, generate, mesh, tokenizer, batches,
-                      ctc_generate)
+    result = evaluation.evaluate(config, state.params, eval_step, generate, mesh, tokenizer,
+                                 batches, ctc_generate)
     if "wer" in result and np.isfinite(result["wer"]):
       best_wer = min(best_wer, result["wer"])
       result["best_wer"] = best_wer

@@ -1,0 +1,104 @@
+"""Micro-benchmarks of the rewritten operators against what they replaced, at the run's shape:
+the attention core, the rotary cos/sin and the front-end's depthwise convolution (fwd+bwd)."""
+
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from echo_jax.benchmark.measure import alternating_best
+from echo_jax.models import rotary as rotary_lib
+from echo_jax.models.attention import MASK_BIAS
+from echo_jax.models.layers import DepthwiseConv1D
+from echo_jax.models.softmax_attention import softmax_attention
+
+
+def bench_attention_core(batch: int, frames: int, heads: int, d_model: int,
+                         repeats: int = 5) -> Dict[str, float]:
+  """fwd+bwd seconds of one self-attention core over `frames` keys with key padding: the earlier
+  formulation (select-masked logits, jax.nn.softmax, autodiff), the same with the mask as an
+  additive bias, and models.softmax_attention (bias, hand-written gradient)."""
+  head_dim = d_model // heads
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  q, k, v, cotangent = (jax.random.normal(key, (batch, frames, heads, head_dim), jnp.float32)
+                        for key in keys)
+  lengths = jnp.maximum(frames - jnp.arange(batch) * (frames // 8), 1)
+  mask = (jnp.arange(frames)[None, :] < lengths[:, None])[:, None, None, :]
+  bias = jnp.where(mask, 0.0, MASK_BIAS).astype(jnp.float32)
+
+  def softmax_core(q, k, v, masked_logits):
+    logits = masked_logits(jnp.einsum("bqhd,bkhd->bhqk", q, k))
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+
+  variants = {
+      "select_mask_autodiff": lambda q, k, v: softmax_core(
+          q, k, v, lambda x: jnp.where(mask, x, jnp.finfo(jnp.float32).min)),
+      "bias_mask_autodiff": lambda q, k, v: softmax_core(q, k, v, lambda x: x + bias),
+      "softmax_attention": lambda q, k, v: softmax_attention(q, k, v, bias),
+  }
+  grads, calls = {}, {}
+  for name, fn in variants.items():
+    grad = jax.jit(jax.grad(lambda q, k, v, fn=fn: jnp.sum(fn(q, k, v) * cotangent),
+                            argnums=(0, 1, 2)))
+    grads[name] = jax.block_until_ready(grad(q, k, v))
+    calls[name] = lambda g=grad: jax.block_until_ready(g(q, k, v))
+  out = {f"{name}_s": t for name, t in alternating_best(calls, repeats).items()}
+  out["speedup_vs_select_mask"] = out["select_mask_autodiff_s"] / out["softmax_attention_s"]
+  out["max_abs_gradient_difference"] = float(max(
+      jnp.max(jnp.abs(a - b)) for a, b in zip(grads["select_mask_autodiff"],
+                                                grads["softmax_attention"])))
+  return out
+
+
+def bench_rotary(batch: int, frames: int, heads: int, d_model: int, rotations: int = 4,
+                 repeats: int = 5) -> Dict[str, float]:
+  """fwd+bwd seconds of `rotations` rotations (q and k of two layers) sharing one stream's
+  angles: cos/sin evaluated from the angles at each rotation (which XLA fuses into it, per head)
+  vs models.rotary's cos/sin materialised once."""
+  head_dim = d_model // heads
+  x = jax.random.normal(jax.random.PRNGKey(0), (batch, frames, heads, head_dim), jnp.float32)
+  theta = jnp.linspace(9000.0, 12000.0, batch)
+
+  def rotate_all(x, theta, once):
+    inv_freq = rotary_lib.inverse_frequencies(theta, head_dim, "seed")[:, None, :]
+    if once:
+      rotary = rotary_lib.make_rotary(jnp.arange(frames), inv_freq)
+      rotary_of = lambda: rotary  # noqa: E731
+    else:
+      angles = jnp.arange(frames, dtype=jnp.float32)[None, :, None] * inv_freq
+      rotary_of = lambda: rotary_lib.Rotary(cos=jnp.cos(angles), sin=jnp.sin(angles))  # noqa: E731
+    return sum(jnp.sum(rotary_lib.apply_rotary(x * (i + 1), rotary_of()) ** 2)
+               for i in range(rotations))
+
+  calls = {}
+  for name, once in (("per_rotation", False), ("once_per_stream", True)):
+    grad = jax.jit(jax.grad(lambda x, theta, once=once: rotate_all(x, theta, once)))
+    jax.block_until_ready(grad(x, theta))
+    calls[name] = lambda g=grad: jax.block_until_ready(g(x, theta))
+  out = {f"{name}_s": t for name, t in alternating_best(calls, repeats).items()}
+  out["speedup"] = out["per_rotation_s"] / out["once_per_stream_s"]
+  return out
+
+
+def bench_depthwise(batch: int, frames: int, channels: int, kernel: int = 3,
+                    repeats: int = 5) -> Dict[str, float]:
+  """fwd+bwd seconds of the front-end's depthwise conv as a grouped convolution
+  (feature_group_count = channels) vs the model's layers.DepthwiseConv1D (shifted multiply-adds,
+  identical values)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (batch, frames, channels), jnp.float32)
+  init = nn.initializers.normal(1.0)
+  shifted = DepthwiseConv1D(channels, kernel, jnp.float32, init, init)
+  params = shifted.init(jax.random.PRNGKey(1), x)
+  grouped = nn.Conv(channels, kernel_size=(kernel,), padding=((kernel // 2, kernel // 2),),
+                    feature_group_count=channels)
+  calls = {}
+  for name, module in (("grouped_conv", grouped), ("shifted_sum", shifted)):
+    grad = jax.jit(jax.grad(lambda p, x, m=module: jnp.sum(m.apply(p, x) ** 2), argnums=(0, 1)))
+    jax.block_until_ready(grad(params, x))
+    calls[name] = lambda g=grad: jax.block_until_ready(g(params, x))
+  out = {f"{name}_s": t for name, t in alternating_best(calls, repeats).items()}
+  out["max_abs_difference"] = float(jnp.max(jnp.abs(grouped.apply(params, x) -
+                                                    shifted.apply(params, x))))
+  out["speedup"] = out["grouped_conv_s"] / out["shifted_sum_s"]
+  return out
