@@ -27,7 +27,10 @@ from typing import Any, Dict, List, Optional, Sequence
 from absl import flags
 
 from echo_jax.config import command_line
+from echo_jax.data import pipeline
+from echo_jax.data.tokenizer import expected_vocab_size
 from echo_jax.errors import UserError, run_cli, user_message
+from echo_jax.perf import tpu_chips
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LIBTPU_DIR = REPO / ".venv" / "libtpu"
@@ -51,7 +54,6 @@ def find_libtpu() -> Optional[str]:
 
 def topology_devices(topology: str):
   """(TpuChip, devices) of a TPU slice such as 'v5e:4x4', described by libtpu on this machine."""
-  from echo_jax.perf import tpu_chips
   topology = tpu_chips.topology_name(topology)
   chip, shape = tpu_chips.parse_topology(topology)
   library = find_libtpu()
@@ -97,7 +99,6 @@ def topology_devices(topology: str):
 def resolved_config(config):
   """An unlocked copy with model.vocab_size set as the tokenizer would set it."""
   import ml_collections
-  from echo_jax.data.tokenizer import expected_vocab_size
   config = ml_collections.ConfigDict(config.to_dict())
   if int(config.model.vocab_size) == -1:
     config.model.vocab_size = expected_vocab_size(config.data)
@@ -107,7 +108,6 @@ def resolved_config(config):
 def train_batch_shape(config, num_devices: int):
   """(global batch, frames) of the longest bucket on `num_devices` chips: the largest activations
   of any train step (per-device sizes scale with the chips, as in the pipeline)."""
-  from echo_jax.data import pipeline
   edges = [int(e) for e in config.data.bucket_frames]
   longest = max(range(len(edges)), key=lambda i: edges[i])
   return pipeline.global_batch_sizes(config.data, num_devices).buckets[longest], edges[longest]
@@ -115,6 +115,7 @@ def train_batch_shape(config, num_devices: int):
 
 def abstract_batch(config, batch_size: int, frames: int, mesh) -> Dict[str, Any]:
   """ShapeDtypeStructs of a global batch in the documented format, sharded over `data`."""
+  # these import jax, which must not load before main() sets JAX_PLATFORMS (claim no device)
   import jax
   from echo_jax.models.building import example_batch
   from echo_jax.parallel import sharding as sharding_lib
@@ -153,7 +154,6 @@ class StepReport:
 
   @property
   def fits(self) -> bool:
-    from echo_jax.perf import tpu_chips
     return not self.error and self.total_bytes <= self.hbm_bytes * tpu_chips.usable_fraction
 
   def as_dict(self) -> Dict[str, Any]:
@@ -201,8 +201,8 @@ def compile_steps(config, topology: str, param_sharding: Optional[str] = None,
   The train step gets the longest bucket's global batch (or `global_batch`), eval and generate
   get data.eval_batch_size rows of the longest bucket. Nothing is initialised or executed.
   """
+  # these import jax, which must not load before main() sets JAX_PLATFORMS (claim no device)
   from echo_jax.config import check as config_check
-  from echo_jax.data import pipeline
   from echo_jax.parallel import param_sharding as fsdp_lib
   from echo_jax.parallel import sharding as sharding_lib
   from echo_jax.training import setup as setup_lib
@@ -283,7 +283,6 @@ def find_max_batch(config, topology: str, param_sharding: Optional[str] = None,
   guess, then searches outward from it and bisects, compiling each candidate: the answer is
   always a compiled, fitting batch. Returns (0, report of one row per chip) when nothing fits.
   """
-  from echo_jax.perf import tpu_chips
   if devices is None:
     chip, devices = topology_devices(topology)
     hbm_bytes = chip.hbm_bytes
@@ -374,7 +373,6 @@ def format_table(reports: Sequence[StepReport]) -> str:
 
 
 def tpu_chips_usable() -> float:
-  from echo_jax.perf import tpu_chips
   return tpu_chips.usable_fraction
 
 
@@ -433,7 +431,6 @@ def main(argv=None) -> int:
   reports: List[StepReport] = []
   searches = []
   try:
-    from echo_jax.perf import tpu_chips
     for topology in [tpu_chips.topology_name(t) for t in args.topology]:
       for mode in modes:
         reports += compile_steps(config, topology, mode, global_batch=args.global_batch,

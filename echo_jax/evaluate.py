@@ -63,12 +63,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from echo_jax import transcribe
-from echo_jax.inference import decoding
-from echo_jax.inference import error_breakdown
-from echo_jax.inference.scoring import NORMALISATION, error_rates, normalise, utterance_wer
 from echo_jax.data import f0_source
 from echo_jax.data import pipeline  # the default batch: data.eval_batch_size resolved
+from echo_jax.data import prepare
+from echo_jax.data.builders import sources
 from echo_jax.errors import UserError, run_cli
+from echo_jax.inference import decoding
+from echo_jax.inference import error_breakdown
+from echo_jax.inference import loading
+from echo_jax.inference.scoring import NORMALISATION, error_rates, normalise, utterance_wer
 
 
 @dataclasses.dataclass
@@ -87,11 +90,10 @@ class Example:
 def example_tokens(example: Example, tokenizer, max_length: int):
   """(decoder_input_tokens, decoder_target_tokens) [max_length] as the training pipeline builds
   them: BOS + ids / ids + EOS, pad 0; ids are the stored ones, else the normalised reference's."""
-  from echo_jax.data.pipeline import target_tokens
   ids = example.token_ids
   if ids is None:
     ids = np.asarray(tokenizer.encode(normalise(example.reference)), np.int32)
-  return target_tokens(ids, max_length)
+  return pipeline.target_tokens(ids, max_length)
 
 
 def bucket_batches(single: Sequence[Example], config, batch_size: int):
@@ -172,7 +174,6 @@ def read_manifest(path: str, split: Optional[str] = None) -> List[Dict[str, Any]
   (echo_jax.data.builders.sources.manifest_items: .jsonl, .tsv with or without header, LibriSpeech
   or Common Voice folders); `split` keeps only that split. metadata: the row's breakdown fields
   (manifest_metadata for JSONL files, else the speaker when the layout names one)."""
-  from echo_jax.data.builders import sources
   path = os.path.abspath(path)
   items = sources.manifest_items(path)
   extra = manifest_metadata(path) if os.path.isfile(path) else {}
@@ -191,7 +192,6 @@ def manifest_metadata(path: str) -> Dict[str, Dict[str, Any]]:
   """{utterance id: {field: value}} of error_breakdown.MANIFEST_FIELDS from a JSONL manifest,
   ids as the data part derives them. Anything else (TSV, a folder, a missing file, a line that is
   not a JSON object) gives no metadata instead of an error: the breakdown is optional."""
-  from echo_jax.data.builders import sources
   if not path.endswith((".jsonl", ".json")):
     return {}
   out = {}
@@ -219,7 +219,6 @@ def manifest_metadata(path: str) -> Dict[str, Dict[str, Any]]:
 
 def source_manifest(config) -> Optional[str]:
   """The JSONL manifest a prepared dataset was built from, when it has one."""
-  from echo_jax.data import prepare
   dataset = str(config.data.dataset)
   if dataset == "echo_speech":
     return os.path.join(prepare.corpus_dir(config), "manifest.jsonl")
@@ -262,7 +261,6 @@ def shuffle_f0(examples: Sequence[Example]) -> None:
 
 def split_examples(config, split: str, max_examples: int = -1) -> List[Example]:
   """Prepared TFDS examples of a split (the features the model trained on)."""
-  from echo_jax.data import pipeline
   manifest = source_manifest(config)
   by_id = manifest_metadata(manifest) if manifest else {}
   examples = []
@@ -419,7 +417,6 @@ def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are not for users
-  from echo_jax.inference import loading
   # stdout carries only the summary: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
     run = loading.load_run(args.workdir, args.checkpoint)

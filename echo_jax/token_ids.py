@@ -5,4 +5,5 @@ PAD_ID = 0
 BOS_ID = 1
 EOS_ID = 2
 UNK_ID = 3
+CTC_BLANK_ID = PAD_ID  # the pad id is never a label, so it doubles as the CTC blank
 NUM_SPECIAL = 4

@@ -24,10 +24,13 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import ml_collections
 import numpy as np
 
-from echo_jax.inference import decoding
-from echo_jax.inference import longform
 from echo_jax.data import pipeline  # the default batch: data.eval_batch_size resolved
+from echo_jax.data.audio import AudioError, load_audio
+from echo_jax.data.features import compute_features
 from echo_jax.errors import UserError, run_cli
+from echo_jax.inference import decoding
+from echo_jax.inference import loading
+from echo_jax.inference import longform
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -86,7 +89,6 @@ def overlap_samples(config, chunk_samples: int) -> int:
 
 def features_of(wave: np.ndarray, config) -> Dict[str, np.ndarray]:
   """The training features of one waveform (echo_jax.data.features)."""
-  from echo_jax.data.features import compute_features
   features = compute_features(wave, config.data)
   out = {"mel": np.asarray(features["mel"], np.float32),
          "f0": np.asarray(features["f0"], np.float32)}
@@ -162,7 +164,6 @@ class PreparedFile:
 
 def prepare_file(path: str, config) -> PreparedFile:
   """Loads, checks and chunks one file; an unusable file sets result.error instead of raising."""
-  from echo_jax.data.audio import AudioError, load_audio
   sample_rate = int(config.data.sample_rate)
   result = FileResult(path=path)
   try:
@@ -247,7 +248,6 @@ def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are not for users
-  from echo_jax.inference import loading
   paths = expand_inputs(args.inputs)
   if not paths:
     raise UserError(f"no audio files in {' '.join(args.inputs)}; give audio files (wav, flac, "

@@ -5,7 +5,7 @@ import pathlib
 import jax
 import numpy as np
 
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from echo_jax.config import files as config_files
 from echo_jax.models import building
 from echo_jax.training import run_dir

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from echo_jax import evaluate, transcribe
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from echo_jax.config import check as config_check
 from echo_jax.data import f0_source, pipeline
 from echo_jax.errors import UserError

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from echo_jax import errors
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from echo_jax.inference import loading
 from echo_jax.training import trainer
 from echo_jax.models import building

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from echo_jax.parallel import sharding
 
 

@@ -16,7 +16,8 @@ from echo_jax.parallel import sharding
 from echo_jax.models import building
 from echo_jax.training import setup as train_setup
 from echo_jax.training import steps
-from echo_jax.diagnostics import dump, naming
+from echo_jax.training import diagnostics_dump as dump
+from echo_jax.training import diagnostics_naming as naming
 from echo_jax.models import pitch, rotary
 
 VOCAB = 40
@@ -219,7 +220,7 @@ def test_dumps_hold_the_dumped_steps_only(run):
 @pytest.mark.parametrize("downsample", [1, 2, 4])
 def test_encoder_activation_mask_matches_the_models_valid_frames(downsample):
   """Activation statistics pool exactly the model's valid frames of a downsampled stream."""
-  from echo_jax.diagnostics import collect
+  from echo_jax.training import diagnostics_collect as collect
   num_frames = np.array([64, 37, 5, 1], np.int32)
   length = -(-FRAMES // downsample)
   batch = {"mel": np.zeros((4, FRAMES, 2), np.float32), "num_frames": num_frames,
@@ -233,7 +234,7 @@ def test_encoder_activation_mask_matches_the_models_valid_frames(downsample):
 
 def test_sown_values_without_a_model():
   """Per-utterance values keep their shape; a repeated sow pools; rows with valid=False drop."""
-  from echo_jax.diagnostics import collect
+  from echo_jax.training import diagnostics_collect as collect
   a = jnp.asarray([[[0.005, 1.0]], [[3.0, 3.0]]], jnp.float32)  # [B=2, T=1, 2]
   intermediates = {
       "rotary_theta": (jnp.asarray([11000.0, 12000.0]),),

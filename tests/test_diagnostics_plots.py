@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from echo_jax.diagnostics import __main__ as cli
-from echo_jax.diagnostics import attention_maps, dump, plots
+from echo_jax.diagnostics import attention_maps, plots
 from echo_jax.models import testing
 from echo_jax.models.echo import EchoModel
+from echo_jax.training import diagnostics_dump as dump
 
 
 def test_rotary_similarity_is_the_spec_matrix():

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from echo_jax.diagnostics import __main__ as cli
-from echo_jax.diagnostics import dump, naming, report
+from echo_jax.diagnostics import report
+from echo_jax.training import diagnostics_dump as dump
+from echo_jax.training import diagnostics_naming as naming
 
 SEED_TEXT = (pathlib.Path(__file__).parent / "test_diagnostics_seed_report.txt").read_text()
 SEED_STEPS = 15  # the seed kept 15 samples per tensor

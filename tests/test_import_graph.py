@@ -1,5 +1,6 @@
-"""The package's import graph: every module imports, module-level project imports form no cycle,
-and the layers hold (the model and data packages import nothing from the layers above them)."""
+"""The package's import graph: every module imports, module-level project imports form no cycle
+(between modules, and between packages), and the layers hold (the model and data packages import
+nothing from the layers above them)."""
 
 import ast
 import importlib
@@ -115,6 +116,25 @@ def test_module_level_imports_have_no_cycle():
   # importing the package back (through `from echo_jax.pkg import x`) resolves to the module x,
   # so parent -> child edges alone never make a cycle here.
   cycle = _cycle(graph)
+  assert cycle is None, " -> ".join(cycle)
+
+
+def _package(name):
+  """echo_jax.<pkg> for a module of a subpackage; a top-level module stands for itself."""
+  return ".".join(name.split(".")[:2])
+
+
+def test_packages_import_each_other_one_way():
+  graph = _graph()
+  packages = {}
+  for name, imports in graph.items():
+    edges = packages.setdefault(_package(name), set())
+    for target in imports:
+      edges.add(_package(target))
+  for name, edges in packages.items():
+    edges.discard(name)  # a package importing its own modules is no edge between packages
+  assert {"echo_jax.training", "echo_jax.diagnostics", "echo_jax.inference"} <= set(packages)
+  cycle = _cycle(packages)
   assert cycle is None, " -> ".join(cycle)
 
 

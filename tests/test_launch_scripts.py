@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from run_logs import metrics_records, train_losses
 
 STEPS = 8

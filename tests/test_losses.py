@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from echo_jax.inference import ctc_best_path
 from echo_jax.training import losses
 from echo_jax.training import metrics
 from echo_jax.training import optim
@@ -75,7 +76,7 @@ def test_ctc_greedy_merges_repeats_and_drops_blanks_and_padding():
   best_paths = np.array([[0, 5, 5, 0, 5, 4, 4, 0, 7], [6, 6, 6, 0, 0, 3, 0, 0, 0]])
   valid = np.array([[True] * 8 + [False], [True] * 9])
   logits = np.eye(8, dtype=np.float32)[best_paths] * 10.0
-  tokens = np.asarray(losses.ctc_greedy_tokens(jnp.asarray(logits), jnp.asarray(valid)))
+  tokens = np.asarray(ctc_best_path.ctc_greedy_tokens(jnp.asarray(logits), jnp.asarray(valid)))
   np.testing.assert_array_equal(tokens[0], [5, 5, 4, 0, 0, 0, 0, 0, 0])  # frame 8 is padding
   np.testing.assert_array_equal(tokens[1], [6, 3, 0, 0, 0, 0, 0, 0, 0])
 

@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 
 CHILD = textwrap.dedent("""
     import resource, signal, sys
     import numpy as np
-    from echo_jax.training import checkpointing
+    from echo_jax import checkpointing
 
     mode, directory = sys.argv[1], sys.argv[2]
     ckpt = checkpointing.Checkpointer(directory, keep_last=100, keep_best=0)

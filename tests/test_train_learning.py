@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from echo_jax.training import trainer
 
 STEPS = 170

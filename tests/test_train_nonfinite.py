@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from echo_jax.training import trainer
 from echo_jax.data import pipeline
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from echo_jax.training import trainer
 from run_logs import metrics_records, train_losses
 

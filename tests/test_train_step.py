@@ -73,6 +73,39 @@ def test_eight_devices_equal_one_device(setup, mesh8):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_eight_devices_equal_one_device_with_dropout_and_spec_augment(setup):
+  """The RNG path: dropout and SpecAugment masks drawn inside the step are the same whatever the
+  device count (the step's key is split from the state's, not per device)."""
+  config, _, tx, schedule = setup
+  config = config.copy_and_resolve_references()
+  config.model.dropout_rate = 0.2
+  sa = config.train.spec_augment
+  sa.freq_masks, sa.freq_mask_bins, sa.time_masks, sa.time_mask_frames = 2, 6, 2, 20
+  model = building.build_model(config)
+  batches = [_batch(config, 8, 256, seed=s) for s in range(2)]
+  results = {}
+  for devices in (8, 1):
+    mesh = sharding.make_mesh(jax.devices()[:devices])
+    state, shardings = train_setup.create_train_state(model, tx, config, mesh)
+    step = steps.make_train_step(model, tx, schedule, mesh, shardings, train_config=config.train)
+    results[devices] = _train(step, state, mesh, batches)
+  (losses_8, params_8), (losses_1, params_1) = results[8], results[1]
+  np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # The masks are live: the same batch and parameters without them give another loss.
+  plain = config.copy_and_resolve_references()
+  plain.model.dropout_rate = 0.0
+  plain.train.spec_augment.freq_masks = plain.train.spec_augment.time_masks = 0
+  plain_model = building.build_model(plain)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  state, shardings = train_setup.create_train_state(plain_model, tx, plain, mesh)
+  step = steps.make_train_step(plain_model, tx, schedule, mesh, shardings,
+                               train_config=plain.train)
+  plain_losses, _ = _train(step, state, mesh, batches[:1])
+  assert abs(float(plain_losses[0]) - float(losses_1[0])) > 1e-3
+
+
 def test_loss_is_mean_over_real_tokens_of_the_global_batch(setup, mesh8):
   config, model, _, _ = setup
   mesh, shardings, step, host_state = mesh8

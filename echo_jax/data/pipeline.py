@@ -44,6 +44,8 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from echo_jax.data import f0_source
+from echo_jax.data import features as features_lib
+from echo_jax.data.prepare import DAMAGED_DATA_MARKER, DamagedDataError, ensure_prepared
 from echo_jax.errors import UserError
 from echo_jax.token_ids import BOS_ID, EOS_ID
 
@@ -174,8 +176,6 @@ class _Assembler:
   """Reads records of one split and pads them into a batch dict for a bucket edge."""
 
   def __init__(self, config, prepared, split: str):
-    from echo_jax.data import features as features_lib
-
     self.prepared = prepared
     self.split = split
     self.params = features_lib.FeatureParams(**prepared.feature_params)
@@ -219,8 +219,6 @@ class _Assembler:
 
   def features_of(self, record) -> tuple[np.ndarray, np.ndarray]:
     if self.on_the_fly:
-      from echo_jax.data import features as features_lib
-
       feats = features_lib.compute_features(record["waveform"], self.params)
       return feats["mel"], feats["f0"]
     return record["mel"], record["f0"]
@@ -356,7 +354,6 @@ class _Batches:
       return next(self._iterator)
     except Exception as e:  # pylint: disable=broad-except - re-raised unless it is our message
       # A DamagedDataError raised in the numpy function reaches here wrapped in a tf error.
-      from echo_jax.data.prepare import DAMAGED_DATA_MARKER, DamagedDataError
       text = str(e)
       if DAMAGED_DATA_MARKER not in text:
         raise
@@ -379,8 +376,6 @@ def _close_open_iterators() -> None:
 def _prepared_for(config, prepared):
   if prepared is not None and hasattr(prepared, "builder_dir"):
     return prepared
-  from echo_jax.data.prepare import ensure_prepared
-
   return ensure_prepared(config)
 
 

@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from echo_jax.data import features as features_lib
+from echo_jax.data.builders import sources
+from echo_jax.data.text import is_speakable, normalise_transcript
+from echo_jax.data.tokenizer import Tokenizer
 from echo_jax.errors import EXIT_USER_ERROR, UserError, debug_requested, user_message
 
 DAMAGED_DATA_MARKER = "prepared data damaged:"
@@ -69,6 +73,7 @@ def ensure_corpus(config) -> str:
   settings rebuild it. An explicit data.corpus_dir that already has a manifest.jsonl is used as
   it is (never rebuilt over).
   """
+  # imports scipy and the TTS engines: spawned prepare workers re-import this module
   from echo_jax.data.synth_corpus import build_corpus
 
   d = config.data
@@ -106,8 +111,6 @@ class PreparedData:
   report_path: str
 
   def load_tokenizer(self):
-    from echo_jax.data.tokenizer import Tokenizer
-
     return Tokenizer.load(self.tokenizer_path)
 
   def builder(self):
@@ -191,6 +194,7 @@ class PreparedData:
 
 
 def _index_file() -> str:
+  # imports tensorflow_datasets: spawned prepare workers re-import this module, must start light
   from echo_jax.data.builders.speech import INDEX_FILE
 
   return INDEX_FILE
@@ -201,14 +205,10 @@ def _index_file() -> str:
 
 
 def _train_texts(config, items_by_split) -> list[str]:
-  from echo_jax.data.text import is_speakable, normalise_transcript
-
   d = config.data
   if items_by_split is not None:
     raw = [it.raw_text for it in items_by_split.get("train", [])]
   else:
-    from echo_jax.data.builders import sources
-
     raw = sources.catalog_texts(str(d.dataset), str(d.catalog_data_dir) or None,
                                 str(d.tfds_splits["train"]))
   texts = [normalise_transcript(t) for t in raw if t and is_speakable(t)]
@@ -220,8 +220,6 @@ def _train_texts(config, items_by_split) -> list[str]:
 
 def ensure_tokenizer(config, source_fingerprint: str, items_by_split) -> str:
   """Trains the tokenizer on the train transcripts unless it exists; returns its path."""
-  from echo_jax.data.tokenizer import Tokenizer
-
   d = config.data
   kind = str(d.tokenizer)
   name = f"{d.dataset}-{source_fingerprint[:10]}-{kind}"
@@ -259,8 +257,6 @@ def _builder_kind(dataset: str) -> str:
 
 def _source(config):
   """(source string, its fingerprint, items per split or None for catalog datasets)."""
-  from echo_jax.data.builders import sources
-
   d = config.data
   dataset = str(d.dataset)
   if dataset == "echo_speech":
@@ -303,7 +299,7 @@ def builder_config_for(config):
   The config's name is a hash of everything that determines the stored data (feature parameters,
   source contents, tokenizer file, stored streams); batching fields do not enter it.
   """
-  from echo_jax.data import features as features_lib
+  # imports tensorflow_datasets: spawned prepare workers re-import this module, must start light
   from echo_jax.data.builders import speech
 
   d = config.data
@@ -327,6 +323,7 @@ def builder_config_for(config):
 
 def ensure_prepared(config) -> PreparedData:
   """Makes sure config.data's dataset is prepared (corpus, tokenizer, TFDS build); returns it."""
+  # imports tensorflow_datasets: spawned prepare workers re-import this module, must start light
   from echo_jax.data.builders import speech
 
   d = config.data
@@ -362,6 +359,7 @@ def ensure_prepared(config) -> PreparedData:
 
 
 def _write_report(path: str, builder, config, tokenizer_path: str) -> None:
+  # imports tensorflow_datasets: spawned prepare workers re-import this module, must start light
   from echo_jax.data.builders.speech import INDEX_FILE
 
   with open(os.path.join(str(builder.data_dir), INDEX_FILE)) as f:

@@ -10,10 +10,18 @@
 
 import argparse
 import json
+import math
 import os
 import sys
 
+import numpy as np
+
+from echo_jax.config.files import load_config_file
+from echo_jax.data.audio import load_audio
+from echo_jax.data.features import compute_features
+from echo_jax.diagnostics import report
 from echo_jax.errors import UserError, run_cli
+from echo_jax.training import diagnostics_dump as dump
 
 
 DEFAULT_CONFIG = "configs/default.py"
@@ -21,7 +29,6 @@ DEFAULT_CONFIG = "configs/default.py"
 
 def _load_config(path: str):
   """A config file's get_config() (the same files echo_jax.train takes)."""
-  from echo_jax.config.files import load_config_file
   return load_config_file(path)
 
 
@@ -35,7 +42,6 @@ def _run_config(args) -> str:
 
 def _finite_or_null(obj):
   """Strict JSON: NaN/inf (a ratio with a zero denominator) become null."""
-  import math
   if isinstance(obj, dict):
     return {k: _finite_or_null(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
@@ -46,7 +52,6 @@ def _finite_or_null(obj):
 
 
 def _report(args) -> int:
-  from echo_jax.diagnostics import dump, report
   dumps = dump.load_run(args.run, args.steps)
   summary = report.summarize(dumps)
   if args.json:
@@ -68,6 +73,7 @@ def _out_path(args) -> str:
 
 
 def _plot(args) -> int:
+  # imports matplotlib (and jax): `report` and --help start without them
   from echo_jax.diagnostics import plots
   out = _out_path(args)
   if args.what == "rotary":
@@ -94,12 +100,11 @@ def _plot(args) -> int:
 def _read_wave(args, sample_rate):
   if not args.wav:
     raise UserError(f"plot {args.what} needs --wav FILE (a speech recording)")
-  from echo_jax.data.audio import load_audio
   return load_audio(args.wav, sample_rate)
 
 
 def _plot_features(args, out):
-  from echo_jax.data.features import compute_features
+  # imports matplotlib (and jax): `report` and --help start without them
   from echo_jax.diagnostics import plots
   config = _load_config(args.config or DEFAULT_CONFIG)
   wave = _read_wave(args, int(config.data.sample_rate))
@@ -109,8 +114,8 @@ def _plot_features(args, out):
 
 
 def _plot_theta(args, out):
-  import numpy as np
-  from echo_jax.diagnostics import dump, plots
+  # imports matplotlib (and jax): `report` and --help start without them
+  from echo_jax.diagnostics import plots
   if not args.run:
     raise UserError("plot theta needs RUN (a workdir with diagnostics dumps)")
   dumps = dump.load_run(args.run, args.steps)
@@ -132,6 +137,7 @@ def _plot_theta(args, out):
 
 
 def _plot_attention(args, out):
+  # imports matplotlib, jax, flax and orbax: `report` and --help start without them
   from echo_jax.diagnostics import attention_maps, plots
   config = _load_config(args.config or DEFAULT_CONFIG)
   maps = attention_maps.from_wave(config, _read_wave(args, int(config.data.sample_rate)),

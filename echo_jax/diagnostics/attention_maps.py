@@ -10,10 +10,10 @@ import jax
 import numpy as np
 
 from echo_jax.data.features import compute_features
-from echo_jax.diagnostics import naming
 from echo_jax.diagnostics.report import natural_key
 from echo_jax.inference import loading
 from echo_jax.models.building import build_model, example_batch
+from echo_jax.training import diagnostics_naming as naming
 
 
 def attention_weights(model, variables, batch: Mapping[str, Any]) -> Dict[str, np.ndarray]:

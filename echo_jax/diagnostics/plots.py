@@ -11,8 +11,11 @@ from typing import Dict, List, Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from echo_jax.models import rotary  # noqa: E402
 
 DPI = 80
 
@@ -44,9 +47,6 @@ def rotary_similarity(theta_mode: str, f0_mean: float, base_theta: float, positi
   A key of ones-and-zeros pairs (1, 0) rotated by `apply_rotary` at position t is
   [cos(t w_k), sin(t w_k)]_k, so its cosine similarity with position s is mean_k cos((t-s) w_k).
   """
-  import jax.numpy as jnp
-  from echo_jax.models import rotary
-
   theta = rotary.utterance_theta(jnp.asarray([f0_mean], jnp.float32), theta_mode, base_theta)
   inv_freq = rotary.inverse_frequencies(theta, head_dim, theta_mode)[:, None, :]  # [1, 1, hd/2]
   rot = rotary.make_rotary(jnp.arange(positions), inv_freq)
@@ -62,9 +62,6 @@ def plot_rotary(out_path: str, theta_modes: Sequence[str] = ("fixed", "seed", "c
                 base_theta: float = 10000.0, positions: int = 32, head_dim: int = 128) -> str:
   """Rows: theta modes; columns: utterance mean F0, each panel the position-similarity matrix;
   the last column overlays each panel's first row (similarity against position offset)."""
-  from echo_jax.models import rotary
-  import jax.numpy as jnp
-
   sims = {(m, f): rotary_similarity(m, f, base_theta, positions, head_dim)
           for m in theta_modes for f in f0_values}
   low = min(float(s.min()) for s in sims.values())
@@ -266,9 +263,6 @@ def plot_theta(out_path: str, f0_means: np.ndarray, thetas: np.ndarray, theta_mo
                base_theta: float, title: str = "") -> str:
   """Dots: the theta each utterance got (sown by the model) against its voiced mean F0;
   line: the rotary module's formula for `theta_mode`."""
-  import jax.numpy as jnp
-  from echo_jax.models import rotary
-
   f0_means = np.ravel(np.asarray(f0_means, np.float64))
   thetas = np.ravel(np.asarray(thetas, np.float64))
   hi = max(450.0, float(f0_means.max()) * 1.1 if f0_means.size else 0.0)

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from echo_jax.diagnostics import naming
+from echo_jax.training import diagnostics_naming as naming
 
 # Seed colours: every ratio <= 1.93 was green and every ratio >= 2.096 yellow, so 2.0 splits them.
 YELLOW_RATIO = 2.0

@@ -32,7 +32,7 @@ import numpy as np
 
 from echo_jax.data.tokenizer import ids_to_text, trim_tokens  # noqa: F401 (re-exported)
 from echo_jax.inference import ctc_prefix
-from echo_jax.training import losses
+from echo_jax.inference.ctc_best_path import ctc_greedy_tokens
 from echo_jax.models.attention import CROSS_CACHE_ENTRIES
 
 from echo_jax.token_ids import BOS_ID, EOS_ID, PAD_ID
@@ -230,7 +230,7 @@ def ctc_greedy_decode(model, variables, batch):
   params = {k: v for k, v in variables.items() if k != "cache"}
   encoded = model.apply(params, batch, method=_encode_method(model))
   ctc = model.apply(params, encoded, method=_ctc_method(model))
-  return losses.ctc_greedy_tokens(ctc.logits, ctc.valid)
+  return ctc_greedy_tokens(ctc.logits, ctc.valid)
 
 
 def greedy_decode(model, variables, batch, max_length: int, prefix=None, *,

@@ -25,7 +25,7 @@ from echo_jax.data.prepare import ensure_prepared
 from echo_jax.data.tokenizer import Tokenizer, resolve_vocab_size
 from echo_jax.errors import MissingInputError, UserError
 from echo_jax.models.building import build_model, example_batch
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 

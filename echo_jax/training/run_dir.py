@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from echo_jax import errors
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from echo_jax.training import metrics as metrics_lib
 
 

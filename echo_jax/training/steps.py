@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from echo_jax.diagnostics.collect import diagnostics_from
 from echo_jax.inference.decoding import ctc_greedy_decode, greedy_decode
 from echo_jax.parallel import sharding as sharding_lib
 from echo_jax.training import losses
 from echo_jax.training import metrics as metrics_lib
 from echo_jax.training import spec_augment
+from echo_jax.training.diagnostics_collect import diagnostics_from
 from echo_jax.training.setup import TrainState
 
 

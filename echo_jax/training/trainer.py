@@ -18,14 +18,14 @@ from echo_jax.config import check as config_check
 from echo_jax.data import pipeline
 from echo_jax.data.prepare import ensure_prepared
 from echo_jax.data.tokenizer import resolve_vocab_size
-from echo_jax.diagnostics.dump import DiagnosticsWriter
 from echo_jax.parallel import distributed
 from echo_jax.parallel import sharding as sharding_lib
-from echo_jax.training import checkpointing
+from echo_jax import checkpointing
 from echo_jax.training import evaluation
 from echo_jax.training import metrics as metrics_lib
 from echo_jax.training import setup
 from echo_jax.training import steps
+from echo_jax.training.diagnostics_dump import DiagnosticsWriter
 from echo_jax.training.host import fetch
 from echo_jax.training.run_dir import (copy_tokenizer, say, write_nonfinite_dump,
                                        write_resolved_config)

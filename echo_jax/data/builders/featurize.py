@@ -12,6 +12,8 @@ import numpy as np
 
 from echo_jax.data import audio as audio_lib
 from echo_jax.data import features as features_lib
+from echo_jax.data.text import is_speakable, normalise_transcript
+from echo_jax.data.tokenizer import Tokenizer
 
 # Transcript skip reasons (audio ones are in audio.SKIP_REASONS).
 EMPTY_TRANSCRIPT = "empty_transcript"  # nothing but white space
@@ -36,8 +38,6 @@ class ItemResult:
 
 def _tokenizer(path: str):
   if path not in _TOKENIZERS:
-    from echo_jax.data.tokenizer import Tokenizer
-
     _TOKENIZERS[path] = Tokenizer.load(path)
   return _TOKENIZERS[path]
 
@@ -45,7 +45,6 @@ def _tokenizer(path: str):
 def featurize_item(item, params: features_lib.FeatureParams, tokenizer_path: str,
                    store_features: bool = True, store_waveform: bool = False) -> ItemResult:
   """Checks, loads and featurises `item` (a sources.SourceItem); never raises."""
-  from echo_jax.data.text import is_speakable, normalise_transcript
 
   def skip(reason, detail=""):
     return ItemResult(item.split, item.index, item.key, None, reason, detail)

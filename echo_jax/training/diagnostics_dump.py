@@ -114,7 +114,8 @@ class DiagnosticsWriter:
 
   def _write_now(self, step: int, flat: Dict[str, Any]) -> epath.Path:
     import jax
-    from echo_jax.diagnostics.collect import SPARSITY_THRESHOLD
+    # imports jax, as above: reading dumps never needs jax
+    from echo_jax.training.diagnostics_collect import SPARSITY_THRESHOLD
     host = {k: np.asarray(v, np.float32) for k, v in jax.device_get(flat).items()}
     name = f"step_{step:06d}.npz"
     path = self.directory / name

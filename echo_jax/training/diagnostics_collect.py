@@ -1,7 +1,8 @@
 """The diagnostics pytree, computed inside the jitted train step (pure jnp, static structure).
 
 `diagnostics_from(grads, params, updates, intermediates, batch=None)` returns a nested dict of
-float32 arrays; every innermost key is a dotted module name as the seed printed it (see naming.py):
+float32 arrays; every innermost key is a dotted module name as the seed printed it (see
+diagnostics_naming.py):
 
   grad_mean_abs/<leaf>          mean |g| of every parameter leaf
   param_norm/<leaf>             ||p||_2 of every leaf
@@ -28,7 +29,7 @@ from typing import Any, Dict, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from echo_jax.diagnostics import naming
+from echo_jax.training import diagnostics_naming as naming
 
 SPARSITY_THRESHOLD = 0.01
 ACTIVATION_NAMES = ("attention_output", "mlp_activation", "gate_activation", "residual_output",
