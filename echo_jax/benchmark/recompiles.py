@@ -9,6 +9,7 @@ import numpy as np
 from echo_jax.benchmark.measure import CompileCounter
 from echo_jax.benchmark.shapes import full_batch
 from echo_jax.benchmark.train import train_state_and_step
+from echo_jax.data.pipeline import global_batch_sizes
 from echo_jax.parallel import sharding as sharding_lib
 
 
@@ -28,7 +29,7 @@ def bench_recompiles(config, steps: int = 50, small_model: bool = True) -> Dict[
     m = config.model
     m.d_model, m.num_heads, m.encoder_layers, m.decoder_layers = 64, 2, 1, 1
   edges = [int(e) for e in config.data.bucket_frames]
-  sizes = [int(b) for b in config.data.bucket_batch_sizes]
+  sizes = list(global_batch_sizes(config.data).buckets)
   tokens = int(config.data.max_target_length)
   mesh, _, state, step = train_state_and_step(config)
   rng = np.random.default_rng(1)

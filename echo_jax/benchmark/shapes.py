@@ -11,6 +11,8 @@ from typing import Dict, Optional, Sequence
 import ml_collections
 import numpy as np
 
+from echo_jax.data.pipeline import global_batch_sizes
+from echo_jax.data.tokenizer import expected_vocab_size
 from echo_jax.models.testing import random_batch
 
 # The fixed benchmark shapes (issue 7): model sizes, frames, tokens, global batch.
@@ -27,9 +29,9 @@ def apply_shape(config, shape: Optional[str]):
   config = ml_collections.ConfigDict(config.to_dict())
   m, d = config.model, config.data
   if int(m.vocab_size) <= 0:
-    m.vocab_size = int(d.vocab_size)  # what the tokenizer would give; the benchmark has none
+    m.vocab_size = expected_vocab_size(d)  # what the tokenizer would give; the benchmark has none
   if shape is None:
-    frames, batch = int(d.bucket_frames[-1]), int(d.bucket_batch_sizes[-1])
+    frames, batch = int(d.bucket_frames[-1]), global_batch_sizes(d).buckets[-1]
     tokens = int(d.max_target_length)
   else:
     if shape not in SHAPES:
@@ -43,6 +45,7 @@ def apply_shape(config, shape: Optional[str]):
     frames, tokens, batch = spec["frames"], spec["tokens"], spec["batch"]
     d.bucket_frames = (frames,)
     d.bucket_batch_sizes = (batch,)
+    d.batch_size_unit = "global"
     d.max_target_length = tokens
     d.vocab_size = spec["vocab_size"]
     config.decode.max_length = tokens
