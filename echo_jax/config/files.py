@@ -4,6 +4,7 @@ ml_collections' config_flags, echo_jax/config/command_line.py)."""
 
 import importlib.util
 import os
+
 import ml_collections
 
 
