@@ -43,10 +43,14 @@ def _launch(tmp_path, behaviour, processes=3):
   fake.chmod(0o755)
   env = {**os.environ, "PYTHON": str(fake), "PORT": "12345", "RECORD": str(record),
          "FAKE_BEHAVIOUR": behaviour}
+  # A shell cannot trap a signal that was ignored when it started, and a test run started in the
+  # background (as CI may) ignores SIGINT: give the launcher the default disposition, as a
+  # terminal would.
   proc = subprocess.Popen(
       ["bash", "launch/local.sh", str(processes), "2", "--config", "configs/tiny.py",
        "--workdir", str(tmp_path / "run")], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
+      stderr=subprocess.PIPE, text=True,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   return proc, record
 
 
