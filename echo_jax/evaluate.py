@@ -260,13 +260,19 @@ def shuffle_f0(examples: Sequence[Example]) -> None:
 
 
 def split_examples(config, split: str, max_examples: int = -1) -> List[Example]:
-  """Prepared TFDS examples of a split (the features the model trained on)."""
+  """Prepared TFDS examples of a split (the features the model trained on): the first
+  `max_examples` (-1: all) of those data.eval_min_f0_hz keeps (all by default)."""
   manifest = source_manifest(config)
   by_id = manifest_metadata(manifest) if manifest else {}
   examples = []
-  for record in pipeline.iterate_examples(config, split):
-    if 0 <= max_examples <= len(examples):
+  prepared = prepare.ensure_prepared(config)
+  selected = pipeline.eval_selection(config, prepared, split, max_examples)
+  wanted = int(selected.sum())
+  for position, record in enumerate(pipeline.iterate_examples(config, split, prepared=prepared)):
+    if len(examples) == wanted:
       break
+    if not selected[position]:  # beyond max_examples, or outside data.eval_min_f0_hz
+      continue
     item = {"mel": np.asarray(record["mel"], np.float32),
             "f0": np.asarray(record["f0"], np.float32)}
     if "waveform" in tuple(config.model.features):

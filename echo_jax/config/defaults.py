@@ -47,6 +47,11 @@ def default_data_config() -> ml_collections.ConfigDict:
   # split (record (i + n // 2) % n, stretched to this one's frames), in training and evaluation;
   # the pitch ablation's placebo (echo_jax.data.f0_source).
   d.f0_source = "own"
+  # Pitch range of the data (the pitch ablation's out-of-range split, echo_jax.data.f0_range):
+  # train only on utterances whose median voiced F0 is below train_max_f0_hz, evaluate only those
+  # at or above eval_min_f0_hz (validation and test); 0 = no limit.
+  d.train_max_f0_hz = 0.0
+  d.eval_min_f0_hz = 0.0
   # Tokenizer.
   d.tokenizer = "sentencepiece"  # sentencepiece | char
   d.spm_model_type = "unigram"  # bpe | unigram

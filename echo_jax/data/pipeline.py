@@ -43,6 +43,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from echo_jax.data import f0_range
 from echo_jax.data import f0_source
 from echo_jax.data import features as features_lib
 from echo_jax.data.prepare import DAMAGED_DATA_MARKER, DamagedDataError, ensure_prepared
@@ -403,6 +404,13 @@ class TrainIterator:
     self.prepared = prepared
     index, self.num_frames = prepared.split_lengths(split)
     too_long = int(np.sum(bucket_ids(self.num_frames, self.edges) == len(self.edges)))
+    selected = f0_range.train_selection(data, prepared, split)
+    if not selected.all():
+      # Left out like overlong examples: past the last edge, so no epoch plans them.
+      logging.info("train: %d of %d examples have a median F0 at or above "
+                   "data.train_max_f0_hz=%s and are left out", int(np.sum(~selected)),
+                   len(selected), data.train_max_f0_hz)
+      self.num_frames = np.where(selected, self.num_frames, self.edges[-1] + 1).astype(np.int32)
     self.num_dropped = too_long
     if too_long:
       logging.warning("train: %d of %d examples are longer than the last bucket edge %d frames and "
@@ -492,9 +500,12 @@ def make_eval_batches(config, split: str, process_index: int = 0, process_count:
   _, num_frames = prepared.split_lengths(split)
   if max_examples is None:
     max_examples = int(config.eval.max_examples)
-  if max_examples >= 0:
-    num_frames = num_frames[:max_examples]
-  too_long = int(np.sum(bucket_ids(num_frames, edges) == len(edges)))
+  selected = eval_selection(config, prepared, split, max_examples)
+  num_frames = num_frames[:int(np.flatnonzero(selected)[-1]) + 1 if selected.any() else 0]
+  selected = selected[:len(num_frames)]
+  too_long = int(np.sum(bucket_ids(num_frames[selected], edges) == len(edges)))
+  # Records outside the selection are placed past the last edge: eval_plan leaves them out.
+  num_frames = np.where(selected, num_frames, edges[-1] + 1).astype(np.int32)
   if too_long:
     logging.warning("eval %s: %d of %d examples are longer than the last bucket edge %d frames and "
                     "are not evaluated", split, too_long, len(num_frames), edges[-1])
@@ -512,6 +523,15 @@ def make_eval_batches(config, split: str, process_index: int = 0, process_count:
 
   ds = _tf_dataset(assembler, tf.data.Dataset.range(len(plan)), batch_of, 2, int(data.prefetch))
   return _Batches(ds)
+
+
+def eval_selection(config, prepared, split: str, max_examples: int) -> np.ndarray:
+  """[N] bool: the records of `split` an evaluation scores: those data.eval_min_f0_hz keeps
+  (all by default), of which the first `max_examples` (-1: all) in record order."""
+  selected = f0_range.eval_selection(config.data, prepared, split)
+  if max_examples >= 0:
+    selected &= np.cumsum(selected) <= max_examples
+  return selected
 
 
 def iterate_examples(config, split: str, prepared=None) -> Iterator[dict]:

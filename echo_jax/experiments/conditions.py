@@ -21,6 +21,7 @@ import numpy as np
 import soundfile
 
 from echo_jax.data import audio as audio_lib
+from echo_jax.data import pipeline
 from echo_jax.data import prepare
 from echo_jax.errors import MissingInputError, UserError
 from echo_jax.experiments import pitch_shift
@@ -42,11 +43,12 @@ def shift_name(semitones: float) -> str:
 
 
 def split_ids(config, split: str, max_examples: int) -> List[str]:
-  """Ids of the first `max_examples` records (-1: all) of the prepared `split`, in record order."""
+  """Ids of the records of the prepared `split` an evaluation scores (the first `max_examples`,
+  -1: all, of those data.eval_min_f0_hz keeps), in record order."""
   prepared = prepare.ensure_prepared(config)
   source = prepared.data_source(split)
-  count = len(source) if max_examples < 0 else min(len(source), int(max_examples))
-  records = prepared.read_records(source, split, list(range(count)))
+  positions = np.flatnonzero(pipeline.eval_selection(config, prepared, split, int(max_examples)))
+  records = prepared.read_records(source, split, [int(p) for p in positions])
   return [r["id"].decode() if isinstance(r["id"], bytes) else str(r["id"]) for r in records]
 
 
