@@ -62,19 +62,9 @@ def in_range(medians: np.ndarray, max_hz: float = 0.0, min_hz: float = 0.0) -> n
   return keep
 
 
-def train_selection(data, prepared, split: str) -> np.ndarray:
-  """[N] bool: the records of the training split that data.train_max_f0_hz keeps."""
-  max_hz = float(data.get("train_max_f0_hz", 0.0))
-  size = int(prepared.split_sizes.get(split, 0))
-  if max_hz <= 0:
-    return np.ones(size, bool)
-  return in_range(split_medians(prepared, split), max_hz=max_hz)
-
-
-def eval_selection(data, prepared, split: str) -> np.ndarray:
-  """[N] bool: the records of an evaluated split that data.eval_min_f0_hz keeps."""
-  min_hz = float(data.get("eval_min_f0_hz", 0.0))
-  size = int(prepared.split_sizes.get(split, 0))
-  if min_hz <= 0:
-    return np.ones(size, bool)
-  return in_range(split_medians(prepared, split), min_hz=min_hz)
+def selection(prepared, split: str, max_hz: float = 0.0, min_hz: float = 0.0) -> np.ndarray:
+  """[N] bool: the records of the prepared `split` within the limits (all when both are 0; the
+  medians are only computed when a limit is set)."""
+  if max_hz <= 0 and min_hz <= 0:
+    return np.ones(int(prepared.split_sizes.get(split, 0)), bool)
+  return in_range(split_medians(prepared, split), max_hz=max_hz, min_hz=min_hz)

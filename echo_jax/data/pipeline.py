@@ -404,7 +404,8 @@ class TrainIterator:
     self.prepared = prepared
     index, self.num_frames = prepared.split_lengths(split)
     too_long = int(np.sum(bucket_ids(self.num_frames, self.edges) == len(self.edges)))
-    selected = f0_range.train_selection(data, prepared, split)
+    selected = f0_range.selection(prepared, split,
+                                  max_hz=float(data.get("train_max_f0_hz", 0.0)))
     if not selected.all():
       # Left out like overlong examples: past the last edge, so no epoch plans them.
       logging.info("train: %d of %d examples have a median F0 at or above "
@@ -528,7 +529,8 @@ def make_eval_batches(config, split: str, process_index: int = 0, process_count:
 def eval_selection(config, prepared, split: str, max_examples: int) -> np.ndarray:
   """[N] bool: the records of `split` an evaluation scores: those data.eval_min_f0_hz keeps
   (all by default), of which the first `max_examples` (-1: all) in record order."""
-  selected = f0_range.eval_selection(config.data, prepared, split)
+  selected = f0_range.selection(prepared, split,
+                                min_hz=float(config.data.get("eval_min_f0_hz", 0.0)))
   if max_examples >= 0:
     selected &= np.cumsum(selected) <= max_examples
   return selected
