@@ -1,6 +1,9 @@
 """The model's speed-motivated rewrites equal the operators they replace: the custom-gradient
 softmax attention vs autodiff of softmax(q.k + bias) v, the depthwise conv as shifted multiply-adds
-vs nn.Conv with feature_group_count, and the whole model's two attention paths."""
+vs nn.Conv with feature_group_count, the whole model's two attention paths, and the bfloat16
+matmuls accumulating in float32 (dense layers, decoding with its matrices cast once)."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,10 +11,11 @@ import numpy as np
 import pytest
 import flax.linen as nn
 
+from echo_jax.inference import decoding
 from echo_jax.models import EchoModel
 from echo_jax.models.attention import MASK_BIAS
 from echo_jax.models.config import model_settings
-from echo_jax.models.layers import DepthwiseConv1D, conv, is_depthwise
+from echo_jax.models.layers import DepthwiseConv1D, conv, dense, is_depthwise
 from echo_jax.models.softmax_attention import softmax_attention
 from echo_jax.models.testing import random_batch, tiny_model_config
 
@@ -121,3 +125,43 @@ def test_model_attention_paths_agree_in_logits_and_gradients():
   scale_grads = [leaf for path, leaf in flat_fast
                  if "pitch_bias_scale" in jax.tree_util.keystr(path)]
   assert scale_grads and all(float(jnp.abs(g)) > 0 for g in scale_grads)
+
+
+def test_bfloat16_dense_accumulates_in_float32():
+  """Below float32 the dense matmul sums bf16 products in float32 and rounds once at the end:
+  equal (to one bf16 rounding) to a float32 matmul of the bf16-rounded operands, and its HLO dot
+  produces float32."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 512))
+  layer = dense(64, "probe", jnp.bfloat16)
+  params = layer.init(jax.random.PRNGKey(1), x)
+  out = layer.apply(params, x)
+  assert out.dtype == jnp.bfloat16
+  rounded = [a.astype(jnp.bfloat16).astype(jnp.float32)
+             for a in (x, params["params"]["kernel"])]
+  expected = (rounded[0] @ rounded[1]).astype(jnp.bfloat16).astype(jnp.float32)
+  np.testing.assert_allclose(out.astype(jnp.float32), expected, rtol=2 ** -7, atol=1e-6)
+  hlo = jax.jit(layer.apply).lower(params, x).as_text()
+  assert "dot_general" in hlo
+  dots = [line for line in hlo.splitlines() if "dot_general" in line and "=" in line]
+  assert dots and all("-> tensor<8x64xf32>" in line for line in dots), dots
+  # float32 models keep the plain dot (no change to their programs).
+  assert dense(64, "probe", jnp.float32).dot_general is jax.lax.dot_general
+
+
+def test_bfloat16_decoding_with_matrices_cast_once_equals_the_layers_own_cast():
+  """make_decode_fn casts a bfloat16 model's float matrices once per call; the layers would cast
+  them to bfloat16 themselves, so tokens and greedy scores equal decoding the float32 tree."""
+  cfg = tiny_model_config(dtype="bfloat16")
+  model = EchoModel(cfg)
+  batch = random_batch(cfg, [40, 28], [5, 3], frames=40, tokens=8)
+  variables = {"params": model.init(jax.random.PRNGKey(0), batch)["params"]}
+  cast = decoding.matrices_in_compute_dtype(model, variables)
+  kinds = {(x.ndim >= 2, x.dtype) for x in jax.tree.leaves(cast["params"])}
+  assert kinds == {(True, jnp.dtype(jnp.bfloat16)), (False, jnp.dtype(jnp.float32))}
+  decode_batch = {k: v for k, v in batch.items()
+                  if k not in ("decoder_input_tokens", "decoder_target_tokens")}
+  plain = jax.jit(functools.partial(decoding.greedy_decode, model, max_length=8))
+  np.testing.assert_array_equal(decoding.make_decode_fn(model, 8).fn(variables, decode_batch),
+                                plain(variables, decode_batch))
+  f32_model = EchoModel(tiny_model_config())
+  assert decoding.matrices_in_compute_dtype(f32_model, variables) is variables

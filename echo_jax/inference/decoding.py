@@ -34,6 +34,7 @@ from echo_jax.data.tokenizer import ids_to_text, trim_tokens  # noqa: F401 (re-e
 from echo_jax.inference import ctc_prefix
 from echo_jax.inference.ctc_best_path import ctc_greedy_tokens
 from echo_jax.models.attention import CROSS_CACHE_ENTRIES
+from echo_jax.models.config import model_settings
 
 from echo_jax.token_ids import BOS_ID, EOS_ID, PAD_ID
 
@@ -402,6 +403,24 @@ def beam_search(model, variables, batch, beam_size: int, max_length: int, length
   return tokens, scores
 
 
+def matrices_in_compute_dtype(model, variables):
+  """The float matrices (kernels, embeddings) cast to the model's compute dtype, once per call.
+
+  A cached decoding step reads every decoder matrix once per token and is memory-bound at small
+  batch (docs/performance.md), so bfloat16 matrices halve its main cost; the layers would cast
+  them to that dtype anyway. Vectors and scalars (biases, norm scales, pitch parameters) stay
+  float32. A float32 model is returned unchanged.
+  """
+  dtype = jnp.dtype(model_settings(model.config).dtype)
+  if dtype == jnp.float32:
+    return variables
+
+  def cast(x):
+    floating = jnp.issubdtype(x.dtype, jnp.floating)
+    return x.astype(dtype) if floating and x.ndim >= 2 else x
+  return {**variables, "params": jax.tree_util.tree_map(cast, variables["params"])}
+
+
 class DecodeFn(NamedTuple):
   """A jitted decoder: `fn(variables, batch, prefix=None) -> tokens [B, L]`; `traces()` counts
   how many times it was traced (one per compiled shape signature)."""
@@ -423,6 +442,7 @@ def make_decode_fn(model, max_length: int, beam_size: int = 1, length_penalty: f
 
   def run(variables, batch, prefix=None):
     count[0] += 1  # Python side effect: runs only while tracing
+    variables = matrices_in_compute_dtype(model, variables)
     if beam_size == 1 and ctc_weight == 0:
       return greedy_decode(model, variables, batch, max_length, prefix, use_cache=use_cache,
                            max_tokens_per_frame=max_tokens_per_frame)

@@ -116,7 +116,8 @@ class MultiheadA(nn.Module):
       weights = jax.nn.softmax(logits, axis=-1)
       # A separate collection: only materialised when a caller (attention maps) asks for it.
       self.sow("attention_weights", "weights", weights)
-      out = jnp.einsum(f"bhqk,{v_spec}->bqhd", weights.astype(dtype), v)
+      out = jnp.einsum(f"bhqk,{v_spec}->bqhd", weights.astype(dtype), v,
+                       preferred_element_type=jnp.float32).astype(dtype)
     else:
       bias = _mask_bias(mask) if bias is None else bias + _mask_bias(mask)
       out = softmax_attention(q, k, v, bias)

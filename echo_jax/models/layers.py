@@ -60,11 +60,31 @@ class RMSNorm(nn.Module):
     return (y * scale).astype(self.dtype)
 
 
+def dot_general_float32_accumulation(lhs, rhs, dimension_numbers, precision=None,
+                                     preferred_element_type=None):
+  """lax.dot_general accumulating in float32, the result cast back to the operands' dtype.
+
+  With bfloat16 operands this is what a TPU's MXU does, and on a CPU with AVX512-BF16 it is what
+  selects XLA's native bfloat16 matmul (about 2x the float32 rate); a bfloat16-accumulating dot
+  is instead upcast to float32 there (docs/performance.md, "bfloat16 on the CPU").
+  """
+  del preferred_element_type  # always float32 here
+  out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                            preferred_element_type=jnp.float32)
+  return out.astype(jnp.result_type(lhs, rhs))
+
+
 def dense(features: int, name: str, dtype: jnp.dtype, use_bias: bool = True) -> nn.Dense:
-  """The reference's Linear wrapper: xavier-uniform weights, zero bias, float32 params."""
+  """The reference's Linear wrapper: xavier-uniform weights, zero bias, float32 params.
+
+  Below float32 the matmul accumulates in float32 (dot_general_float32_accumulation).
+  """
+  low_precision = jnp.dtype(dtype) != jnp.float32
   return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
                   kernel_init=nn.initializers.xavier_uniform(),
-                  bias_init=nn.initializers.zeros, name=name)
+                  bias_init=nn.initializers.zeros, name=name,
+                  dot_general=(dot_general_float32_accumulation if low_precision
+                               else jax.lax.dot_general))
 
 
 def _torch_conv_bias_init(fan_in: int):
