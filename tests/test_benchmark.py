@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from echo_jax import benchmark
-from echo_jax.benchmark import peak, report
+from echo_jax.benchmark import operators, peak, report
+from echo_jax.benchmark import train as bench_train
 from echo_jax.benchmark.measure import CompileCounter, summary
 from echo_jax.benchmark.train import throughput
 from echo_jax.config import command_line
@@ -203,3 +204,49 @@ def test_tiny_train_run_is_consistent(repo_root, tmp_path, capsys):
   assert "| tiny | 8x128 / 12 |" in report.render_tables([result])
   ratios = [r["new_over_old"] for r in report.compare(result, result)]
   assert ratios and all(r == pytest.approx(1.0) for r in ratios)
+
+
+def test_matmul_dtype_orientations_are_a_dense_layers_three_products():
+  """The dtypes section's three einsums are x w, g w^T and x^T g (checked against jax's own
+  gradients of x @ w), its speed-up is the ratio of its two rates, and its table and --compare
+  rows come from those numbers."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (6, 4))
+  w = jax.random.normal(jax.random.PRNGKey(1), (4, 5))
+  g = jax.random.normal(jax.random.PRNGKey(2), (6, 5))
+  out, vjp = jax.vjp(lambda x, w: x @ w, x, w)
+  dx, dw = vjp(g)
+  spec = operators.MATMUL_ORIENTATIONS
+  np.testing.assert_allclose(jnp.einsum(spec["forward"], x, w), out, rtol=1e-6)
+  np.testing.assert_allclose(jnp.einsum(spec["input_gradient"], g, w), dx, rtol=1e-6)
+  np.testing.assert_allclose(jnp.einsum(spec["weight_gradient"], x, g), dw, rtol=1e-6)
+
+  result = operators.bench_matmul_dtypes(64, 32, 48, repeats=1)
+  assert result["shape"] == {"rows": 64, "inner": 32, "cols": 48}
+  for orientation in spec:
+    rates = result[orientation]
+    assert set(rates) == set(operators.MATMUL_DTYPES) | {"bfloat16_float32_accumulation_speedup"}
+    assert rates["bfloat16_float32_accumulation_speedup"] == pytest.approx(
+        rates["bfloat16_accumulating_float32"] / rates["float32"])
+  train = {"float32_step_s": 1.0, "bfloat16_step_s": 0.8, "bfloat16_speedup": 1.25,
+           "pairs_s": [[1.0, 0.8]], "batch": 2, "frames": 100, "tokens": 9}
+  dtypes = {"config": "configs/x.py", "dtypes": {"train": train, "gemm": result}}
+  table = report.render_tables([dtypes]).splitlines()
+  assert table[0].startswith("| config / shape | batch x frames / tokens | float32 step s |")
+  assert table[2] == "| x | 2x100 / 9 | 1.000 | 0.800 | 1.250 | 1 |"
+  assert table[4].startswith("| config / shape | GEMM | product | float32 GFLOP/s |")
+  assert [row.split(" | ")[1:3] for row in table[6:9]] == [
+      ["64x32 @ 32x48", "forward"], ["64x32 @ 32x48", "input gradient"],
+      ["64x32 @ 32x48", "weight gradient"]]
+  rows = report.headline_numbers(dtypes)
+  assert rows[("matmul forward", "float32", "GFLOP/s")] == result["forward"]["float32"]
+  assert rows[("train float32 vs bfloat16", "2x100 / 9", "bfloat16 step s")] == 0.8
+  assert len(rows) == 11
+  assert report.targets(dtypes) == {}  # rates, not targets
+
+
+def test_alternate_steps_times_pairs_in_alternating_order():
+  calls = []
+  pairs = bench_train.alternate_steps(lambda: calls.append("a"), lambda: calls.append("b"),
+                                      steps=4, warmup=1)
+  assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+  assert len(pairs) == 4 and all(len(p) == 2 and min(p) >= 0 for p in pairs)

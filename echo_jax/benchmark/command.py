@@ -1,7 +1,7 @@
 """Benchmarks: matmul peak, train throughput/MFU, decode speed, input pipeline, features, compiles.
 
   python -m echo_jax.benchmark --config configs/default.py [--config.model.dtype=bfloat16] \
-      [--shape small|seed] [--what peak,train,diagnostics,decode,pipeline,features,recompiles] \
+      [--shape small|seed] [--what peak,train,diagnostics,decode,pipeline,features,recompiles,dtypes] \
       [--profile DIR] --out bench.json
   python -m echo_jax.benchmark --table A.json B.json ...   # markdown tables of result JSONs
   python -m echo_jax.benchmark --compare OLD.json NEW.json # ratio table new / old
@@ -29,7 +29,7 @@ from typing import Any, Dict
 import jax
 from absl import flags
 
-from echo_jax.benchmark import report
+from echo_jax.benchmark import operators, report
 from echo_jax.benchmark.data import bench_features, bench_pipeline
 from echo_jax.benchmark.decode import bench_decode
 from echo_jax.benchmark.measure import peak_rss_mib
@@ -37,11 +37,13 @@ from echo_jax.benchmark.op_profile import profile_train_step
 from echo_jax.benchmark.peak import PEAK_SIZE, measure_peak
 from echo_jax.benchmark.recompiles import bench_recompiles
 from echo_jax.benchmark.shapes import SHAPES, apply_shape
-from echo_jax.benchmark.train import bench_diagnostics, bench_train
+from echo_jax.benchmark.train import bench_diagnostics, bench_train, bench_train_dtypes
 from echo_jax.config import command_line
 from echo_jax.errors import UserError, run_cli
+from echo_jax.models.config import model_settings
 
-SECTIONS = ("peak", "train", "diagnostics", "decode", "pipeline", "features", "recompiles")
+SECTIONS = ("peak", "train", "diagnostics", "decode", "pipeline", "features", "recompiles",
+            "dtypes")
 DEFAULT_SECTIONS = ("peak", "train", "decode", "pipeline", "features", "recompiles")
 PROG = "python -m echo_jax.benchmark"
 
@@ -139,6 +141,12 @@ def run(args: command_line.CommandLine) -> Dict[str, Any]:
     beam_batches = [int(b) for b in args.beam_batches.split(",") if b.strip()]
     section("decode", lambda: bench_decode(config, frames, batch_sizes, args.beam, length,
                                            args.decode_repeats, beam_batches))
+  if "dtypes" in what:  # the train step, and the MLP's first layer at one row per frame
+    settings = model_settings(config.model)
+    section("dtypes", lambda: {
+        "train": bench_train_dtypes(config, frames, tokens, batch, args.steps, args.warmup),
+        "gemm": operators.bench_matmul_dtypes(batch * frames, settings.d_model,
+                                              settings.mlp_dim)})
   if "features" in what:
     section("features", lambda: bench_features(config))
   if "pipeline" in what:

@@ -102,3 +102,49 @@ def bench_depthwise(batch: int, frames: int, channels: int, kernel: int = 3,
                                                     shifted.apply(params, x))))
   out["speedup"] = out["grouped_conv_s"] / out["shifted_sum_s"]
   return out
+
+
+MATMUL_ORIENTATIONS = {
+    # name: (lhs, rhs) index spec of a layer's three products, x [M, K] @ w [K, N]
+    "forward": "mk,kn->mn",  # x w
+    "input_gradient": "mn,kn->mk",  # g w^T
+    "weight_gradient": "mk,mn->kn",  # x^T g
+}
+MATMUL_DTYPES = {
+    # name: (operand dtype, accumulation dtype given to XLA)
+    "float32": (jnp.float32, jnp.float32),
+    "bfloat16_accumulating_bfloat16": (jnp.bfloat16, jnp.bfloat16),
+    "bfloat16_accumulating_float32": (jnp.bfloat16, jnp.float32),
+}
+
+
+def bench_matmul_dtypes(rows: int, inner: int, cols: int, repeats: int = 7
+                        ) -> Dict[str, Dict[str, float]]:
+  """GFLOP/s of a dense layer's three products (forward, input and weight gradient) at
+  x [rows, inner] @ w [inner, cols] in float32 and in bfloat16 accumulating in bfloat16 or in
+  float32 (what models.layers.dense does below float32): which forms a backend runs natively in
+  bfloat16 and which it upcasts (docs/performance.md, "bfloat16 on this CPU")."""
+  shapes = {"m": rows, "k": inner, "n": cols}
+  flops = 2.0 * rows * inner * cols
+  keys = jax.random.split(jax.random.PRNGKey(0), 2)
+  calls = {}
+  for orientation, spec in MATMUL_ORIENTATIONS.items():
+    lhs_spec, rhs_spec = spec.split("->")[0].split(",")
+    for dtype_name, (dtype, accumulation) in MATMUL_DTYPES.items():
+      lhs = jax.random.normal(keys[0], tuple(shapes[c] for c in lhs_spec), dtype)
+      rhs = jax.random.normal(keys[1], tuple(shapes[c] for c in rhs_spec), dtype)
+      fn = jax.jit(lambda a, b, spec=spec, acc=accumulation: jnp.einsum(
+          spec, a, b, preferred_element_type=acc))
+      jax.block_until_ready(fn(lhs, rhs))
+      calls[f"{orientation}/{dtype_name}"] = (
+          lambda fn=fn, lhs=lhs, rhs=rhs: jax.block_until_ready(fn(lhs, rhs)))
+  best = alternating_best(calls, repeats)
+  out: Dict[str, Dict[str, float]] = {}
+  for name, seconds in best.items():
+    orientation, dtype_name = name.split("/")
+    out.setdefault(orientation, {})[dtype_name] = flops / seconds / 1e9
+  for rates in out.values():
+    rates["bfloat16_float32_accumulation_speedup"] = (rates["bfloat16_accumulating_float32"] /
+                                                      rates["float32"])
+  out["shape"] = {"rows": rows, "inner": inner, "cols": cols}
+  return out

@@ -28,7 +28,9 @@ class PeakProbe:
     self.size = size
     self.a = jax.random.normal(keys[0], (size, size), jnp.dtype(dtype))
     self.b = jax.random.normal(keys[1], (size, size), jnp.dtype(dtype))
-    self.matmul = jax.jit(lambda x, y: x @ y)
+    # Accumulating in float32 as the model's matmuls do (a bfloat16-accumulating product is not
+    # the fast form on every backend; docs/performance.md, "bfloat16 on this CPU").
+    self.matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
     jax.block_until_ready(self.matmul(self.a, self.b))
 
   def times(self, repeats: int) -> List[float]:

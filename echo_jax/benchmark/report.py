@@ -59,6 +59,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List
           ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""])
 
 
+def _gemm_rows(result: Dict[str, Any]) -> List[List[str]]:
+  """The dtypes section's GEMM rates, one row per product of a dense layer."""
+  gemm = result["dtypes"]["gemm"]
+  rows_, inner, cols = (gemm["shape"][k] for k in ("rows", "inner", "cols"))
+  rows = []
+  for orientation in ("forward", "input_gradient", "weight_gradient"):
+    rate = gemm[orientation]
+    rows.append([result_name(result), f"{rows_}x{inner} @ {inner}x{cols}",
+                 orientation.replace("_", " "), f"{rate['float32']:.0f}",
+                 f"{rate['bfloat16_accumulating_bfloat16']:.0f}",
+                 f"{rate['bfloat16_accumulating_float32']:.0f}",
+                 f"{rate['bfloat16_float32_accumulation_speedup']:.2f}"])
+  return rows
+
+
 def render_tables(results: Sequence[Dict[str, Any]]) -> str:
   """Markdown tables of benchmark JSON results (docs/performance.md)."""
   lines = []
@@ -142,6 +157,19 @@ def render_tables(results: Sequence[Dict[str, Any]]) -> str:
                    c["compilations_after_warmup"], c["jit_cache_size"]])
   lines += markdown_table(["config", "steps", "buckets", "compilations", "after warm-up",
                            "jit cache entries"], rows)
+
+  dtype_results = [r for r in results if "dtypes" in r]
+  rows = [[result_name(r), f"{t['batch']}x{t['frames']} / {t['tokens']}",
+           f"{t['float32_step_s']:.3f}", f"{t['bfloat16_step_s']:.3f}",
+           f"{t['bfloat16_speedup']:.3f}", len(t["pairs_s"])]
+          for r in dtype_results for t in [r["dtypes"]["train"]]]
+  lines += markdown_table(["config / shape", "batch x frames / tokens", "float32 step s",
+                           "bfloat16 step s", "bfloat16 speed-up (median of pairs)", "pairs"],
+                          rows)
+  rows = [row for r in dtype_results for row in _gemm_rows(r)]
+  lines += markdown_table(["config / shape", "GEMM", "product", "float32 GFLOP/s",
+                           "bf16 (bf16 accumulation) GFLOP/s", "bf16 (f32 accumulation) GFLOP/s",
+                           "bf16 f32-acc / float32"], rows)
   return "\n".join(lines)
 
 
@@ -180,6 +208,15 @@ def headline_numbers(result: Dict[str, Any]) -> Dict[Row, float]:
   if "features" in result:
     for name in ("log_mel", "f0", "both"):
       out[("features", name, "audio s / CPU s")] = result["features"][name]["audio_s_per_cpu_s"]
+  if "dtypes" in result:
+    t = result["dtypes"]["train"]
+    shape = f"{t['batch']}x{t['frames']} / {t['tokens']}"
+    out[("train float32 vs bfloat16", shape, "float32 step s")] = t["float32_step_s"]
+    out[("train float32 vs bfloat16", shape, "bfloat16 step s")] = t["bfloat16_step_s"]
+    for orientation in ("forward", "input_gradient", "weight_gradient"):
+      for dtype_name, rate in result["dtypes"]["gemm"][orientation].items():
+        if not dtype_name.endswith("speedup"):
+          out[("matmul " + orientation.replace("_", " "), dtype_name, "GFLOP/s")] = rate
   if "recompiles" in result:
     r = result["recompiles"]
     out[("recompiles", f"{r['steps']} steps", "compilations")] = r["compilations"]

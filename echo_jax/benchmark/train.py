@@ -1,7 +1,9 @@
-"""The trainer's own train step: throughput, FLOPs and MFU, and its cost with diagnostics on."""
+"""The trainer's own train step: throughput, FLOPs and MFU, its cost with diagnostics on, and
+float32 vs bfloat16 compute."""
 
+import copy
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -137,24 +139,32 @@ def _compiled_stepper(config, frames: int, tokens: int, batch_size: int,
   return _stepper(compiled, state, batch), compile_s, flops_lib.xla_flops(compiled)
 
 
+def alternate_steps(first: Callable[[], None], second: Callable[[], None], steps: int,
+                    warmup: int = 2) -> List[Tuple[float, float]]:
+  """(first s, second s) of `steps` pairs of calls, alternating which runs first so that an order
+  effect cancels and machine load hits both alike."""
+  for _ in range(warmup):
+    first()
+    second()
+  pairs = []
+  for i in range(max(int(steps), 1)):
+    if i % 2:
+      second_s = time_calls(second, 1)[0]
+      first_s = time_calls(first, 1)[0]
+    else:
+      first_s = time_calls(first, 1)[0]
+      second_s = time_calls(second, 1)[0]
+    pairs.append((first_s, second_s))
+  return pairs
+
+
 def bench_diagnostics(config, frames: int, tokens: int, batch_size: int, steps: int,
                       warmup: int = 2) -> Dict[str, Any]:
   """The train step with the diagnostics outputs vs the plain step (what runs when diagnostics
   are off), compiled side by side and timed alternately, step for step."""
   plain, plain_compile_s, plain_flops = _compiled_stepper(config, frames, tokens, batch_size, False)
   diag, diag_compile_s, diag_flops = _compiled_stepper(config, frames, tokens, batch_size, True)
-  for _ in range(warmup):
-    plain()
-    diag()
-  pairs = []
-  for i in range(max(int(steps), 1)):
-    if i % 2:  # alternate which runs first, so an order effect cancels
-      diag_s = time_calls(diag, 1)[0]
-      plain_s = time_calls(plain, 1)[0]
-    else:
-      plain_s = time_calls(plain, 1)[0]
-      diag_s = time_calls(diag, 1)[0]
-    pairs.append((plain_s, diag_s))
+  pairs = alternate_steps(plain, diag, steps, warmup)
   plain_times, diag_times = zip(*pairs)
   return {"plain_step_s": float(np.median(plain_times)),
           "diagnostics_step_s": float(np.median(diag_times)),
@@ -162,3 +172,21 @@ def bench_diagnostics(config, frames: int, tokens: int, batch_size: int, steps: 
           "pairs_s": [list(p) for p in pairs],
           "diagnostics_compile_s": diag_compile_s, "plain_compile_s": plain_compile_s,
           "diagnostics_xla_flops": diag_flops, "plain_xla_flops": plain_flops}
+
+
+def bench_train_dtypes(config, frames: int, tokens: int, batch_size: int, steps: int,
+                       warmup: int = 2) -> Dict[str, Any]:
+  """The train step with float32 compute vs bfloat16 compute (params float32 in both), compiled
+  side by side and timed alternately, step for step."""
+  steppers = {}
+  for dtype in ("float32", "bfloat16"):
+    variant = copy.deepcopy(config)
+    variant.model.dtype = dtype
+    steppers[dtype] = _compiled_stepper(variant, frames, tokens, batch_size, False)[0]
+  pairs = alternate_steps(steppers["float32"], steppers["bfloat16"], steps, warmup)
+  f32_times, bf16_times = zip(*pairs)
+  return {"float32_step_s": float(np.median(f32_times)),
+          "bfloat16_step_s": float(np.median(bf16_times)),
+          "bfloat16_speedup": float(np.median([f / b for f, b in pairs])),
+          "pairs_s": [list(p) for p in pairs], "batch": batch_size, "frames": frames,
+          "tokens": tokens}
