@@ -15,7 +15,7 @@ from echo_jax.inference import decoding
 from echo_jax.models import EchoModel
 from echo_jax.models.attention import MASK_BIAS
 from echo_jax.models.config import model_settings
-from echo_jax.models.layers import DepthwiseConv1D, conv, dense, is_depthwise
+from echo_jax.models.layers import DepthwiseConv1D, PatchConv2D, conv, dense, is_depthwise
 from echo_jax.models.softmax_attention import softmax_attention
 from echo_jax.models.testing import random_batch, tiny_model_config
 
@@ -165,3 +165,27 @@ def test_bfloat16_decoding_with_matrices_cast_once_equals_the_layers_own_cast():
                                 plain(variables, decode_batch))
   f32_model = EchoModel(tiny_model_config())
   assert decoding.matrices_in_compute_dtype(f32_model, variables) is variables
+
+
+@pytest.mark.parametrize("in_channels,strides", [(1, (1, 2)), (3, (2, 2)), (4, (1, 1))])
+def test_patch_conv2d_equals_nn_conv_in_values_and_gradients(in_channels, strides):
+  """PatchConv2D (gathered patches @ flattened kernel) == nn.Conv with 'same' padding, odd and
+  even sizes, same parameter tree, same values and gradients."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 10, in_channels))
+  init = nn.initializers.normal(1.0)
+  ours = PatchConv2D(5, (3, 3), strides, jnp.float32, init, init)
+  reference = nn.Conv(5, kernel_size=(3, 3), strides=strides, padding=((1, 1), (1, 1)),
+                      kernel_init=init, bias_init=init)
+  params = ours.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+      jnp.shape, reference.init(jax.random.PRNGKey(1), x))
+  out = ours.apply(params, x)
+  assert out.shape == reference.apply(params, x).shape
+  np.testing.assert_allclose(out, reference.apply(params, x), rtol=1e-5, atol=1e-5)
+
+  def loss(module, params, x):
+    return jnp.sum(jnp.sin(module.apply(params, x)))
+
+  for a, b in zip(jax.tree.leaves(jax.grad(loss, argnums=(1, 2))(ours, params, x)),
+                  jax.tree.leaves(jax.grad(loss, argnums=(1, 2))(reference, params, x))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

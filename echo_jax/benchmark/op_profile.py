@@ -96,4 +96,7 @@ def profile_train_step(config, frames: int, tokens: int, batch_size: int, trace_
                  "attention_core": operators.bench_attention_core(batch_size, frames, heads,
                                                                   d_model),
                  "rotary": operators.bench_rotary(batch_size, frames, heads, d_model)})
+  if config.model.get("spectrogram_frontend") == "conv2d":
+    result["patch_conv2d"] = operators.bench_patch_conv2d(
+        batch_size, frames, int(config.model.n_mels), int(config.model.frontend_channels))
   return result

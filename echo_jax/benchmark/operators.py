@@ -10,7 +10,7 @@ from flax import linen as nn
 from echo_jax.benchmark.measure import alternating_best
 from echo_jax.models import rotary as rotary_lib
 from echo_jax.models.attention import MASK_BIAS
-from echo_jax.models.layers import DepthwiseConv1D
+from echo_jax.models.layers import DepthwiseConv1D, PatchConv2D
 from echo_jax.models.softmax_attention import softmax_attention
 
 
@@ -101,6 +101,43 @@ def bench_depthwise(batch: int, frames: int, channels: int, kernel: int = 3,
   out["max_abs_difference"] = float(jnp.max(jnp.abs(grouped.apply(params, x) -
                                                     shifted.apply(params, x))))
   out["speedup"] = out["grouped_conv_s"] / out["shifted_sum_s"]
+  return out
+
+
+def bench_patch_conv2d(batch: int, frames: int, mels: int, channels: int, repeats: int = 5
+                       ) -> Dict[str, float]:
+  """fwd+bwd seconds of the conv2d front-end's two 3x3 convs (1 -> channels, channels ->
+  channels, strides (2, 2) each) as XLA convolutions (nn.Conv) vs the model's
+  layers.PatchConv2D (patches @ flattened kernel, identical values)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (batch, frames, mels, 1), jnp.float32)
+  init = nn.initializers.normal(0.3)
+
+  def stack(make):
+    class TwoConvs(nn.Module):
+      @nn.compact
+      def __call__(self, x):
+        for i in range(2):
+          x = jax.nn.gelu(make(f"conv{i + 1}")(x))
+        return x
+    return TwoConvs()
+
+  modules = {
+      "xla_conv": stack(lambda name: nn.Conv(channels, (3, 3), strides=(2, 2),
+                                             padding=((1, 1), (1, 1)), kernel_init=init,
+                                             bias_init=init, name=name)),
+      "patch_matmul": stack(lambda name: PatchConv2D(channels, (3, 3), (2, 2), jnp.float32, init,
+                                                     init, name=name)),
+  }
+  params = modules["patch_matmul"].init(jax.random.PRNGKey(1), x)
+  calls = {}
+  for name, module in modules.items():
+    grad = jax.jit(jax.grad(lambda p, x, m=module: jnp.sum(m.apply(p, x) ** 2), argnums=(0, 1)))
+    jax.block_until_ready(grad(params, x))
+    calls[name] = lambda g=grad: jax.block_until_ready(g(params, x))
+  out = {f"{name}_s": t for name, t in alternating_best(calls, repeats).items()}
+  out["max_abs_difference"] = float(jnp.max(jnp.abs(modules["xla_conv"].apply(params, x) -
+                                                    modules["patch_matmul"].apply(params, x))))
+  out["speedup"] = out["xla_conv_s"] / out["patch_matmul_s"]
   return out
 
 

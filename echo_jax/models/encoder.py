@@ -22,8 +22,8 @@ from echo_jax.models import pitch as pitch_lib
 from echo_jax.models import rotary as rotary_lib
 from echo_jax.models.blocks import Residual
 from echo_jax.models.config import ModelSettings
-from echo_jax.models.layers import (RMSNorm, activation, compute_dtype, conv, conv_initializers,
-                                    dense, sinusoids)
+from echo_jax.models.layers import (PatchConv2D, RMSNorm, activation, compute_dtype, conv,
+                                    conv_initializers, dense, sinusoids)
 
 SPECTROGRAM_KERNEL = 3
 PITCH_KERNEL = 9
@@ -122,9 +122,8 @@ class Conv2dFrontend(nn.Module):
     in_channels = 1
     for i, time_stride in enumerate(stage_strides(self.downsample)):
       kernel_init, bias_init = conv_initializers(s, in_channels * 9)
-      x = nn.Conv(s.frontend_channels, kernel_size=(3, 3), strides=(time_stride, 2),
-                  padding=((1, 1), (1, 1)), dtype=dtype, param_dtype=jnp.float32,
-                  kernel_init=kernel_init, bias_init=bias_init, name=f"conv{i + 1}")(x)
+      x = PatchConv2D(s.frontend_channels, (3, 3), (time_stride, 2), dtype, kernel_init,
+                      bias_init, name=f"conv{i + 1}")(x)
       n = pitch_lib.downsampled_length(n, time_stride)
       valid = pitch_lib.frame_validity(n, x.shape[1])[:, :, None, None]
       x = jnp.where(valid, act(x), jnp.zeros((), dtype))

@@ -122,6 +122,41 @@ class DepthwiseConv1D(nn.Module):
     return out + bias
 
 
+class PatchConv2D(nn.Module):
+  """A 2-D convolution with 'same' padding as one matmul over its gathered input patches.
+
+  Same parameters ('kernel' [kh, kw, C_in, C_out], 'bias' [C_out]) and values as nn.Conv with
+  padding ((kh // 2,) * 2, (kw // 2,) * 2); the conv2d front-end's 3x3 convs with 32 channels ran
+  at 5-30 GFLOP/s as XLA:CPU convolutions, a fifth of its matmul rate (docs/performance.md).
+  """
+  features: int
+  kernel_size: Tuple[int, int]
+  strides: Tuple[int, int]
+  dtype: jnp.dtype
+  kernel_init: Callable
+  bias_init: Callable
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    (kh, kw), (sh, sw) = self.kernel_size, self.strides
+    in_features = x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, in_features, self.features),
+                        jnp.float32)
+    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    padded = jnp.pad(x.astype(self.dtype),
+                     ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    rows = (padded.shape[1] - kh) // sh + 1
+    cols = (padded.shape[2] - kw) // sw + 1
+    # Patch features ordered (i, j, c), as the kernel's row-major [kh, kw, C_in] flattening.
+    patches = jnp.concatenate(
+        [padded[:, i:i + sh * (rows - 1) + 1:sh, j:j + sw * (cols - 1) + 1:sw, :]
+         for i in range(kh) for j in range(kw)], axis=-1)
+    flat_kernel = kernel.reshape(kh * kw * in_features, self.features).astype(self.dtype)
+    out = jax.lax.dot_general(patches, flat_kernel, (((3,), (0,)), ((), ())),
+                              preferred_element_type=jnp.float32)
+    return (out + bias).astype(self.dtype)
+
+
 def is_depthwise(features: int, kernel: int, stride: int, in_features: int, groups: int) -> bool:
   """Whether conv() builds a DepthwiseConv1D (shifted multiply-adds) rather than nn.Conv."""
   return groups == in_features == features and stride == 1 and kernel % 2 == 1
