@@ -235,11 +235,13 @@ def evaluate_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition],
                    source=condition.manifest or f"split:{conditions_lib.TEST}",
                    condition=condition.name, semitones=condition.semitones)
     evaluate.write_outputs(eval_dir(spec, condition), examples, summary)
-    decoded = summary.get("decoded", {})
     seconds = time.perf_counter() - started
-    wer, cer = decoded.get("wer", float("nan")), decoded.get("cer", float("nan"))
-    say(f"  {spec.name} on {condition.name}: WER {report_lib.percent(wer)}, "
-        f"CER {report_lib.percent(cer)} ({len(examples)} utterances, "
+    scores = []
+    for key, label in (("decoded", "attention"), ("ctc_greedy", "CTC")):
+      if key in summary:  # CTC only for models with a CTC head
+        wer, cer = (summary[key].get(m, float("nan")) for m in ("wer", "cer"))
+        scores.append(f"{label} WER {report_lib.percent(wer)}, CER {report_lib.percent(cer)}")
+    say(f"  {spec.name} on {condition.name}: {'; '.join(scores)} ({len(examples)} utterances, "
         f"{seconds:.0f} s)")
     timing["eval"][condition.name] = seconds
     _write_json(os.path.join(spec.workdir, TIMING), timing)
