@@ -14,15 +14,15 @@ Recipe: configs/default.py (10,000 synthetic utterances, d192 4+2-layer Echo, CT
 targets) with 900 instead of 3,600 steps (warm-up 200, cosine to 0), no in-training evaluation
 (the study scores every run itself) and one checkpoint kept per run.
 Hardware: one 2-core x86-64 CPU (no accelerator), 24 GiB.
-Wall time, measured on the first run (fixed/seed0): training at ~5,450 mel frames/s when the
-machine is otherwise idle, i.e. ~16 min for 900 steps (that run took 47 min of wall time because
-it shared the machine and was paused); the five evaluations (300 utterances each: greedy attention
-decoding, CTC best path, teacher forcing) 2.5 min; the one-off pitch shifting of the 1,200 test
-wavs ~12 min. So ~19 min per run, 7 variants x 3 seeds = ~6.5 h for the study. Fewer seeds:
---config.ablation.seeds="(0,)" (~2.2 h).
+Wall time, measured: training 12.7 min for 900 steps (seed/seed0, 765 s; the first run took 47 min
+of wall time because it shared the machine and was paused); the five evaluations (300 utterances
+each: greedy attention decoding, CTC best path, teacher forcing) 2.3-2.5 min; the one-off pitch
+shifting of the 1,200 test wavs ~12 min. So ~15 min per run, 7 variants x 3 seeds = ~5.3 h for
+the study. Fewer seeds: --config.ablation.seeds="(0,)" (~1.9 h).
 Result so far: fixed/seed0 on the test split: CTC best path WER 94.2 % / CER 46.4 %, attention
 greedy 126.0 % / 80.6 % (at 900 steps the attention decoder still inserts; CTC CER is the measure
-on which differences can show); at -6 / +6 semitones CTC CER 47.7 / 51.5 %.
+on which differences can show); at -6 / +6 semitones CTC CER 47.7 / 51.5 %. seed/seed0: test CTC
+WER 94.1 % / CER 47.3 %, at -6 / +6 semitones CTC CER 47.9 / 51.3 % (one seed each: no verdict).
 """
 
 import os
