@@ -216,6 +216,7 @@ def test_matmul_dtype_orientations_are_a_dense_layers_three_products():
   out, vjp = jax.vjp(lambda x, w: x @ w, x, w)
   dx, dw = vjp(g)
   spec = operators.MATMUL_ORIENTATIONS
+  assert tuple(spec) == report.GEMM_PRODUCTS
   np.testing.assert_allclose(jnp.einsum(spec["forward"], x, w), out, rtol=1e-6)
   np.testing.assert_allclose(jnp.einsum(spec["input_gradient"], g, w), dx, rtol=1e-6)
   np.testing.assert_allclose(jnp.einsum(spec["weight_gradient"], x, g), dw, rtol=1e-6)

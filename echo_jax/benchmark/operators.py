@@ -81,6 +81,24 @@ def bench_rotary(batch: int, frames: int, heads: int, d_model: int, rotations: i
   return out
 
 
+def race_modules(modules: Dict[str, nn.Module], params, x: jax.Array, repeats: int
+                 ) -> Dict[str, float]:
+  """fwd+bwd best seconds of two modules computing the same function with the same parameters
+  (`{name}_s`, calls interleaved), the largest difference of their outputs and speedup = first's
+  time / second's (the module replaced over its replacement)."""
+  calls = {}
+  for name, module in modules.items():
+    grad = jax.jit(jax.grad(lambda p, x, m=module: jnp.sum(m.apply(p, x) ** 2), argnums=(0, 1)))
+    jax.block_until_ready(grad(params, x))
+    calls[name] = lambda g=grad: jax.block_until_ready(g(params, x))
+  out = {f"{name}_s": t for name, t in alternating_best(calls, repeats).items()}
+  old, new = modules.values()
+  out["max_abs_difference"] = float(jnp.max(jnp.abs(old.apply(params, x) - new.apply(params, x))))
+  old_name, new_name = modules
+  out["speedup"] = out[f"{old_name}_s"] / out[f"{new_name}_s"]
+  return out
+
+
 def bench_depthwise(batch: int, frames: int, channels: int, kernel: int = 3,
                     repeats: int = 5) -> Dict[str, float]:
   """fwd+bwd seconds of the front-end's depthwise conv as a grouped convolution
@@ -92,16 +110,7 @@ def bench_depthwise(batch: int, frames: int, channels: int, kernel: int = 3,
   params = shifted.init(jax.random.PRNGKey(1), x)
   grouped = nn.Conv(channels, kernel_size=(kernel,), padding=((kernel // 2, kernel // 2),),
                     feature_group_count=channels)
-  calls = {}
-  for name, module in (("grouped_conv", grouped), ("shifted_sum", shifted)):
-    grad = jax.jit(jax.grad(lambda p, x, m=module: jnp.sum(m.apply(p, x) ** 2), argnums=(0, 1)))
-    jax.block_until_ready(grad(params, x))
-    calls[name] = lambda g=grad: jax.block_until_ready(g(params, x))
-  out = {f"{name}_s": t for name, t in alternating_best(calls, repeats).items()}
-  out["max_abs_difference"] = float(jnp.max(jnp.abs(grouped.apply(params, x) -
-                                                    shifted.apply(params, x))))
-  out["speedup"] = out["grouped_conv_s"] / out["shifted_sum_s"]
-  return out
+  return race_modules({"grouped_conv": grouped, "shifted_sum": shifted}, params, x, repeats)
 
 
 def bench_patch_conv2d(batch: int, frames: int, mels: int, channels: int, repeats: int = 5
@@ -129,16 +138,7 @@ def bench_patch_conv2d(batch: int, frames: int, mels: int, channels: int, repeat
                                                      init, name=name)),
   }
   params = modules["patch_matmul"].init(jax.random.PRNGKey(1), x)
-  calls = {}
-  for name, module in modules.items():
-    grad = jax.jit(jax.grad(lambda p, x, m=module: jnp.sum(m.apply(p, x) ** 2), argnums=(0, 1)))
-    jax.block_until_ready(grad(params, x))
-    calls[name] = lambda g=grad: jax.block_until_ready(g(params, x))
-  out = {f"{name}_s": t for name, t in alternating_best(calls, repeats).items()}
-  out["max_abs_difference"] = float(jnp.max(jnp.abs(modules["xla_conv"].apply(params, x) -
-                                                    modules["patch_matmul"].apply(params, x))))
-  out["speedup"] = out["xla_conv_s"] / out["patch_matmul_s"]
-  return out
+  return race_modules(modules, params, x, repeats)
 
 
 MATMUL_ORIENTATIONS = {

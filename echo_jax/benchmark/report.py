@@ -59,12 +59,17 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List
           ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""])
 
 
+# The dtypes section's products of a dense layer (benchmark.operators.MATMUL_ORIENTATIONS; this
+# module stays free of jax so that `--table` and `--compare` start fast).
+GEMM_PRODUCTS = ("forward", "input_gradient", "weight_gradient")
+
+
 def _gemm_rows(result: Dict[str, Any]) -> List[List[str]]:
   """The dtypes section's GEMM rates, one row per product of a dense layer."""
   gemm = result["dtypes"]["gemm"]
   rows_, inner, cols = (gemm["shape"][k] for k in ("rows", "inner", "cols"))
   rows = []
-  for orientation in ("forward", "input_gradient", "weight_gradient"):
+  for orientation in GEMM_PRODUCTS:
     rate = gemm[orientation]
     rows.append([result_name(result), f"{rows_}x{inner} @ {inner}x{cols}",
                  orientation.replace("_", " "), f"{rate['float32']:.0f}",
@@ -213,7 +218,7 @@ def headline_numbers(result: Dict[str, Any]) -> Dict[Row, float]:
     shape = f"{t['batch']}x{t['frames']} / {t['tokens']}"
     out[("train float32 vs bfloat16", shape, "float32 step s")] = t["float32_step_s"]
     out[("train float32 vs bfloat16", shape, "bfloat16 step s")] = t["bfloat16_step_s"]
-    for orientation in ("forward", "input_gradient", "weight_gradient"):
+    for orientation in GEMM_PRODUCTS:
       for dtype_name, rate in result["dtypes"]["gemm"][orientation].items():
         if not dtype_name.endswith("speedup"):
           out[("matmul " + orientation.replace("_", " "), dtype_name, "GFLOP/s")] = rate

@@ -407,9 +407,11 @@ def matrices_in_compute_dtype(model, variables):
   """The float matrices (kernels, embeddings) cast to the model's compute dtype, once per call.
 
   A cached decoding step reads every decoder matrix once per token and is memory-bound at small
-  batch (docs/performance.md), so bfloat16 matrices halve its main cost; the layers would cast
-  them to that dtype anyway. Vectors and scalars (biases, norm scales, pitch parameters) stay
-  float32. A float32 model is returned unchanged.
+  batch, so matrices stored in bfloat16 halve the bytes it reads where the backend keeps them in
+  bfloat16 (XLA:CPU upcasts batch-1 products and hoists the converts out of the loop:
+  docs/performance.md, "bfloat16 on this CPU"); the layers would cast them to that dtype anyway.
+  Vectors and scalars (biases, norm scales, pitch parameters) stay float32. A float32 model is
+  returned unchanged.
   """
   dtype = jnp.dtype(model_settings(model.config).dtype)
   if dtype == jnp.float32:

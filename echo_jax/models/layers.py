@@ -66,7 +66,7 @@ def dot_general_float32_accumulation(lhs, rhs, dimension_numbers, precision=None
 
   With bfloat16 operands this is what a TPU's MXU does, and on a CPU with AVX512-BF16 it is what
   selects XLA's native bfloat16 matmul (about 2x the float32 rate); a bfloat16-accumulating dot
-  is instead upcast to float32 there (docs/performance.md, "bfloat16 on the CPU").
+  is instead upcast to float32 there (docs/performance.md, "bfloat16 on this CPU").
   """
   del preferred_element_type  # always float32 here
   out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
