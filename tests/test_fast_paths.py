@@ -16,6 +16,7 @@ from echo_jax.models import EchoModel
 from echo_jax.models.attention import MASK_BIAS
 from echo_jax.models.config import model_settings
 from echo_jax.models.layers import DepthwiseConv1D, PatchConv2D, conv, dense, is_depthwise
+from echo_jax.models.chunked_attention import chunked_softmax_attention
 from echo_jax.models.softmax_attention import softmax_attention
 from echo_jax.models.testing import random_batch, tiny_model_config
 
@@ -71,6 +72,43 @@ def test_softmax_attention_keeps_bfloat16_and_matches_float32():
   assert all(g.dtype == jnp.bfloat16 for g in grads)
 
 
+# 7 queries: blocks of 3 (the last one padded), of 4, and one block of 7.
+@pytest.mark.parametrize("chunk,bias_shape", [(3, "pitch"), (4, "mask_only"), (7, "pitch")])
+def test_chunked_attention_values_and_gradients_equal_the_unchunked_path(bias_shape, chunk):
+  q, k, v, bias, cotangent = _inputs(bias_shape=bias_shape, seed=2)
+  # One query row whose every key is masked: both paths give it uniform weights.
+  if bias_shape == "pitch":
+    bias = bias.at[0, 0, 2].set(MASK_BIAS)
+
+  def loss(fn, q, k, v, bias):
+    return jnp.sum(fn(q, k, v, bias) * cotangent)
+
+  chunked = functools.partial(chunked_softmax_attention, chunk=chunk)
+  np.testing.assert_allclose(chunked(q, k, v, bias), softmax_attention(q, k, v, bias), atol=1e-5)
+  ours = jax.grad(loss, argnums=(1, 2, 3, 4))(chunked, q, k, v, bias)
+  reference = jax.grad(loss, argnums=(1, 2, 3, 4))(softmax_attention, q, k, v, bias)
+  for name, a, b in zip(("dq", "dk", "dv", "dbias"), ours, reference):
+    assert a.shape == b.shape, name
+    np.testing.assert_allclose(a, b, atol=2e-5, err_msg=name)
+
+
+def test_chunked_attention_stores_no_query_by_key_tensor_for_the_backward_pass():
+  """What the forward pass saves for the backward one: the unchunked path keeps the [B, H, Tq,
+  Tk] probabilities, the chunked one only [B, Tq, H, hd] and [B, H, Tq, 1] arrays (and the
+  inputs)."""
+  q, k, v, bias, _ = _inputs(q_len=12, k_len=40, bias_shape="mask_only")
+  full_shape = (q.shape[0], q.shape[2], q.shape[1], k.shape[1])
+
+  def saved_shapes(fn):
+    _, vjp = jax.vjp(fn, q, k, v, bias)
+    return {tuple(x.shape) for x in jax.tree.leaves(vjp)}
+
+  assert full_shape in saved_shapes(softmax_attention)
+  chunked = saved_shapes(lambda q, k, v, b: chunked_softmax_attention(q, k, v, b, 4))
+  assert full_shape not in chunked
+  assert max(int(np.prod(s)) for s in chunked) == max(x.size for x in (q, k, v, bias))
+
+
 def test_depthwise_conv_equals_grouped_conv_in_values_and_gradients():
   channels, kernel, frames = 6, 3, 11
   x = jax.random.normal(jax.random.PRNGKey(0), (2, frames, channels))
@@ -100,10 +138,13 @@ def test_conv_builds_the_depthwise_module_only_for_depthwise_shapes():
 
 
 def test_model_attention_paths_agree_in_logits_and_gradients():
-  """MultiheadA takes the plain softmax path when attention weights are collected and the custom-
-  gradient path otherwise; with the pitch bias on, both must give the same model."""
+  """MultiheadA takes the plain softmax path when attention weights are collected, the custom-
+  gradient path otherwise, and the query-chunked one with model.attention_query_chunk; with the
+  pitch bias on, all three must give the same model."""
   cfg = tiny_model_config(pitch_bias=True, pitch_bias_learned=True)
   model = EchoModel(cfg)
+  chunked_model = EchoModel(tiny_model_config(pitch_bias=True, pitch_bias_learned=True,
+                                              attention_query_chunk=5))
   batch = random_batch(cfg, [24, 15], [10, 6], 24, 10, seed=3)
   variables = model.init(jax.random.PRNGKey(0), batch)
   params = variables["params"]
@@ -111,17 +152,26 @@ def test_model_attention_paths_agree_in_logits_and_gradients():
   def fast(params):
     return model.apply({"params": params}, batch)
 
+  def chunked(params):
+    return chunked_model.apply({"params": params}, batch)
+
   def plain(params):
     logits, _ = model.apply({"params": params}, batch, mutable=["attention_weights"])
     return logits
 
-  np.testing.assert_allclose(fast(params), plain(params), atol=2e-5)
   weight = jax.random.normal(jax.random.PRNGKey(1), fast(params).shape)
-  g_fast = jax.grad(lambda p: jnp.sum(fast(p) * weight))(params)
-  g_plain = jax.grad(lambda p: jnp.sum(plain(p) * weight))(params)
+
+  def logits_and_grad(fn):
+    return jax.jit(lambda p: (fn(p), jax.grad(lambda p: jnp.sum(fn(p) * weight))(p)))(params)
+
+  logits_fast, g_fast = logits_and_grad(fast)
   flat_fast = jax.tree_util.tree_leaves_with_path(g_fast)
-  for (path, a), b in zip(flat_fast, jax.tree.leaves(g_plain)):
-    np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
+  for other in (plain, chunked):
+    logits, grads = logits_and_grad(other)
+    np.testing.assert_allclose(logits_fast, logits, atol=2e-5, err_msg=other.__name__)
+    for (path, a), b in zip(flat_fast, jax.tree.leaves(grads)):
+      np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4,
+                                 err_msg=f"{other.__name__} {jax.tree_util.keystr(path)}")
   scale_grads = [leaf for path, leaf in flat_fast
                  if "pitch_bias_scale" in jax.tree_util.keystr(path)]
   assert scale_grads and all(float(jnp.abs(g)) > 0 for g in scale_grads)

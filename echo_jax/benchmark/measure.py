@@ -25,6 +25,17 @@ def device_memory() -> Optional[Dict[str, float]]:
   return {k: float(v) / 2**20 for k, v in stats.items() if "bytes" in k and "peak" in k}
 
 
+def compiled_memory_mib(compiled) -> Optional[Dict[str, float]]:
+  """XLA's buffer assignment of a compiled program: arguments, outputs, aliased (donated) and
+  temporary buffers in MiB; the temporaries are what the program adds to its inputs at its peak.
+  None where the backend does not report it."""
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return None
+  return {name: float(getattr(analysis, f"{name}_size_in_bytes")) / 2**20
+          for name in ("argument", "output", "alias", "temp")}
+
+
 def time_calls(fn: Callable[[], Any], repeats: int) -> List[float]:
   """Seconds of each of `repeats` calls of fn (which blocks until its result is ready)."""
   times = []

@@ -198,6 +198,8 @@ def headline_numbers(result: Dict[str, Any]) -> Dict[Row, float]:
     out[("train", shape, "MFU vs probe")] = t["mfu_vs_probe"]
     out[("train", shape, "compile s")] = t["compile_s"]
     out[("train", shape, "peak RSS MiB")] = t["peak_rss_mib"]
+    if t.get("xla_memory_mib"):
+      out[("train", shape, "XLA temp MiB")] = t["xla_memory_mib"]["temp"]
   if "diagnostics" in result:
     d = result["diagnostics"]
     out[("diagnostics", "-", "plain step s")] = d["plain_step_s"]

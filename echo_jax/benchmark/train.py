@@ -9,9 +9,11 @@ import jax
 import numpy as np
 
 from echo_jax.benchmark import peak as peak_lib
-from echo_jax.benchmark.measure import device_memory, peak_rss_mib, summary, time_calls
+from echo_jax.benchmark.measure import (compiled_memory_mib, device_memory, peak_rss_mib,
+                                        summary, time_calls)
 from echo_jax.benchmark.shapes import full_batch
 from echo_jax.models.echo import expected_param_count
+from echo_jax.perf.host_memory import release_freed_host_memory
 from echo_jax.parallel import sharding as sharding_lib
 from echo_jax.perf import flops as flops_lib
 from echo_jax.training import setup as setup_lib
@@ -61,6 +63,8 @@ def time_train_step(config, frames: int, tokens: int, batch_size: int, steps: in
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
   cost = flops_lib.xla_cost(compiled)
+  memory = compiled_memory_mib(compiled)
+  release_freed_host_memory()  # as the trainer does between compiling and running (compiled_step)
   hlo_dot_conv = flops_lib.dot_conv_flops_from_hlo(compiled.as_text())
   one_step = _stepper(compiled, state, batch)
   first = time_calls(one_step, 1)[0]
@@ -76,7 +80,8 @@ def time_train_step(config, frames: int, tokens: int, batch_size: int, steps: in
           "xla_flops": float(cost.get("flops", float("nan"))),
           "xla_bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
           "xla_transcendentals": float(cost.get("transcendentals", float("nan"))),
-          "hlo_dot_conv_flops": float(hlo_dot_conv), "step": summary(times)}
+          "hlo_dot_conv_flops": float(hlo_dot_conv), "step": summary(times),
+          "xla_memory_mib": memory}
 
 
 def throughput(config, frames: int, tokens: int, batch_size: int, step_s: float,

@@ -19,6 +19,7 @@ from echo_jax.models import pitch as pitch_lib
 from echo_jax.models.config import ModelSettings
 from echo_jax.models.layers import compute_dtype, dense, inverse_softplus
 from echo_jax.models.rotary import Rotary, apply_rotary
+from echo_jax.models.chunked_attention import chunked_softmax_attention
 from echo_jax.models.softmax_attention import softmax_attention
 
 CROSS_CACHE_ENTRIES = ("cached_cross_key", "cached_cross_value")  # per utterance, not per token
@@ -120,7 +121,9 @@ class MultiheadA(nn.Module):
                        preferred_element_type=jnp.float32).astype(dtype)
     else:
       bias = _mask_bias(mask) if bias is None else bias + _mask_bias(mask)
-      out = softmax_attention(q, k, v, bias)
+      chunk = s.attention_query_chunk
+      out = (chunked_softmax_attention(q, k, v, bias, chunk) if 0 < chunk < q_len
+             else softmax_attention(q, k, v, bias))
     out = dense(s.d_model, "o", dtype)(out.reshape(batch, q_len, s.d_model))
     self.sow("intermediates", "attention_output", out)
     return out

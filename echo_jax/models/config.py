@@ -79,6 +79,9 @@ class ModelSettings:
   spectrogram_frontend: str = "conv1d"
   frontend_channels: int = 32
   encoder_conv_kernel: int = 0  # > 0: a conformer-style depthwise conv module in each encoder block
+  # > 0: attention over blocks of this many queries, keeping no [Tq, Tk] tensor for the backward
+  # pass (models/chunked_attention.py): less memory at long inputs, one more q.k per block.
+  attention_query_chunk: int = 0
 
   @property
   def ctc_feature(self) -> str:
@@ -98,7 +101,7 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(ModelSettings))
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSettings)}
 # Fields added after runs were saved: an older run's config lacks them and means their default.
 _ADDED_LATER = ("ctc_head", "mel_normalization", "spectrogram_frontend", "frontend_channels",
-                "encoder_conv_kernel")
+                "encoder_conv_kernel", "attention_query_chunk")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -233,6 +236,7 @@ def validate_model_config(cfg: Any) -> ModelSettings:
   if v["encoder_conv_kernel"] and v["encoder_conv_kernel"] % 2 == 0:
     fail("model.encoder_conv_kernel", v["encoder_conv_kernel"],
          "use an odd kernel (centred, so valid frames never read padding) or 0 for none")
+  check_int("model.attention_query_chunk", v["attention_query_chunk"], 0)
   # Plain Python values: the settings are hashed as a static attribute of jitted modules.
   for f in dataclasses.fields(ModelSettings):
     if f.type is int:

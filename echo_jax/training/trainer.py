@@ -25,6 +25,7 @@ from echo_jax.training import evaluation
 from echo_jax.training import metrics as metrics_lib
 from echo_jax.training import setup
 from echo_jax.training import steps
+from echo_jax.training.compiled_step import CompiledPerSignature
 from echo_jax.training.diagnostics_dump import DiagnosticsWriter
 from echo_jax.training.host import fetch
 from echo_jax.training.run_dir import (copy_tokenizer, say, write_nonfinite_dump,
@@ -90,11 +91,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   run = setup.create_training_setup(config, mesh)
   model, tx, schedule, shardings, state = run.model, run.tx, run.schedule, run.shardings, run.state
   del run  # restoring replaces the initial state: nothing else may keep it alive
-  train_step = steps.make_train_step(model, tx, schedule, mesh, shardings,
-                                     train_config=config.train)
+  train_step = CompiledPerSignature(steps.make_train_step(model, tx, schedule, mesh, shardings,
+                                                          train_config=config.train))
   diag_every = int(config.diagnostics.every)
-  diag_step = (steps.make_train_step(model, tx, schedule, mesh, shardings,
-                                     with_diagnostics=True, train_config=config.train)
+  diag_step = (CompiledPerSignature(steps.make_train_step(
+      model, tx, schedule, mesh, shardings, with_diagnostics=True, train_config=config.train))
                if diag_every > 0 else None)
   eval_step = steps.make_eval_step(model, mesh, shardings.params)
   generate = steps.make_generate(model, mesh, shardings.params, int(config.decode.max_length))
@@ -246,5 +247,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   bar.close()
   summary["step"] = step
   summary["best_wer"] = best_wer
-  summary["compiles"] = {"train_step": train_step._cache_size()}  # pylint: disable=protected-access
+  summary["compiles"] = {"train_step": train_step.num_compiled()}
   return summary
