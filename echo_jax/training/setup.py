@@ -88,11 +88,7 @@ def create_train_state(model, tx: optax.GradientTransformation, config: ml_colle
   init = _init_fn(model, tx, config)
   seed_key = _seed_key(config)
   shardings = state_shardings(jax.eval_shape(init, seed_key), mesh, tx, config.train)
-  # Compiled ahead of time and dropped after its one call: the init program of a large model
-  # holds hundreds of MiB that the train step can use instead.
-  compiled = jax.jit(init, out_shardings=shardings).lower(seed_key).compile()
-  state = compiled(seed_key)
-  del compiled
+  state = jax.jit(init, out_shardings=shardings)(seed_key)
   return state, shardings
 
 
