@@ -13,12 +13,13 @@ tests/test_fast_paths.py); `model.attention_query_chunk` selects it (0: off).
 """
 
 import functools
-from typing import Optional, Tuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
 from echo_jax.models.layers import outside_fusion
+from echo_jax.models.softmax_attention import sum_to_shape
 
 
 def _pad_rows(x: jax.Array, axis: int, rows: int) -> jax.Array:
@@ -96,12 +97,6 @@ def _fwd(q, k, v, bias, chunk):
   return out.astype(v.dtype), (q, k, v, bias, out, row_max, inv_sum)
 
 
-def _sum_to(x: jax.Array, shape: Tuple[int, ...]) -> jax.Array:
-  """Sums x over the axes that were broadcast to reach its shape from `shape`."""
-  axes = tuple(i for i, (n, m) in enumerate(zip(shape, x.shape)) if n == 1 and m != 1)
-  return jnp.sum(x, axis=axes, keepdims=True) if axes else x
-
-
 def _bwd(chunk, residuals, dout):
   q, k, v, bias, out, row_max, inv_sum = residuals
   q, bias_rows, tq = _padded(q, bias, chunk)
@@ -133,7 +128,7 @@ def _bwd(chunk, residuals, dout):
                            preferred_element_type=jnp.float32)
     d_bias = None
     if bias is not None:
-      d_bias = _sum_to(dlogits, bias_template)
+      d_bias = sum_to_shape(dlogits, bias_template)
       if not row_bias:
         d_bias_acc, d_bias = d_bias_acc + d_bias, None
     return (d_k, d_v, d_bias_acc), (d_q, d_bias)

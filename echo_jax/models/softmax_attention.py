@@ -50,7 +50,7 @@ def _softmax_attention_fwd(q, k, v, bias):
   return out.astype(v.dtype), (q, k, v, bias, p, inv_sum, out)
 
 
-def _unbroadcast(x: jax.Array, shape: Tuple[int, ...]) -> jax.Array:
+def sum_to_shape(x: jax.Array, shape: Tuple[int, ...]) -> jax.Array:
   """Sums x over the axes that were broadcast to reach its shape from `shape`."""
   axes = tuple(i for i, (n, m) in enumerate(zip(shape, x.shape)) if n == 1 and m != 1)
   return jnp.sum(x, axis=axes, keepdims=True) if axes else x
@@ -70,7 +70,7 @@ def _softmax_attention_bwd(residuals, dout):
                    preferred_element_type=jnp.float32).astype(k.dtype)
   d_v = jnp.einsum("bhqk,bqhd->bkhd", p.astype(v.dtype), g.astype(v.dtype),
                    preferred_element_type=jnp.float32).astype(v.dtype)
-  d_bias = None if bias is None else _unbroadcast(dlogits, bias.shape)
+  d_bias = None if bias is None else sum_to_shape(dlogits, bias.shape)
   return d_q, d_k, d_v, d_bias
 
 
