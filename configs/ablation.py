@@ -21,9 +21,9 @@ shifting of the 1,200 test wavs ~12 min. So ~15 min per run, 7 variants x 3 seed
 the study. Fewer seeds: --config.ablation.seeds="(0,)" (~1.9 h).
 Result so far (11 of 21 runs; one or two seeds each, no verdict yet): test-split CTC best path
 CER, seed 0 / seed 1: fixed 46.4 / 46.4 %, seed 47.3 / 46.3 %, per_frame 46.8 / 46.6 %,
-pitch_bias 47.7 / 47.0 %, seed+pitch_bias 47.1 %, radius_f0 47.0 %, shuffled_f0 46.6 % (CTC WER 93-96 %;
-at 900 steps the attention decoder still inserts, WER 120-128 %, so CTC CER is the measure on which
-differences can show). At -6 / +6 semitones fixed/seed0 47.7 / 51.5 %, seed/seed0 47.9 / 51.3 %.
+pitch_bias 47.7 / 47.0 %, seed+pitch_bias 47.1 %, radius_f0 47.0 %, shuffled_f0 46.6 % (CTC
+WER 93-96 %; at 900 steps the attention decoder still inserts, WER 116-128 %, so CTC CER is the
+measure on which differences can show). At -6 / +6 semitones fixed/seed0 47.7 / 51.5 %, seed/seed0 47.9 / 51.3 %.
 """
 
 import os
