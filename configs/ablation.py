@@ -23,7 +23,8 @@ Result so far (11 of 21 runs; one or two seeds each, no verdict yet): test-split
 CER, seed 0 / seed 1: fixed 46.4 / 46.4 %, seed 47.3 / 46.3 %, per_frame 46.8 / 46.6 %,
 pitch_bias 47.7 / 47.0 %, seed+pitch_bias 47.1 %, radius_f0 47.0 %, shuffled_f0 46.6 % (CTC
 WER 93-96 %; at 900 steps the attention decoder still inserts, WER 116-128 %, so CTC CER is the
-measure on which differences can show). At -6 / +6 semitones fixed/seed0 47.7 / 51.5 %, seed/seed0 47.9 / 51.3 %.
+measure on which differences can show). At -6 / +6 semitones fixed/seed0 47.7 / 51.5 %,
+seed/seed0 47.9 / 51.3 %.
 """
 
 import os

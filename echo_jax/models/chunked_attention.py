@@ -81,7 +81,8 @@ def _forward(q, k, v, bias, chunk):
 
   xs = (_blocks(q, 1, chunk), _blocks(bias, 2, chunk)) if row_bias else _blocks(q, 1, chunk)
   out, row_max, inv_sum = jax.lax.map(block, xs)
-  return _unblocks(out, 1)[:, :tq], _unblocks(row_max, 2)[:, :, :tq], _unblocks(inv_sum, 2)[:, :, :tq]
+  return (_unblocks(out, 1)[:, :tq], _unblocks(row_max, 2)[:, :, :tq],
+          _unblocks(inv_sum, 2)[:, :, :tq])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
