@@ -15,8 +15,8 @@ from echo_jax.inference import decoding
 from echo_jax.models import EchoModel
 from echo_jax.models.attention import MASK_BIAS
 from echo_jax.models.config import model_settings
-from echo_jax.models.layers import DepthwiseConv1D, PatchConv2D, conv, dense, is_depthwise
 from echo_jax.models.chunked_attention import chunked_softmax_attention
+from echo_jax.models.layers import DepthwiseConv1D, PatchConv2D, conv, dense, is_depthwise
 from echo_jax.models.softmax_attention import softmax_attention
 from echo_jax.models.testing import random_batch, tiny_model_config
 
@@ -94,8 +94,8 @@ def test_chunked_attention_values_and_gradients_equal_the_unchunked_path(bias_sh
 
 def test_chunked_attention_stores_no_query_by_key_tensor_for_the_backward_pass():
   """What the forward pass saves for the backward one: the unchunked path keeps the [B, H, Tq,
-  Tk] probabilities, the chunked one only [B, Tq, H, hd] and [B, H, Tq, 1] arrays (and the
-  inputs)."""
+  Tk] probabilities, the chunked one only [B, Tq, H, hd], [B, H, Tq, 1] and [B, Tq, H, 1]
+  arrays (and the inputs)."""
   q, k, v, bias, _ = _inputs(q_len=12, k_len=40, bias_shape="mask_only")
   full_shape = (q.shape[0], q.shape[2], q.shape[1], k.shape[1])
 

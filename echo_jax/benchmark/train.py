@@ -13,9 +13,9 @@ from echo_jax.benchmark.measure import (compiled_memory_mib, device_memory, peak
                                         summary, time_calls)
 from echo_jax.benchmark.shapes import full_batch
 from echo_jax.models.echo import expected_param_count
-from echo_jax.perf.host_memory import release_freed_host_memory
 from echo_jax.parallel import sharding as sharding_lib
 from echo_jax.perf import flops as flops_lib
+from echo_jax.perf.host_memory import release_freed_host_memory
 from echo_jax.training import setup as setup_lib
 from echo_jax.training import steps as steps_lib
 

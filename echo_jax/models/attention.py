@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 
 from echo_jax.models import pitch as pitch_lib
+from echo_jax.models.chunked_attention import chunked_softmax_attention
 from echo_jax.models.config import ModelSettings
 from echo_jax.models.layers import compute_dtype, dense, inverse_softplus
 from echo_jax.models.rotary import Rotary, apply_rotary
-from echo_jax.models.chunked_attention import chunked_softmax_attention
 from echo_jax.models.softmax_attention import softmax_attention
 
 CROSS_CACHE_ENTRIES = ("cached_cross_key", "cached_cross_value")  # per utterance, not per token

@@ -3,10 +3,11 @@
 models.softmax_attention keeps the [B, H, Tq, Tk] probabilities from the forward pass for the
 backward one; at the seed shape (1,500 encoder frames, no downsampling) those buffers dominate the
 train step's memory (docs/performance.md, "Memory at the seed shape"). This version runs the
-queries in blocks of `chunk` rows, saves only the output and two [B, H, Tq] softmax statistics
+queries in blocks of `chunk` rows, saves only the output and two softmax statistics per query row
 (row max and inverse row sum), and recomputes each block's logits in the backward pass, so the
 live [Tq, Tk] data is one block of [chunk, Tk] at a time: the memory of the flash-attention
-algorithm at the price of one more q.k contraction per block in the backward pass.
+algorithm at the price of one more q.k contraction per block in the backward pass. The forward
+and gradient formulas per block are models.softmax_attention's.
 
 The values and gradients are those of the unchunked path (to float32 rounding,
 tests/test_fast_paths.py); `model.attention_query_chunk` selects it (0: off).
@@ -18,8 +19,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from echo_jax.models.layers import outside_fusion
-from echo_jax.models.softmax_attention import sum_to_shape
+from echo_jax.models.softmax_attention import (attention_forward, attention_gradients,
+                                                attention_logits, sum_to_shape)
 
 
 def _pad_rows(x: jax.Array, axis: int, rows: int) -> jax.Array:
@@ -48,20 +49,6 @@ def _row_bias(bias: Optional[jax.Array]) -> bool:
   return bias is not None and bias.shape[2] != 1
 
 
-def _logits(q_block, k, bias_block):
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q_block, k, preferred_element_type=jnp.float32)
-  return logits if bias_block is None else logits + bias_block
-
-
-def _forward_block(q_block, k, v, bias_block):
-  logits = _logits(q_block, k, bias_block)
-  row_max = outside_fusion(lambda x: jnp.max(x, axis=-1, keepdims=True), logits)
-  p = jnp.exp(logits - row_max)
-  inv_sum = 1.0 / jnp.sum(p, axis=-1, keepdims=True)  # [B, H, chunk, 1]
-  out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-  return out * inv_sum.transpose(0, 2, 1, 3), row_max, inv_sum
-
-
 def _padded(q, bias, chunk):
   tq = q.shape[1]
   extra = -tq % chunk
@@ -77,12 +64,13 @@ def _forward(q, k, v, bias, chunk):
 
   def block(args):
     q_block, bias_block = args if row_bias else (args, bias)
-    return _forward_block(q_block, k, v, bias_block)
+    out, _, row_max, inv_sum = attention_forward(q_block, k, v, bias_block)
+    return out, row_max, inv_sum
 
   xs = (_blocks(q, 1, chunk), _blocks(bias, 2, chunk)) if row_bias else _blocks(q, 1, chunk)
   out, row_max, inv_sum = jax.lax.map(block, xs)
   return (_unblocks(out, 1)[:, :tq], _unblocks(row_max, 2)[:, :, :tq],
-          _unblocks(inv_sum, 2)[:, :, :tq])
+          _unblocks(inv_sum, 1)[:, :tq])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -103,41 +91,32 @@ def _bwd(chunk, residuals, dout):
   q, bias_rows, tq = _padded(q, bias, chunk)
   row_bias = _row_bias(bias)
   extra = q.shape[1] - tq
-  g = _pad_rows(dout.astype(jnp.float32), 1, extra)
+  dout = _pad_rows(dout, 1, extra)
   out = _pad_rows(out, 1, extra)
   # Padded rows: max 0 and inverse sum 0 make their probabilities 0, so they add nothing.
   row_max = _pad_rows(row_max, 2, extra)
-  inv_sum = _pad_rows(inv_sum, 2, extra)
+  inv_sum = _pad_rows(inv_sum, 1, extra)
   bias_template = None if bias is None else (
       bias.shape[:2] + (chunk,) + bias.shape[3:] if row_bias else bias.shape)
 
   def block(carry, xs):
     d_k, d_v, d_bias_acc = carry
-    q_b, g_b, out_b, max_b, inv_b, bias_b = xs
+    q_b, dout_b, out_b, max_b, inv_b, bias_b = xs
     if not row_bias:
       bias_b = bias_rows
-    p = jnp.exp(_logits(q_b, k, bias_b) - max_b) * inv_b  # the normalised weights W
-    # dlogits = W * (dW - rowsum(dW * W)) with dW = g v^T and rowsum(dW * W) = rowsum(g * out).
-    row_dot = jnp.sum(g_b * out_b, axis=-1).transpose(0, 2, 1)[..., None]
-    g_v = jnp.einsum("bqhd,bkhd->bhqk", g_b.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    dlogits = p * (g_v - row_dot)
-    d_q = jnp.einsum("bhqk,bkhd->bqhd", dlogits.astype(k.dtype), k,
-                     preferred_element_type=jnp.float32)
-    d_k = d_k + jnp.einsum("bhqk,bqhd->bkhd", dlogits.astype(q.dtype), q_b,
-                           preferred_element_type=jnp.float32)
-    d_v = d_v + jnp.einsum("bhqk,bqhd->bkhd", p.astype(v.dtype), g_b.astype(v.dtype),
-                           preferred_element_type=jnp.float32)
+    p = jnp.exp(attention_logits(q_b, k, bias_b) - max_b)  # the forward pass's p, recomputed
+    dlogits, d_q, d_k_b, d_v_b = attention_gradients(q_b, k, v, p, inv_b, out_b, dout_b)
     d_bias = None
     if bias is not None:
       d_bias = sum_to_shape(dlogits, bias_template)
       if not row_bias:
         d_bias_acc, d_bias = d_bias_acc + d_bias, None
-    return (d_k, d_v, d_bias_acc), (d_q, d_bias)
+    return (d_k + d_k_b, d_v + d_v_b, d_bias_acc), (d_q, d_bias)
 
   zeros = jnp.zeros(k.shape, jnp.float32)
   acc = jnp.zeros(bias.shape, jnp.float32) if bias is not None and not row_bias else None
-  xs = (_blocks(q, 1, chunk), _blocks(g, 1, chunk), _blocks(out, 1, chunk),
-        _blocks(row_max, 2, chunk), _blocks(inv_sum, 2, chunk),
+  xs = (_blocks(q, 1, chunk), _blocks(dout, 1, chunk), _blocks(out, 1, chunk),
+        _blocks(row_max, 2, chunk), _blocks(inv_sum, 1, chunk),
         _blocks(bias_rows, 2, chunk) if row_bias else None)
   (d_k, d_v, d_bias_acc), (d_q, d_bias) = jax.lax.scan(block, (zeros, zeros, acc), xs)
   d_q = _unblocks(d_q, 1)[:, :tq].astype(q.dtype)

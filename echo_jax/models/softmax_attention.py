@@ -23,10 +23,16 @@ import jax.numpy as jnp
 from echo_jax.models.layers import outside_fusion
 
 
-def _forward(q, k, v, bias):
+def attention_logits(q, k, bias):
+  """q.k (+ bias) as float32 [B, H, Tq, Tk]."""
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-  if bias is not None:
-    logits = logits + bias
+  return logits if bias is None else logits + bias
+
+
+def attention_forward(q, k, v, bias):
+  """(out float32 [B, Tq, H, hd], p = exp(logits - row max) [B, H, Tq, Tk], row max [B, H, Tq, 1],
+  inverse row sum [B, Tq, H, 1])."""
+  logits = attention_logits(q, k, bias)
   # Kept out of the q.k contraction's fusion: XLA:CPU fused the reduction into the contraction,
   # which then ran ~2x slower than the contraction alone.
   row_max = outside_fusion(lambda x: jnp.max(x, axis=-1, keepdims=True), logits)
@@ -34,7 +40,25 @@ def _forward(q, k, v, bias):
   inv_sum = (1.0 / jnp.sum(p, axis=-1)).transpose(0, 2, 1)[..., None]  # [B, Tq, H, 1]
   out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v,
                    preferred_element_type=jnp.float32) * inv_sum
-  return out, p, inv_sum
+  return out, p, row_max, inv_sum
+
+
+def attention_gradients(q, k, v, p, inv_sum, out, dout):
+  """(dlogits, dq, dk, dv), float32, from the forward pass's p, inverse row sum and output.
+
+  out = (p v) * inv_sum, so d(p v) = dout * inv_sum; with W = p * inv_sum,
+  dlogits = W * (dW - rowsum(dW * W)) = p * (g v^T - rowsum(g * out)),  g = dout * inv_sum."""
+  g = dout.astype(jnp.float32) * inv_sum
+  row_dot = jnp.sum(g * out, axis=-1).transpose(0, 2, 1)[..., None]
+  g_v = jnp.einsum("bqhd,bkhd->bhqk", g.astype(v.dtype), v, preferred_element_type=jnp.float32)
+  dlogits = p * (g_v - row_dot)
+  d_q = jnp.einsum("bhqk,bkhd->bqhd", dlogits.astype(k.dtype), k,
+                   preferred_element_type=jnp.float32)
+  d_k = jnp.einsum("bhqk,bqhd->bkhd", dlogits.astype(q.dtype), q,
+                   preferred_element_type=jnp.float32)
+  d_v = jnp.einsum("bhqk,bqhd->bkhd", p.astype(v.dtype), g.astype(v.dtype),
+                   preferred_element_type=jnp.float32)
+  return dlogits, d_q, d_k, d_v
 
 
 @jax.custom_vjp
@@ -42,11 +66,11 @@ def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                       bias: Optional[jax.Array]) -> jax.Array:
   """q [B, Tq, H, hd], k and v [B, Tk, H, hd], bias float32 broadcastable to [B, H, Tq, Tk] (or
   None) -> [B, Tq, H, hd] in v's dtype. Masks belong in `bias` as large negative values."""
-  return _forward(q, k, v, bias)[0].astype(v.dtype)
+  return attention_forward(q, k, v, bias)[0].astype(v.dtype)
 
 
 def _softmax_attention_fwd(q, k, v, bias):
-  out, p, inv_sum = _forward(q, k, v, bias)
+  out, p, _, inv_sum = attention_forward(q, k, v, bias)
   return out.astype(v.dtype), (q, k, v, bias, p, inv_sum, out)
 
 
@@ -58,20 +82,9 @@ def sum_to_shape(x: jax.Array, shape: Tuple[int, ...]) -> jax.Array:
 
 def _softmax_attention_bwd(residuals, dout):
   q, k, v, bias, p, inv_sum, out = residuals
-  # out = (p v) * inv_sum, so d(p v) = dout * inv_sum; with W = p * inv_sum,
-  # dlogits = W * (dW - rowsum(dW * W)) = p * (g v^T - rowsum(g * out)),  g = dout * inv_sum.
-  g = dout.astype(jnp.float32) * inv_sum
-  row_dot = jnp.sum(g * out, axis=-1).transpose(0, 2, 1)[..., None]
-  g_v = jnp.einsum("bqhd,bkhd->bhqk", g.astype(v.dtype), v, preferred_element_type=jnp.float32)
-  dlogits = p * (g_v - row_dot)
-  d_q = jnp.einsum("bhqk,bkhd->bqhd", dlogits.astype(k.dtype), k,
-                   preferred_element_type=jnp.float32).astype(q.dtype)
-  d_k = jnp.einsum("bhqk,bqhd->bkhd", dlogits.astype(q.dtype), q,
-                   preferred_element_type=jnp.float32).astype(k.dtype)
-  d_v = jnp.einsum("bhqk,bqhd->bkhd", p.astype(v.dtype), g.astype(v.dtype),
-                   preferred_element_type=jnp.float32).astype(v.dtype)
+  dlogits, d_q, d_k, d_v = attention_gradients(q, k, v, p, inv_sum, out, dout)
   d_bias = None if bias is None else sum_to_shape(dlogits, bias.shape)
-  return d_q, d_k, d_v, d_bias
+  return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype), d_bias
 
 
 softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
