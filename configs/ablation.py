@@ -50,4 +50,6 @@ def get_config():
   a.seeds = (0, 1, 2)
   a.semitones = (-6.0, -3.0, 3.0, 6.0)
   a.max_test_examples = 300
+  a.report_name = "ablation"  # --publish: docs/ablation.md, docs/ablation/report.json
+  a.archive_dir = "docs/ablation/runs"  # finished runs, kept in the repository
   return config

@@ -31,4 +31,6 @@ def get_config():
   a.variants = ("fixed", "seed", "pitch_bias")
   a.semitones = (-3.0, 3.0)
   a.max_test_examples = -1  # every out-of-range test utterance (~190)
+  a.report_name = "ablation_f0_range"
+  a.archive_dir = "docs/ablation_f0_range/runs"
   return config

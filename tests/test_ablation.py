@@ -189,6 +189,7 @@ def test_every_variant_is_a_valid_config_differing_only_in_pitch_options(tiny_da
 # The runner, on the tiny corpus.
 
 STEPS = 4
+IMAGES = ("ablation_wer_vs_shift.png", "ablation_curves.png", "ablation_theta.png")
 
 
 def _study_config(config, variants_, semitones):
@@ -287,11 +288,12 @@ def test_study_of_two_variants_reports_what_jiwer_gives_on_its_predictions(
     tmp_path, tiny_data_config):
   config = _study_config(tiny_data_config, ("fixed", "shuffled_f0"), (3.0,))
   config.train.checkpoint_every = STEPS  # one save per run: this test does not interrupt
+  config.ablation.archive_dir = str(tmp_path / "archive")
   workdir = str(tmp_path / "study")
   result, log = _run_study(config, workdir)
   assert "run 1 of 2: training fixed/seed0" in log
   assert "run 2 of 2: training shuffled_f0/seed0" in log and "ETA" in log
-  for name in ("report.json", "ablation.md", ablation.PLOT):
+  for name in ("report.json", "ablation.md", *IMAGES):
     assert os.path.isfile(os.path.join(workdir, name)), name
   with open(os.path.join(workdir, "report.json"), encoding="utf-8") as handle:
     assert json.load(handle)["results"] == json.loads(json.dumps(result["results"]))
@@ -337,5 +339,51 @@ def test_study_of_two_variants_reports_what_jiwer_gives_on_its_predictions(
   assert ": training " not in log
   with open(tmp_path / "repo" / "docs" / "ablation.md", encoding="utf-8") as handle:
     published = handle.read()
-  assert f"](images/{ablation.PLOT})" in published and "## Conclusion" in published
-  assert (tmp_path / "repo" / "docs" / "images" / ablation.PLOT).is_file()
+  assert "## Conclusion" in published
+  for name in IMAGES:
+    assert f"](images/{name})" in published
+    assert (tmp_path / "repo" / "docs" / "images" / name).is_file()
+  with open(tmp_path / "repo" / "docs" / "ablation" / "report.json", encoding="utf-8") as handle:
+    assert json.load(handle)["results"] == json.loads(json.dumps(result["results"]))
+
+  # The archive: both runs in small form; a fresh workdir (a new checkout) restores them instead
+  # of training, and the report rebuilt from the archive alone has the same numbers.
+  archive_dir = tmp_path / "archive"
+  for variant in ("fixed", "shuffled_f0"):
+    names = sorted(os.listdir(archive_dir / variant / "seed0"))
+    assert names == ["curve.jsonl", "done.json", "shift_+3.predictions.jsonl.gz",
+                     "shift_+3.summary.json", "test.predictions.jsonl.gz", "test.summary.json",
+                     "timing.json"], names
+  fresh, log = _run_study(config, str(tmp_path / "fresh"))
+  assert log.count("restored from the archive") == 2
+  assert ": training " not in log and ": evaluating " not in log
+  assert fresh["results"] == result["results"]
+  assert fresh["differences"] == result["differences"]
+  assert [(r["variant"], r["train_seconds"]) for r in fresh["runs"]] == [
+      (r["variant"], r["train_seconds"]) for r in result["runs"]]
+  assert os.path.isfile(tmp_path / "fresh" / IMAGES[1])  # the curves came back too
+
+  # Another corpus (here: one utterance's text changed) is refused by the archive.
+  archived = ablation.archive_lib.Archive(str(archive_dir))
+  with pytest.raises(UserError, match="corpus differs from the one the runs"):
+    archived.record_study(ablation.study_settings(config), "0" * 64, [], None)
+  other = ml_collections.ConfigDict(config.to_dict())
+  other.train.num_steps += 1
+  with pytest.raises(UserError, match="archive .* holds a study with other settings"):
+    _run_study(other, str(tmp_path / "other"))
+
+
+def test_corpus_fingerprint_ignores_local_paths_and_order_but_not_content(tmp_path):
+  rows = [{"id": "b", "text": "two", "path": "/x/b.wav", "split": "test"},
+          {"id": "a", "text": "one", "path": "/x/a.wav", "split": "train"}]
+
+  def fingerprint(name, rows_):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows_), encoding="utf-8")
+    return ablation.archive_lib.corpus_fingerprint(str(path))
+
+  same = fingerprint("a.jsonl", rows)
+  moved = [dict(r, path=r["path"].replace("/x/", "/elsewhere/")) for r in reversed(rows)]
+  assert fingerprint("b.jsonl", moved) == same
+  assert fingerprint("c.jsonl", [dict(rows[0], text="three"), rows[1]]) != same
+  assert ablation.archive_lib.corpus_fingerprint(str(tmp_path / "missing.jsonl")) == ""

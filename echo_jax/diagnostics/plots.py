@@ -175,7 +175,7 @@ def read_metrics(path: str) -> List[Dict[str, float]]:
   return records
 
 
-def _series(records, key):
+def metric_series(records, key):
   """[N, 2] (step, value) of `key`'s finite values, by step. A step logged twice (a resumed run
   repeats the steps after its checkpoint) keeps its last value, the one training went on from."""
   by_step = {}
@@ -232,7 +232,7 @@ def curves_figure(records: Sequence[Mapping[str, float]], title: str = ""):
   fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.2 * len(panels), 3.2))
   for ax, (name, ks) in zip(axes[0], panels):
     for k in ks:
-      pts = _series(records, k)
+      pts = metric_series(records, k)
       style = _curve_style(k)
       marker = style["marker"] or ("o" if len(pts) < 30 else None)
       ax.plot(pts[:, 0], pts[:, 1], ls=style["ls"], marker=marker, ms=3, label=k)

@@ -12,8 +12,15 @@ Layout under WORKDIR:
     eval/<condition>/           evaluate's predictions.jsonl, predictions.tsv, summary.json
     done.json                   written last, once training and every evaluation finished
   conditions/shift_<s>/         the pitch-shifted test wavs and their manifest.jsonl
-  report.json, ablation.md, ablation_wer_vs_shift.png
-`--publish` also copies the markdown to docs/ablation.md and the plot to docs/images/.
+  report.json, <name>.md and the plots <name>_wer_vs_shift.png, <name>_curves.png,
+  <name>_theta.png (name: ablation.report_name)
+`--publish` also writes docs/<name>.md, docs/<name>/report.json and the plots to docs/images/.
+
+With ablation.archive_dir set (configs/ablation.py keeps it in the repository), every finished
+run is also copied there in small form (experiments/archive.py: predictions, summaries, curve,
+timing). A run found in the archive counts as done: its record is restored into the workdir, so a
+study continues on a fresh checkout without retraining what was archived, and the report is
+rebuilt from the archive alone.
 
 Rerunning the same command continues the study: a run with done.json is skipped, an interrupted
 run resumes from its own newest checkpoint (the trainer's resume: the same batches and losses as
@@ -43,10 +50,13 @@ from ml_collections import config_flags
 from echo_jax.config import check as config_check
 from echo_jax import errors
 from echo_jax import evaluate
+from echo_jax.inference import error_breakdown
 from echo_jax.inference import loading
 from echo_jax.training import trainer
 from echo_jax import transcribe
 from echo_jax.data import features as features_lib
+from echo_jax.data import prepare
+from echo_jax.experiments import archive as archive_lib
 from echo_jax.experiments import conditions as conditions_lib
 from echo_jax.experiments import report as report_lib
 from echo_jax.experiments import settings as settings_lib
@@ -56,15 +66,13 @@ from echo_jax.errors import UserError
 DONE = "done.json"
 TIMING = "timing.json"
 STUDY = "study.json"
-PLOT = "ablation_wer_vs_shift.png"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DOCS_MARKDOWN = os.path.join("docs", "ablation.md")
-DOCS_PLOT = os.path.join("docs", "images", PLOT)
 # Fields that may change between invocations of one study without changing what its runs measure
 # (more variants or seeds extend it; the interval settings only change the report).
 FREE_FIELDS = ("ablation.variants", "ablation.seeds", "ablation.bootstrap_resamples",
-               "ablation.confidence", "train.compilation_cache_dir", "data.prepare_workers",
-               "data.prefetch")
+               "ablation.confidence", "ablation.archive_dir", "ablation.report_name",
+               "train.compilation_cache_dir",
+               "data.prepare_workers", "data.prefetch")
 
 
 def say(message: str) -> None:
@@ -92,12 +100,18 @@ def flat_fields(tree: Any, prefix: str = "") -> Dict[str, Any]:
   return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
 
 
+def study_settings(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """The fields that define what a study's runs measure (FREE_FIELDS left out), as JSON keeps
+  them."""
+  settings = {k: v for k, v in flat_fields(config.to_dict()).items() if k not in FREE_FIELDS}
+  return json.loads(json.dumps(settings, default=str))
+
+
 def check_study(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes WORKDIR/study.json on the first invocation; later ones must match it (but may add
   variants or seeds): mixing settings within one study would make its comparisons meaningless."""
   path = os.path.join(workdir, STUDY)
-  settings = {k: v for k, v in flat_fields(config.to_dict()).items() if k not in FREE_FIELDS}
-  settings = json.loads(json.dumps(settings, default=str))
+  settings = study_settings(config)
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as handle:
       before = json.load(handle)["settings"]
@@ -265,14 +279,68 @@ def finish_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition], st
 # The study.
 
 
+def archive_of(config: ml_collections.ConfigDict, repo_root: str = REPO_ROOT
+               ) -> Optional[archive_lib.Archive]:
+  """The study's archive (a relative ablation.archive_dir is under the repository root); None
+  when the setting is empty."""
+  folder = str(config.ablation.get("archive_dir", "") or "")
+  if not folder:
+    return None
+  return archive_lib.Archive(folder if os.path.isabs(folder) else os.path.join(repo_root, folder))
+
+
+def eval_dirs(spec: RunSpec, names: Sequence[str]) -> Dict[str, str]:
+  return {name: os.path.join(spec.workdir, "eval", name) for name in names}
+
+
+def archive_run(archive: archive_lib.Archive, config, spec: RunSpec,
+                conditions: Sequence[conditions_lib.Condition],
+                skipped_reason: Optional[str]) -> None:
+  """Copies a finished run into the archive (study.json with the corpus fingerprint first)."""
+  fingerprint = archive_lib.corpus_fingerprint(
+      os.path.join(prepare.corpus_dir(spec.config), conditions_lib.MANIFEST))
+  archive.record_study(study_settings(config), fingerprint,
+                       [{"name": c.name, "semitones": c.semitones} for c in conditions],
+                       skipped_reason)
+  archive.store(spec.workdir, spec.variant, spec.seed,
+                eval_dirs(spec, [c.name for c in conditions]))
+  say(f"  archived {spec.name} in {archive.run_dir(spec.variant, spec.seed)}")
+
+
+def sync_archive(archive: archive_lib.Archive, config, specs: Sequence[RunSpec]) -> None:
+  """Restores archived runs the workdir lacks; archives finished runs the archive lacks."""
+  archived = archive.conditions() or []
+  names = [c["name"] for c in archived]
+  for spec in specs:
+    local = os.path.isfile(os.path.join(spec.workdir, DONE))
+    if archive.has(spec.variant, spec.seed) and not local:
+      archive.restore(spec.variant, spec.seed, spec.workdir, eval_dirs(spec, names))
+      say(f"{spec.name}: restored from the archive {archive.folder}")
+    elif local and not archive.has(spec.variant, spec.seed):
+      done = _read_json(os.path.join(spec.workdir, DONE))
+      conditions = [conditions_lib.Condition(n, float(s)) for n, s in (
+          (c["name"], c["semitones"]) for c in archived)] if archived else [
+          conditions_lib.Condition(n, _semitones_of(n)) for n in done["conditions"]]
+      archive_run(archive, config, spec, conditions, archive.skipped_reason())
+
+
+def _semitones_of(name: str) -> float:
+  return 0.0 if name == conditions_lib.TEST else float(name[len("shift_"):])
+
+
 def run_study(config: ml_collections.ConfigDict, workdir: str, publish: bool = False,
               repo_root: str = REPO_ROOT) -> Optional[dict]:
   """Trains, evaluates and reports; returns the report, or None when stopped by SIGTERM.
   `publish` also writes the markdown and plot under `repo_root`/docs."""
   settings = settings_lib.check(config)
   config_check.validate_config(run_config(config, variants_lib.BASELINE, 0))  # before any run
+  archive = archive_of(config, repo_root)
+  if archive is not None:
+    archive.check_settings(study_settings(config))
   check_study(config, workdir)
   specs = plan(config, workdir)
+  if archive is not None:
+    sync_archive(archive, config, specs)
   max_examples = int(settings.max_test_examples)
   conditions: Optional[List[conditions_lib.Condition]] = None
   skipped_reason = None
@@ -308,19 +376,45 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, publish: bool = F
     say(f"run {k} of {len(specs)}: evaluating {spec.name} on {names}")
     evaluate_run(spec, conditions, max_examples, cache)
     done = finish_run(spec, conditions, int(summary["step"]))
+    if archive is not None:
+      archive_run(archive, config, spec, conditions, skipped_reason)
     durations.append(done["train_seconds"] + done["eval_seconds"])
     jax.clear_caches()  # the next run builds another model: free this one's executables
+  if conditions is None and archive is not None and archive.conditions() is not None:
+    # every run was done already and the archive knows what they were scored on: the report
+    # needs neither the corpus nor the models
+    conditions = [conditions_lib.Condition(c["name"], float(c["semitones"]))
+                  for c in archive.conditions()]
+    skipped_reason = archive.skipped_reason()
   if conditions is None:  # every run was done already: the same conditions, found again
     conditions, skipped_reason = conditions_lib.build(specs[0].config, workdir,
                                                       tuple(settings.semitones), max_examples, say)
   return write_report(config, workdir, specs, conditions, skipped_reason, publish, repo_root)
 
 
+def _test_f0_values(runs: Sequence[dict]) -> List[float]:
+  """The scored test utterances' F0 (measured median, else the corpus's expected F0), from the
+  metadata evaluate keeps in the predictions."""
+  for run in runs:
+    path = run["predictions"].get(conditions_lib.TEST)
+    if path:
+      values = []
+      for row in report_lib.read_predictions(path).values():
+        for field in (error_breakdown.MEASURED_F0_FIELD, "expected_f0_hz"):
+          if isinstance(row.get(field), (int, float)):
+            values.append(float(row[field]))
+            break
+      return values
+  return []
+
+
 def write_report(config, workdir: str, specs: Sequence[RunSpec],
                  conditions: Sequence[conditions_lib.Condition], skipped_reason: Optional[str],
                  publish: bool, repo_root: str) -> dict:
-  """report.json, ablation.md and the plot from the runs' predictions (and docs/ with publish)."""
+  """report.json, <name>.md and the plots from the runs' predictions and curves; with publish
+  also docs/<name>.md, docs/<name>/report.json and docs/images/<name>_*.png."""
   settings = config.ablation
+  name = str(settings.report_name)
   runs = []
   for spec in specs:
     done = _read_json(os.path.join(spec.workdir, DONE))
@@ -332,34 +426,51 @@ def write_report(config, workdir: str, specs: Sequence[RunSpec],
     runs.append({"variant": spec.variant, "seed": spec.seed, "workdir": spec.workdir,
                  "steps": done["steps"], "train_seconds": done["train_seconds"],
                  "train_attempts": done["train_attempts"], "eval_seconds": done["eval_seconds"],
-                 "predictions": predictions})
+                 "predictions": predictions,
+                 "metrics": os.path.join(spec.workdir, archive_lib.METRICS)})
   report_settings = {
       "variants": list(settings.variants), "seeds": list(settings.seeds),
       "baseline": settings.baseline, "semitones": list(settings.semitones),
       "max_test_examples": int(settings.max_test_examples),
       "bootstrap_resamples": int(settings.bootstrap_resamples),
       "confidence": float(settings.confidence), "num_steps": int(config.train.num_steps),
-      "dataset": str(config.data.dataset), "skipped_conditions": skipped_reason}
+      "dataset": str(config.data.dataset), "skipped_conditions": skipped_reason,
+      "train_max_f0_hz": float(config.data.get("train_max_f0_hz", 0.0) or 0.0),
+      "eval_min_f0_hz": float(config.data.get("eval_min_f0_hz", 0.0) or 0.0)}
   report = report_lib.build(runs, [{"name": c.name, "semitones": c.semitones}
                                    for c in conditions], report_settings)
   _write_json(os.path.join(workdir, "report.json"), report)
-  image = report_lib.plot(report, os.path.join(workdir, PLOT))
-  command = ("python -m echo_jax.experiments.ablation --config configs/ablation.py "
+  images = {
+      "shift": report_lib.plot(report, os.path.join(workdir, f"{name}_wer_vs_shift.png")),
+      "curves": report_lib.plot_curves(runs, list(settings.variants),
+                                       os.path.join(workdir, f"{name}_curves.png")),
+      "theta": report_lib.plot_theta(list(settings.variants), float(config.model.theta),
+                                     os.path.join(workdir, f"{name}_theta.png"),
+                                     _test_f0_values(runs)),
+  }
+  images = {k: v for k, v in images.items() if v}
+  command = (f"python -m echo_jax.experiments.ablation --config configs/{name}.py "
              f"--workdir {workdir}")
-  with open(os.path.join(workdir, "ablation.md"), "w", encoding="utf-8") as handle:
-    handle.write(report_lib.markdown(report, PLOT if image else None, command))
-  say(f"report: {os.path.join(workdir, 'report.json')}, {os.path.join(workdir, 'ablation.md')}")
+  with open(os.path.join(workdir, f"{name}.md"), "w", encoding="utf-8") as handle:
+    handle.write(report_lib.markdown(report, {k: os.path.basename(v) for k, v in images.items()},
+                                     command))
+  say(f"report: {os.path.join(workdir, 'report.json')}, {os.path.join(workdir, name + '.md')}")
   for line in report["conclusion"]:
     say(line)
   if publish:
-    docs = os.path.join(repo_root, DOCS_MARKDOWN)
+    docs = os.path.join(repo_root, "docs", f"{name}.md")
+    image_dir = os.path.join(repo_root, "docs", "images")
+    os.makedirs(image_dir, exist_ok=True)
+    published = {}
+    for key, path in images.items():
+      published[key] = os.path.join(image_dir, os.path.basename(path))
+      shutil.copyfile(path, published[key])
     with open(docs, "w", encoding="utf-8") as handle:
-      handle.write(report_lib.markdown(report, os.path.relpath(
-          os.path.join(repo_root, DOCS_PLOT), os.path.dirname(docs)) if image else None, command))
-    if image:
-      os.makedirs(os.path.dirname(os.path.join(repo_root, DOCS_PLOT)), exist_ok=True)
-      shutil.copyfile(image, os.path.join(repo_root, DOCS_PLOT))
-    say(f"published {docs}")
+      handle.write(report_lib.markdown(
+          report, {k: os.path.relpath(v, os.path.dirname(docs)) for k, v in published.items()},
+          command))
+    _write_json(os.path.join(repo_root, "docs", name, "report.json"), report)
+    say(f"published {docs} and docs/{name}/report.json")
   return report
 
 

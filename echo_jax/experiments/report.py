@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from echo_jax.inference import error_breakdown  # noqa: E402
 from echo_jax.inference.scoring import normalise  # noqa: E402
 from echo_jax.diagnostics import plots  # noqa: E402
+from echo_jax.models import rotary  # noqa: E402
 from echo_jax.experiments import conditions, stats  # noqa: E402
 from echo_jax.experiments import variants as variants_lib  # noqa: E402
 
@@ -312,9 +313,14 @@ def _diff_cell(diff: Mapping[str, Any]) -> str:
           f"{diff['verdict']}")
 
 
-def markdown(report: Mapping[str, Any], image: Optional[str] = None,
+IMAGE_TITLES = {"shift": "WER against pitch shift", "curves": "Training curves",
+                "theta": "Rotary theta against F0"}
+
+
+def markdown(report: Mapping[str, Any], images: Optional[Mapping[str, str]] = None,
              command: str = "") -> str:
-  """The report as markdown (image: the plot's path relative to the markdown file)."""
+  """The report as markdown (images: {"shift" | "curves" | "theta": path relative to the
+  markdown file})."""
   settings = report["settings"]
   names = [c["name"] for c in report["conditions"]]
   out = ["# Does pitch conditioning help? (ablation study)", ""]
@@ -370,8 +376,9 @@ def markdown(report: Mapping[str, Any], image: Optional[str] = None,
   total = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in report["runs"])
   out += ["", f"Total: {total / 3600:.2f} h of training and evaluation over {len(report['runs'])} "
           "runs (time of attempts killed without a chance to record it is not counted).", ""]
-  if image:
-    out += ["## WER against pitch shift", "", f"![WER against pitch shift]({image})", ""]
+  for key, title in IMAGE_TITLES.items():
+    if (images or {}).get(key):
+      out += [f"## {title}", "", f"![{title}]({images[key]})", ""]
   return "\n".join(out)
 
 
@@ -412,5 +419,78 @@ def plot(report: Mapping[str, Any], out_path: str) -> Optional[str]:
     ax.grid(alpha=0.3)
   handles, labels = axes[0][0].get_legend_handles_labels()
   fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+  fig.tight_layout()
+  return plots.save_png(fig, out_path)
+
+
+def plot_curves(runs: Sequence[Mapping[str, Any]], variants: Sequence[str], out_path: str,
+                key: str = "train/loss") -> Optional[str]:
+  """Training loss against step, one colour per variant (one thin line per seed, the mean over
+  seeds bold), from each run's metrics.jsonl ("metrics" in a run). None when no run has one."""
+  fig, ax = plt.subplots(figsize=(7, 4))
+  drawn = False
+  for k, variant in enumerate(variants):
+    series = []
+    for run in runs:
+      path = run.get("metrics")
+      if run["variant"] != variant or not path or not os.path.isfile(path):
+        continue
+      points_ = plots.metric_series(plots.read_metrics(path), key)
+      if len(points_):
+        series.append(points_)
+    if not series:
+      continue
+    color = f"C{k % 10}"
+    for points_ in series:
+      ax.plot(points_[:, 0], points_[:, 1], color=color, alpha=0.25, lw=0.8)
+    steps = sorted(set.intersection(*(set(p[:, 0]) for p in series)))
+    if steps:
+      mean = [np.mean([p[p[:, 0] == s, 1][0] for p in series]) for s in steps]
+      ax.plot(steps, mean, color=color, lw=1.6, label=f"{variant} ({len(series)} seed(s))")
+    drawn = True
+  if not drawn:
+    plt.close(fig)
+    return None
+  ax.set_xlabel("step")
+  ax.set_ylabel(key)
+  ax.set_yscale("log")
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=8)
+  ax.set_title("training loss per variant (thin: seeds, bold: their mean)", fontsize=10)
+  fig.tight_layout()
+  return plots.save_png(fig, out_path)
+
+
+def plot_theta(variants: Sequence[str], base_theta: float, out_path: str,
+               f0_values: Sequence[float] = ()) -> Optional[str]:
+  """Rotary theta against F0 for each variant (the formula its theta_mode applies: of the
+  utterance's mean F0, or of each frame's F0 for per_frame), with the distribution of the test
+  utterances' F0 beneath when known. None when no variant conditions theta on F0."""
+  modes = {}
+  for variant in variants:
+    fields = variants_lib.overrides(variant)
+    mode = str(fields["model.theta_mode"])
+    label = variant + (" (placebo: another utterance's F0)"
+                       if fields["data.f0_source"] != "own" else "")
+    modes.setdefault(mode, []).append(label)
+  if set(modes) <= {"fixed"}:
+    return None
+  grid = np.linspace(0.0, 450.0, 226)
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for k, (mode, labels) in enumerate(sorted(modes.items())):
+    theta = np.asarray(rotary.utterance_theta(grid, mode, base_theta))
+    ax.plot(grid, theta, color=f"C{k}", lw=1.6, label=f"{mode}: " + ", ".join(labels))
+  ax.set_xlabel("F0 (Hz): the utterance's mean; per_frame: the frame's")
+  ax.set_ylabel("rotary θ")
+  ax.grid(alpha=0.3)
+  values = np.asarray([v for v in f0_values if np.isfinite(v) and v > 0], np.float64)
+  if values.size:
+    twin = ax.twinx()
+    twin.hist(values, bins=30, range=(0.0, 450.0), color="0.8", zorder=0)
+    twin.set_ylabel(f"test utterances (n={values.size})")
+    ax.set_zorder(twin.get_zorder() + 1)
+    ax.patch.set_visible(False)
+  ax.legend(fontsize=8, loc="upper left")
+  ax.set_title("rotary θ against F0 per variant", fontsize=10)
   fig.tight_layout()
   return plots.save_png(fig, out_path)

@@ -19,6 +19,12 @@ def default_settings() -> ml_collections.ConfigDict:
   a.baseline = variants_lib.BASELINE  # every variant is compared with this one
   a.bootstrap_resamples = 2000
   a.confidence = 0.95
+  # Where --publish writes the report: docs/<name>.md, docs/<name>/report.json and the plots
+  # under docs/images/<name>_*.png.
+  a.report_name = "ablation"
+  # Finished runs in small form (experiments/archive.py), relative to the repository root; a run
+  # found there is not trained again. "": no archive.
+  a.archive_dir = ""
   return a
 
 
@@ -54,4 +60,10 @@ def check(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.5 <= float(a.confidence) < 1.0:
     raise UserError(f"config.ablation.confidence={a.confidence!r} is invalid: use a number in "
                     "[0.5, 1), e.g. 0.95")
+  if not isinstance(a.report_name, str) or not a.report_name.replace("_", "").isalnum():
+    raise UserError(f"config.ablation.report_name={a.report_name!r} is invalid: use letters, "
+                    "digits and underscores, e.g. \"ablation_f0_range\"")
+  if not isinstance(a.archive_dir, str):
+    raise UserError(f"config.ablation.archive_dir={a.archive_dir!r} is invalid: give a folder "
+                    "(relative to the repository root) or \"\" for no archive")
   return a
