@@ -162,23 +162,9 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> List[RunSpec]:
           for s in a.seeds for v in a.variants]
 
 
-def _read_json(path: str) -> Optional[dict]:
-  if not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as handle:
-    return json.load(handle)
-
-
-def _write_json(path: str, obj: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w", encoding="utf-8") as handle:
-    json.dump(obj, handle, indent=2, sort_keys=True)
-    handle.write("\n")
-  os.replace(path + ".tmp", path)
-
-
 def _timing(workdir: str) -> dict:
-  return _read_json(os.path.join(workdir, TIMING)) or {"train_attempts": [], "eval": {}}
+  timing = archive_lib.read_json(os.path.join(workdir, TIMING))
+  return timing or {"train_attempts": [], "eval": {}}
 
 
 def train_run(spec: RunSpec) -> dict:
@@ -194,7 +180,7 @@ def train_run(spec: RunSpec) -> dict:
         "to_step": None if summary is None else int(summary["step"]),
         "status": ("interrupted" if summary is None else
                    "preempted" if summary.get("preempted") else "completed")})
-    _write_json(os.path.join(spec.workdir, TIMING), timing)
+    archive_lib.write_json(os.path.join(spec.workdir, TIMING), timing)
   return summary
 
 
@@ -258,7 +244,7 @@ def evaluate_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition],
     say(f"  {spec.name} on {condition.name}: {'; '.join(scores)} ({len(examples)} utterances, "
         f"{seconds:.0f} s)")
     timing["eval"][condition.name] = seconds
-    _write_json(os.path.join(spec.workdir, TIMING), timing)
+    archive_lib.write_json(os.path.join(spec.workdir, TIMING), timing)
 
 
 def finish_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition], steps: int
@@ -271,7 +257,7 @@ def finish_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition], st
           "eval_seconds": sum(timing["eval"].values()),
           "conditions": [c.name for c in conditions],
           "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-  _write_json(os.path.join(spec.workdir, DONE), done)
+  archive_lib.write_json(os.path.join(spec.workdir, DONE), done)
   return done
 
 
@@ -317,7 +303,7 @@ def sync_archive(archive: archive_lib.Archive, config, specs: Sequence[RunSpec])
       archive.restore(spec.variant, spec.seed, spec.workdir, eval_dirs(spec, names))
       say(f"{spec.name}: restored from the archive {archive.folder}")
     elif local and not archive.has(spec.variant, spec.seed):
-      done = _read_json(os.path.join(spec.workdir, DONE))
+      done = archive_lib.read_json(os.path.join(spec.workdir, DONE))
       conditions = [conditions_lib.Condition(n, float(s)) for n, s in (
           (c["name"], c["semitones"]) for c in archived)] if archived else [
           conditions_lib.Condition(n, _semitones_of(n)) for n in done["conditions"]]
@@ -347,11 +333,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, publish: bool = F
   cache = ExampleCache()
   durations = []
   for spec in specs:
-    done = _read_json(os.path.join(spec.workdir, DONE))
+    done = archive_lib.read_json(os.path.join(spec.workdir, DONE))
     if done is not None:
       durations.append(done["train_seconds"] + done["eval_seconds"])
   for k, spec in enumerate(specs, 1):
-    done = _read_json(os.path.join(spec.workdir, DONE))
+    done = archive_lib.read_json(os.path.join(spec.workdir, DONE))
     if done is not None:
       say(f"run {k} of {len(specs)}: {spec.name} is done (skipped; {done['steps']} steps, "
           f"{_duration(done['train_seconds'] + done['eval_seconds'])})")
@@ -417,7 +403,7 @@ def write_report(config, workdir: str, specs: Sequence[RunSpec],
   name = str(settings.report_name)
   runs = []
   for spec in specs:
-    done = _read_json(os.path.join(spec.workdir, DONE))
+    done = archive_lib.read_json(os.path.join(spec.workdir, DONE))
     if done is None:
       continue
     predictions = {c.name: os.path.join(eval_dir(spec, c), "predictions.jsonl")
@@ -439,7 +425,7 @@ def write_report(config, workdir: str, specs: Sequence[RunSpec],
       "eval_min_f0_hz": float(config.data.get("eval_min_f0_hz", 0.0) or 0.0)}
   report = report_lib.build(runs, [{"name": c.name, "semitones": c.semitones}
                                    for c in conditions], report_settings)
-  _write_json(os.path.join(workdir, "report.json"), report)
+  archive_lib.write_json(os.path.join(workdir, "report.json"), report)
   images = {
       "shift": report_lib.plot(report, os.path.join(workdir, f"{name}_wer_vs_shift.png")),
       "curves": report_lib.plot_curves(runs, list(settings.variants),
@@ -469,7 +455,7 @@ def write_report(config, workdir: str, specs: Sequence[RunSpec],
       handle.write(report_lib.markdown(
           report, {k: os.path.relpath(v, os.path.dirname(docs)) for k, v in published.items()},
           command))
-    _write_json(os.path.join(repo_root, "docs", name, "report.json"), report)
+    archive_lib.write_json(os.path.join(repo_root, "docs", name, "report.json"), report)
     say(f"published {docs} and docs/{name}/report.json")
   return report
 

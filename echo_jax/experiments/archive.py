@@ -40,14 +40,14 @@ DROPPED_FIELDS = ("reference", "hypothesis", "detail", "chunks", "wer", "path", 
 LOCAL_FIELDS = ("path", "audio_path", "wav", "file")
 
 
-def _read_json(path: str) -> Optional[dict]:
+def read_json(path: str) -> Optional[dict]:
   if not os.path.isfile(path):
     return None
   with open(path, encoding="utf-8") as handle:
     return json.load(handle)
 
 
-def _write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path + ".tmp", "w", encoding="utf-8") as handle:
     json.dump(obj, handle, indent=2, sort_keys=True)
@@ -92,16 +92,16 @@ class Archive:
 
   def conditions(self) -> Optional[List[dict]]:
     """[{name, semitones}] the archived runs were scored on; None before the first run."""
-    study = _read_json(os.path.join(self.folder, STUDY))
+    study = read_json(os.path.join(self.folder, STUDY))
     return None if study is None else study.get("conditions")
 
   def skipped_reason(self) -> Optional[str]:
-    study = _read_json(os.path.join(self.folder, STUDY)) or {}
+    study = read_json(os.path.join(self.folder, STUDY)) or {}
     return study.get("skipped_conditions")
 
   def check_settings(self, settings: Dict[str, Any]) -> None:
     """Refuses a study whose settings differ from the archived one's (as the workdir does)."""
-    study = _read_json(os.path.join(self.folder, STUDY))
+    study = read_json(os.path.join(self.folder, STUDY))
     if study is None:
       return
     before = study["settings"]
@@ -115,7 +115,7 @@ class Archive:
                    conditions: Sequence[dict], skipped_reason: Optional[str]) -> None:
     """Writes study.json on the first archived run; later runs must share its corpus."""
     path = os.path.join(self.folder, STUDY)
-    study = _read_json(path)
+    study = read_json(path)
     if study is not None:
       if study.get("corpus_fingerprint") != fingerprint:
         raise UserError(
@@ -125,7 +125,7 @@ class Archive:
             "the workdir; archive it elsewhere (ablation.archive_dir) or rebuild the corpus with "
             "the archived study's settings")
       return
-    _write_json(path, {"settings": settings, "corpus_fingerprint": fingerprint,
+    write_json(path, {"settings": settings, "corpus_fingerprint": fingerprint,
                        "conditions": [dict(c) for c in conditions],
                        "skipped_conditions": skipped_reason})
 
@@ -149,10 +149,10 @@ class Archive:
     metrics = os.path.join(run_workdir, METRICS)
     if os.path.isfile(metrics):
       shutil.copyfile(metrics, os.path.join(out, CURVE))
-    timing = _read_json(os.path.join(run_workdir, TIMING))
+    timing = read_json(os.path.join(run_workdir, TIMING))
     if timing is not None:
-      _write_json(os.path.join(out, TIMING), timing)
-    _write_json(os.path.join(out, DONE), _read_json(os.path.join(run_workdir, DONE)))
+      write_json(os.path.join(out, TIMING), timing)
+    write_json(os.path.join(out, DONE), read_json(os.path.join(run_workdir, DONE)))
 
   def restore(self, variant: str, seed: int, run_workdir: str,
               eval_dirs: Dict[str, str]) -> None:
@@ -169,7 +169,7 @@ class Archive:
     os.makedirs(run_workdir, exist_ok=True)
     if os.path.isfile(os.path.join(src, CURVE)):
       shutil.copyfile(os.path.join(src, CURVE), os.path.join(run_workdir, METRICS))
-    timing = _read_json(os.path.join(src, TIMING))
+    timing = read_json(os.path.join(src, TIMING))
     if timing is not None:
-      _write_json(os.path.join(run_workdir, TIMING), timing)
-    _write_json(os.path.join(run_workdir, DONE), _read_json(os.path.join(src, DONE)))
+      write_json(os.path.join(run_workdir, TIMING), timing)
+    write_json(os.path.join(run_workdir, DONE), read_json(os.path.join(src, DONE)))
