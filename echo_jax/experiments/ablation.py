@@ -282,9 +282,16 @@ def eval_dirs(spec: RunSpec, names: Sequence[str]) -> Dict[str, str]:
 def archive_run(archive: archive_lib.Archive, config, spec: RunSpec,
                 conditions: Sequence[conditions_lib.Condition],
                 skipped_reason: Optional[str]) -> None:
-  """Copies a finished run into the archive (study.json with the corpus fingerprint first)."""
-  fingerprint = archive_lib.corpus_fingerprint(
-      os.path.join(prepare.corpus_dir(spec.config), conditions_lib.MANIFEST))
+  """Copies a finished run into the archive (study.json with the corpus fingerprint first). The
+  synthetic corpus is fingerprinted by its manifest; other datasets by their name only."""
+  fingerprint = ""
+  if str(spec.config.data.dataset) == "echo_speech":
+    manifest = os.path.join(prepare.corpus_dir(spec.config), conditions_lib.MANIFEST)
+    fingerprint = archive_lib.corpus_fingerprint(manifest)
+    if not fingerprint:
+      say(f"  {spec.name} not archived: {manifest} is missing, so the corpus it was trained on "
+          "cannot be identified; it stays in the workdir")
+      return
   archive.record_study(study_settings(config), fingerprint,
                        [{"name": c.name, "semitones": c.semitones} for c in conditions],
                        skipped_reason)
