@@ -13,14 +13,18 @@ paired differences against `fixed`.
 Recipe: configs/default.py (10,000 synthetic utterances, d192 4+2-layer Echo, CTC head, character
 targets) with 900 instead of 3,600 steps (warm-up 200, cosine to 0), no in-training evaluation
 (the study scores every run itself) and one checkpoint kept per run.
-Hardware: one 2-core x86-64 CPU (no accelerator), 24 GiB.
-Wall time, measured: training 12.7 min for 900 steps (seed/seed0, 765 s; the first run took 47 min
-of wall time because it shared the machine and was paused); the five evaluations (300 utterances
-each: greedy attention decoding, CTC best path, teacher forcing) 2.3-2.5 min; the one-off pitch
-shifting of the 1,200 test wavs ~12 min. So ~15 min per run, 7 variants x 3 seeds = ~5.3 h for
-the study. Fewer seeds: --config.ablation.seeds="(0,)" (~1.9 h).
-Result so far (11 of 21 runs; one or two seeds each, no verdict yet): test-split CTC best path
-CER, seed 0 / seed 1: fixed 46.4 / 46.4 %, seed 47.3 / 46.3 %, per_frame 46.8 / 46.6 %,
+Hardware: one 2-core x86-64 CPU (no accelerator), 24 GiB. Wall time, measured: on a 2-core CPU
+with AVX-512 training 12.7 min for 900 steps (seed/seed0, 765 s) and 2.3-2.5 min for the five
+evaluations (300 utterances each: greedy attention decoding, CTC best path, teacher forcing); on
+a 2-core AVX2-only CPU (AMD EPYC) ~1.4 s per step, ~21 min of training per run. Once per machine:
+the corpus and features (~25 min, shared with the main job) and the 1,200 pitch-shifted wavs
+(~12 min). So 7 variants x 3 seeds = ~5.3 h on the faster CPU. Fewer seeds:
+--config.ablation.seeds="(0,)".
+Finished runs are archived in docs/ablation/runs/ (experiments/archive.py): the study continues
+on any checkout where it stopped and `--publish` rebuilds docs/ablation.md from the archive.
+Result: docs/ablation.md once the runs are complete. Measured before the archive existed (11 of
+21 runs whose records were not kept; one or two seeds each, no verdict): test-split CTC best
+path CER, seed 0 / seed 1: fixed 46.4 / 46.4 %, seed 47.3 / 46.3 %, per_frame 46.8 / 46.6 %,
 pitch_bias 47.7 / 47.0 %, seed+pitch_bias 47.1 %, radius_f0 47.0 %, shuffled_f0 46.6 % (CTC
 WER 93-96 %; at 900 steps the attention decoder still inserts, WER 116-128 %, so CTC CER is the
 measure on which differences can show). At -6 / +6 semitones fixed/seed0 47.7 / 51.5 %,
