@@ -97,9 +97,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   diag_step = (CompiledPerSignature(steps.make_train_step(
       model, tx, schedule, mesh, shardings, with_diagnostics=True, train_config=config.train))
                if diag_every > 0 else None)
-  eval_step = steps.make_eval_step(model, mesh, shardings.params)
-  generate = steps.make_generate(model, mesh, shardings.params, int(config.decode.max_length))
-  ctc_generate = (steps.make_ctc_generate(model, mesh, shardings.params)
+  # Evaluation compiles ahead of time too: its executables' memory is not piled on top of what
+  # the compiler just freed, mid-run, when the first evaluation comes.
+  eval_step = CompiledPerSignature(steps.make_eval_step(model, mesh, shardings.params))
+  generate = CompiledPerSignature(steps.make_generate(model, mesh, shardings.params,
+                                                      int(config.decode.max_length)))
+  ctc_generate = (CompiledPerSignature(steps.make_ctc_generate(model, mesh, shardings.params))
                   if config.model.ctc_head else None)
 
   ckpt = checkpointing.Checkpointer(
