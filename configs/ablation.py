@@ -18,7 +18,7 @@ with AVX-512 training 12.7 min for 900 steps (seed/seed0, 765 s) and 2.3-2.5 min
 evaluations (300 utterances each: greedy attention decoding, CTC best path, teacher forcing); on
 a 2-core AVX2-only CPU (AMD EPYC) ~1.4 s per step, ~21 min of training per run. Once per machine:
 the corpus and features (~25 min, shared with the main job) and the 1,200 pitch-shifted wavs
-(~12 min). So 7 variants x 3 seeds = ~5.3 h on the faster CPU. Fewer seeds:
+(~4 min: one WORLD analysis per utterance for all shifts, 2 workers). So 7 variants x 3 seeds = ~5.3 h on the faster CPU. Fewer seeds:
 --config.ablation.seeds="(0,)".
 Finished runs are archived in docs/ablation/runs/ (experiments/archive.py): the study continues
 on any checkout where it stopped and `--publish` rebuilds docs/ablation.md from the archive.

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import soundfile
 from scipy import signal
 
 from echo_jax.data import augment
@@ -121,3 +122,21 @@ def test_deterministic_and_edge_cases(wave):
     pitch_shift.shift_pitch(np.stack([wave, wave]), SR, 3.0)
   with pytest.raises(ValueError, match="non-finite"):
     pitch_shift.shift_pitch(np.full(100, np.nan, np.float32), SR, 3.0)
+
+
+def test_one_analysis_serves_every_shift_with_the_same_audio(wave, tmp_path):
+  analysis = pitch_shift.analyse(wave, SR)
+  for semitones in (-6.0, 0.0, 3.0):
+    assert np.array_equal(pitch_shift.synthesise(analysis, semitones),
+                          pitch_shift.shift_pitch(wave, SR, semitones))
+  # The pool worker writes each target as PCM-16 of exactly that audio, from one read.
+  source = str(tmp_path / "in.wav")
+  soundfile.write(source, wave, SR, subtype="FLOAT")
+  targets = [(-3.0, str(tmp_path / "down.wav")), (6.0, str(tmp_path / "up.wav"))]
+  assert pitch_shift.write_shifted((source, SR, targets)) == source
+  for semitones, target in targets:
+    written, rate = soundfile.read(target, dtype="float32")
+    expected = pitch_shift.shift_pitch(wave, SR, semitones)
+    assert rate == SR and written.shape == expected.shape
+    assert np.max(np.abs(written - expected)) <= 1.0 / 32768 + 1e-7  # PCM-16 rounding only
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["down.wav", "in.wav", "up.wav"]

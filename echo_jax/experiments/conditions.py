@@ -14,13 +14,12 @@ is logged and reported.
 
 import dataclasses
 import json
+import multiprocessing
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-import soundfile
 
-from echo_jax.data import audio as audio_lib
 from echo_jax.data import pipeline
 from echo_jax.data import prepare
 from echo_jax.errors import MissingInputError, UserError
@@ -82,14 +81,6 @@ def why_no_shifts(config) -> Optional[str]:
   return None
 
 
-def _write_wav(path: str, samples: np.ndarray, sample_rate: int) -> None:
-  """PCM-16 WAV, written to a temporary name first so a half-written file is never used."""
-  tmp = path + ".tmp.wav"
-  soundfile.write(tmp, np.clip(samples, -1.0, 1.0), int(sample_rate), subtype="PCM_16",
-                  format="WAV")
-  os.replace(tmp, path)
-
-
 def _manifest_ids(path: str) -> Optional[List[str]]:
   if not os.path.isfile(path):
     return None
@@ -97,37 +88,68 @@ def _manifest_ids(path: str) -> Optional[List[str]]:
     return [str(json.loads(line)["id"]) for line in handle if line.strip()]
 
 
-def ensure_shifted(config, out_dir: str, semitones: float, ids: Sequence[str],
-                   rows: Dict[str, dict], say: Callable[[str], None] = print) -> str:
-  """Writes (once) `ids`' corpus wavs shifted by `semitones` and their manifest; returns it.
+def write_shifted_wavs(config, workdir: str, semitones: Sequence[float], ids: Sequence[str],
+                       rows: Dict[str, dict], say: Callable[[str], None] = print) -> None:
+  """Writes every missing shifted wav of `ids` under WORKDIR/conditions/shift_<s>/wavs/.
 
-  Resumable: wavs already written are kept; the manifest is written last, so a complete
-  condition is one whose manifest lists exactly `ids`.
+  Each utterance is analysed by WORLD once for all its missing shifts, in a pool of
+  data.prepare_workers spawned processes (the analysis is the slow part and is single-threaded).
+  Wavs already written are kept, so an interrupted build resumes.
   """
-  manifest = os.path.join(out_dir, MANIFEST)
-  if _manifest_ids(manifest) == list(ids):
-    return manifest
-  wav_dir = os.path.join(out_dir, "wavs")
-  os.makedirs(wav_dir, exist_ok=True)
   corpus = prepare.corpus_dir(config)
   sample_rate = int(config.data.sample_rate)
-  out_rows = []
-  for done, key in enumerate(ids):
+  tasks = []
+  for key in ids:
     if key not in rows:
       raise UserError(f"test utterance {key!r} of the prepared data is not in "
                       f"{os.path.join(corpus, MANIFEST)}: config.data.corpus_dir must be the "
                       "corpus the data was prepared from")
+    targets = []
+    for value in semitones:
+      target = os.path.join(workdir, "conditions", shift_name(value), "wavs", f"{key}.wav")
+      if not os.path.isfile(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        targets.append((float(value), target))
+    if targets:
+      tasks.append((os.path.join(corpus, rows[key]["path"]), sample_rate, targets))
+  if not tasks:
+    return
+  workers = max(1, min(int(config.data.prepare_workers), len(tasks)))
+  names = ", ".join(shift_name(v) for v in semitones)
+  say(f"pitch-shifting {len(tasks)} test utterances ({names}) with {workers} worker(s) into "
+      f"{os.path.join(workdir, 'conditions')}")
+  if workers == 1:
+    results = map(pitch_shift.write_shifted, tasks)
+  else:
+    pool = multiprocessing.get_context("spawn").Pool(workers)
+    results = pool.imap_unordered(pitch_shift.write_shifted, tasks)
+  try:
+    for done, _ in enumerate(results, 1):
+      if done % 50 == 0 or done == len(tasks):
+        say(f"  {done} of {len(tasks)} utterances shifted")
+  finally:
+    if workers > 1:
+      pool.terminate()
+      pool.join()
+
+
+def ensure_shifted(config, out_dir: str, semitones: float, ids: Sequence[str],
+                   rows: Dict[str, dict]) -> str:
+  """Writes (once) the manifest of `ids`' wavs shifted by `semitones` (the wavs must exist:
+  write_shifted_wavs); returns it. The manifest is written last, so a complete condition is one
+  whose manifest lists exactly `ids`."""
+  manifest = os.path.join(out_dir, MANIFEST)
+  if _manifest_ids(manifest) == list(ids):
+    return manifest
+  out_rows = []
+  for key in ids:
     row = rows[key]
-    target = os.path.join(wav_dir, f"{key}.wav")
-    if not os.path.isfile(target):
-      samples = audio_lib.load_audio(os.path.join(corpus, row["path"]), sample_rate)
-      _write_wav(target, pitch_shift.shift_pitch(samples, sample_rate, semitones), sample_rate)
+    if not os.path.isfile(os.path.join(out_dir, "wavs", f"{key}.wav")):
+      raise MissingInputError(f"{out_dir}/wavs/{key}.wav is missing; rerun the study to write it")
     out = {k: v for k, v in row.items() if k not in ("path", "split")}
     out.update(id=key, path=f"wavs/{key}.wav", split=TEST, source_path=row["path"],
                pitch_shift_semitones=float(semitones))
     out_rows.append(out)
-    if (done + 1) % 50 == 0:
-      say(f"  {shift_name(semitones)}: {done + 1} of {len(ids)} wavs")
   tmp = manifest + ".tmp"
   with open(tmp, "w", encoding="utf-8") as handle:
     for out in out_rows:
@@ -148,11 +170,11 @@ def build(config, workdir: str, semitones: Sequence[float], max_examples: int,
     return conditions, None
   ids = split_ids(config, TEST, max_examples)
   rows = corpus_rows(config)
+  missing = [v for v in semitones if _manifest_ids(
+      os.path.join(workdir, "conditions", shift_name(v), MANIFEST)) != list(ids)]
+  write_shifted_wavs(config, workdir, missing, ids, rows, say)
   for value in semitones:
-    name = shift_name(value)
-    out_dir = os.path.join(workdir, "conditions", name)
-    if _manifest_ids(os.path.join(out_dir, MANIFEST)) != list(ids):
-      say(f"writing {len(ids)} test wavs shifted by {float(value):+g} semitones to {out_dir}")
-    conditions.append(Condition(name, float(value),
-                                ensure_shifted(config, out_dir, value, ids, rows, say)))
+    out_dir = os.path.join(workdir, "conditions", shift_name(value))
+    conditions.append(Condition(shift_name(value), float(value),
+                                ensure_shifted(config, out_dir, value, ids, rows)))
   return conditions, None
