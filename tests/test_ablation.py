@@ -293,6 +293,7 @@ def test_study_of_two_variants_reports_what_jiwer_gives_on_its_predictions(
   result, log = _run_study(config, workdir)
   assert "run 1 of 2: training fixed/seed0" in log
   assert "run 2 of 2: training shuffled_f0/seed0" in log and "ETA" in log
+  assert log.index("data ready after") < log.index("run 1 of 2: training")  # not in run 1's time
   for name in ("report.json", "ablation.md", *IMAGES):
     assert os.path.isfile(os.path.join(workdir, name)), name
   with open(os.path.join(workdir, "report.json"), encoding="utf-8") as handle:
@@ -352,11 +353,11 @@ def test_study_of_two_variants_reports_what_jiwer_gives_on_its_predictions(
   for variant in ("fixed", "shuffled_f0"):
     names = sorted(os.listdir(archive_dir / variant / "seed0"))
     assert names == ["curve.jsonl", "done.json", "shift_+3.predictions.jsonl.gz",
-                     "shift_+3.summary.json", "test.predictions.jsonl.gz", "test.summary.json",
-                     "timing.json"], names
+                     "shift_+3.summary.json.gz", "test.predictions.jsonl.gz",
+                     "test.summary.json.gz", "timing.json"], names
   fresh, log = _run_study(config, str(tmp_path / "fresh"))
   assert log.count("restored from the archive") == 2
-  assert ": training " not in log and ": evaluating " not in log
+  assert ": training " not in log and ": evaluating " not in log and "data ready" not in log
   assert fresh["results"] == result["results"]
   assert fresh["differences"] == result["differences"]
   assert [(r["variant"], r["train_seconds"]) for r in fresh["runs"]] == [

@@ -11,7 +11,7 @@ Layout under the archive folder:
   <variant>/seed<k>/done.json, timing.json
   <variant>/seed<k>/curve.jsonl      the training run's logged train/eval rows (metrics.jsonl)
   <variant>/seed<k>/<condition>.predictions.jsonl.gz   scored fields of evaluate's predictions
-  <variant>/seed<k>/<condition>.summary.json           evaluate's summary
+  <variant>/seed<k>/<condition>.summary.json.gz        evaluate's summary
 
 Runs are only comparable on identical data, so the archive records a fingerprint of the corpus
 (every utterance's id, split, text, speaker and augmentation record, not its local paths) and
@@ -145,7 +145,9 @@ class Archive:
       # mtime 0: the same predictions give the same bytes (no spurious changes in git)
       _write_bytes(os.path.join(out, f"{name}.{PREDICTIONS}.gz"),
                    gzip.compress(text.encode("utf-8"), mtime=0))
-      shutil.copyfile(os.path.join(folder, SUMMARY), os.path.join(out, f"{name}.{SUMMARY}"))
+      with open(os.path.join(folder, SUMMARY), "rb") as handle:
+        _write_bytes(os.path.join(out, f"{name}.{SUMMARY}.gz"),
+                     gzip.compress(handle.read(), mtime=0))
     metrics = os.path.join(run_workdir, METRICS)
     if os.path.isfile(metrics):
       shutil.copyfile(metrics, os.path.join(out, CURVE))
@@ -165,7 +167,8 @@ class Archive:
         continue
       with open(packed, "rb") as handle:
         _write_bytes(os.path.join(folder, PREDICTIONS), gzip.decompress(handle.read()))
-      shutil.copyfile(os.path.join(src, f"{name}.{SUMMARY}"), os.path.join(folder, SUMMARY))
+      with open(os.path.join(src, f"{name}.{SUMMARY}.gz"), "rb") as handle:
+        _write_bytes(os.path.join(folder, SUMMARY), gzip.decompress(handle.read()))
     os.makedirs(run_workdir, exist_ok=True)
     if os.path.isfile(os.path.join(src, CURVE)):
       shutil.copyfile(os.path.join(src, CURVE), os.path.join(run_workdir, METRICS))
