@@ -127,7 +127,8 @@ def _synthetic_report(diffs):
   cell = {"mean": 0.5, "low": 0.4, "high": 0.6}
   return {"settings": {"baseline": "fixed", "seeds": [0, 1, 2], "variants": ["fixed", *diffs]},
           "conditions": [{"name": "test", "semitones": 0.0}],
-          "results": {"attention": {"test": {v: {"num_utterances": 300, "wer": cell, "cer": cell}
+          "results": {"attention": {"test": {v: {"num_utterances": 300, "wer": cell, "cer": cell,
+                                                 "seeds": [0, 1, 2]}
                                              for v in ["fixed", *diffs]}}},
           "differences": {"attention": {"test": {v: {"wer": diff(d), "cer": diff(d)}
                                                  for v, d in diffs.items()}}},
@@ -146,9 +147,14 @@ def test_conclusion_says_exactly_what_the_intervals_support():
           "has a higher test WER than fixed; every other variant shows no measurable difference."
           in text)
 
-  nothing = "\n".join(report.conclusion(_synthetic_report({"seed": (-0.01, -0.03, 0.01)})))
+  assert "(300 utterances x 3 seed(s))" in text
+
+  nothing = _synthetic_report({"seed": (-0.01, -0.03, 0.01)})
+  nothing["results"]["attention"]["test"]["seed"]["seeds"] = [0]  # a study stopped early
+  nothing = "\n".join(report.conclusion(nothing))
   assert "no variant's test WER differs measurably from fixed" in nothing
   assert "better" not in nothing and "worse" not in nothing
+  assert "(300 utterances x 1-3 seed(s))" in nothing
 
 
 def test_placebo_wording():

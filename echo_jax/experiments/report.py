@@ -235,12 +235,15 @@ def conclusion(report: Mapping[str, Any]) -> List[str]:
   baseline = settings["baseline"]
   level = float(settings.get("confidence", 0.95))
   lines: List[str] = []
-  seeds = len(settings.get("seeds", ()))
   for decoder, by_condition in report["differences"].items():
     label = DECODERS[decoder]
     test = by_condition.get("test")
     if test:
-      n = next(iter(report["results"][decoder]["test"].values()))["num_utterances"]
+      cells = report["results"][decoder]["test"].values()
+      n = next(iter(cells))["num_utterances"]
+      # the seeds trained so far, which a study stopped early has fewer of than it plans
+      counts = sorted({len(c["seeds"]) for c in cells})
+      seeds = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
       lines.append(f"Test split, {label} ({n} utterances x {seeds} seed(s)); differences are "
                    f"variant - {baseline} in percentage points, negative = fewer errors:")
       for variant, diff in test.items():
