@@ -22,7 +22,11 @@ the corpus and features (~25 min, shared with the main job) and the 1,200 pitch-
 --config.ablation.seeds="(0,)".
 Finished runs are archived in docs/ablation/runs/ (experiments/archive.py): the study continues
 on any checkout where it stopped and `--publish` rebuilds docs/ablation.md from the archive.
-Result: docs/ablation.md once the runs are complete. Measured before the archive existed (11 of
+Result: docs/ablation.md once the runs are complete. Archived so far (2 of 21 runs, AVX2 CPU):
+test-split CTC best path CER fixed/seed0 46.9 %, seed/seed0 46.6 % (paired difference -0.2
+points, 95 % interval -0.9 to +0.4: no measurable difference); at -6 / -3 / +3 / +6 semitones
+fixed 47.9 / 48.0 / 50.0 / 51.5 %, seed 47.5 / 47.6 / 49.5 / 51.2 %; attention decoder WER
+128-132 % (still inserting at 900 steps). Measured before the archive existed (11 of
 21 runs whose records were not kept; one or two seeds each, no verdict): test-split CTC best
 path CER, seed 0 / seed 1: fixed 46.4 / 46.4 %, seed 47.3 / 46.3 %, per_frame 46.8 / 46.6 %,
 pitch_bias 47.7 / 47.0 %, seed+pitch_bias 47.1 %, radius_f0 47.0 %, shuffled_f0 46.6 % (CTC
