@@ -235,13 +235,16 @@ def conclusion(report: Mapping[str, Any]) -> List[str]:
   baseline = settings["baseline"]
   level = float(settings.get("confidence", 0.95))
   lines: List[str] = []
+  # the seeds trained so far, which a study stopped early has fewer of than it plans
+  fewest_seeds = min((len(cell["seeds"]) for by_condition in report["results"].values()
+                      for cells in by_condition.values() for cell in cells.values()),
+                     default=len(settings.get("seeds", ())))
   for decoder, by_condition in report["differences"].items():
     label = DECODERS[decoder]
     test = by_condition.get("test")
     if test:
       cells = report["results"][decoder]["test"].values()
       n = next(iter(cells))["num_utterances"]
-      # the seeds trained so far, which a study stopped early has fewer of than it plans
       counts = sorted({len(c["seeds"]) for c in cells})
       seeds = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
       lines.append(f"Test split, {label} ({n} utterances x {seeds} seed(s)); differences are "
@@ -292,7 +295,7 @@ def conclusion(report: Mapping[str, Any]) -> List[str]:
         if len(better) + len(worse) < len(test):
           parts.append("every other variant shows no measurable difference")
         lines.append(f"Supported ({label}): " + "; ".join(parts) + ".")
-  if seeds == 1:
+  if fewest_seeds == 1:
     lines.append("With one seed the intervals cover only which test utterances were drawn, not "
                  "training noise.")
   if settings.get("skipped_conditions"):
