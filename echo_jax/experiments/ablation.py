@@ -115,9 +115,8 @@ def check_study(config: ml_collections.ConfigDict, workdir: str) -> None:
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as handle:
       before = json.load(handle)["settings"]
-    changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-    if changed:
-      shown = "; ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in changed[:5])
+    shown = archive_lib.settings_changes(before, settings)
+    if shown:
       raise UserError(f"{workdir} holds a study started with other settings ({shown}); use a new "
                       "--workdir, or the study's own settings (more ablation.variants or "
                       f"ablation.seeds may be added), see {path}")
@@ -206,15 +205,16 @@ class ExampleCache:
     return evaluate.examples_from_files(rows, files, config)
 
 
-def eval_dir(spec: RunSpec, condition: conditions_lib.Condition) -> str:
-  return os.path.join(spec.workdir, "eval", condition.name)
+def eval_dir(spec: RunSpec, condition: str) -> str:
+  """Where a run's evaluation on the condition named `condition` is written."""
+  return os.path.join(spec.workdir, "eval", condition)
 
 
 def evaluate_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition],
                  max_examples: int, cache: ExampleCache) -> None:
   """Scores the run's final checkpoint on every condition without a summary.json yet."""
   pending = [c for c in conditions
-             if not os.path.isfile(os.path.join(eval_dir(spec, c), "summary.json"))]
+             if not os.path.isfile(os.path.join(eval_dir(spec, c.name), "summary.json"))]
   if not pending:
     return
   started = time.perf_counter()
@@ -234,7 +234,7 @@ def evaluate_run(spec: RunSpec, conditions: Sequence[conditions_lib.Condition],
     summary.update(workdir=os.path.abspath(spec.workdir), checkpoint_step=run.step,
                    source=condition.manifest or f"split:{conditions_lib.TEST}",
                    condition=condition.name, semitones=condition.semitones)
-    evaluate.write_outputs(eval_dir(spec, condition), examples, summary)
+    evaluate.write_outputs(eval_dir(spec, condition.name), examples, summary)
     seconds = time.perf_counter() - started
     scores = []
     for key, label in (("decoded", "attention"), ("ctc_greedy", "CTC")):
@@ -276,7 +276,16 @@ def archive_of(config: ml_collections.ConfigDict, repo_root: str = REPO_ROOT
 
 
 def eval_dirs(spec: RunSpec, names: Sequence[str]) -> Dict[str, str]:
-  return {name: os.path.join(spec.workdir, "eval", name) for name in names}
+  return {name: eval_dir(spec, name) for name in names}
+
+
+def archived_conditions(archive: archive_lib.Archive) -> Optional[List[conditions_lib.Condition]]:
+  """The conditions the archived runs were scored on (no manifests: their predictions are
+  archived); None before the first archived run."""
+  recorded = archive.conditions()
+  if recorded is None:
+    return None
+  return [conditions_lib.Condition(c["name"], float(c["semitones"])) for c in recorded]
 
 
 def archive_run(archive: archive_lib.Archive, config, spec: RunSpec,
@@ -302,8 +311,8 @@ def archive_run(archive: archive_lib.Archive, config, spec: RunSpec,
 
 def sync_archive(archive: archive_lib.Archive, config, specs: Sequence[RunSpec]) -> None:
   """Restores archived runs the workdir lacks; archives finished runs the archive lacks."""
-  archived = archive.conditions() or []
-  names = [c["name"] for c in archived]
+  archived = archived_conditions(archive) or []
+  names = [c.name for c in archived]
   for spec in specs:
     local = os.path.isfile(os.path.join(spec.workdir, DONE))
     if archive.has(spec.variant, spec.seed) and not local:
@@ -311,14 +320,9 @@ def sync_archive(archive: archive_lib.Archive, config, specs: Sequence[RunSpec])
       say(f"{spec.name}: restored from the archive {archive.folder}")
     elif local and not archive.has(spec.variant, spec.seed):
       done = archive_lib.read_json(os.path.join(spec.workdir, DONE))
-      conditions = [conditions_lib.Condition(n, float(s)) for n, s in (
-          (c["name"], c["semitones"]) for c in archived)] if archived else [
-          conditions_lib.Condition(n, _semitones_of(n)) for n in done["conditions"]]
+      conditions = archived or [conditions_lib.Condition(n, conditions_lib.semitones_of(n))
+                                for n in done["conditions"]]
       archive_run(archive, config, spec, conditions, archive.skipped_reason())
-
-
-def _semitones_of(name: str) -> float:
-  return 0.0 if name == conditions_lib.TEST else float(name[len("shift_"):])
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str, publish: bool = False,
@@ -379,11 +383,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, publish: bool = F
       archive_run(archive, config, spec, conditions, skipped_reason)
     durations.append(done["train_seconds"] + done["eval_seconds"])
     jax.clear_caches()  # the next run builds another model: free this one's executables
-  if conditions is None and archive is not None and archive.conditions() is not None:
-    # every run was done already and the archive knows what they were scored on: the report
+  if conditions is None and archive is not None:
+    # every run was done already; when the archive knows what they were scored on, the report
     # needs neither the corpus nor the models
-    conditions = [conditions_lib.Condition(c["name"], float(c["semitones"]))
-                  for c in archive.conditions()]
+    conditions = archived_conditions(archive)
     skipped_reason = archive.skipped_reason()
   if conditions is None:  # every run was done already: the same conditions, found again
     conditions, skipped_reason = conditions_lib.build(specs[0].config, workdir,
@@ -419,9 +422,9 @@ def write_report(config, workdir: str, specs: Sequence[RunSpec],
     done = archive_lib.read_json(os.path.join(spec.workdir, DONE))
     if done is None:
       continue
-    predictions = {c.name: os.path.join(eval_dir(spec, c), "predictions.jsonl")
+    predictions = {c.name: os.path.join(eval_dir(spec, c.name), "predictions.jsonl")
                    for c in conditions
-                   if os.path.isfile(os.path.join(eval_dir(spec, c), "predictions.jsonl"))}
+                   if os.path.isfile(os.path.join(eval_dir(spec, c.name), "predictions.jsonl"))}
     runs.append({"variant": spec.variant, "seed": spec.seed, "workdir": spec.workdir,
                  "steps": done["steps"], "train_seconds": done["train_seconds"],
                  "train_attempts": done["train_attempts"], "eval_seconds": done["eval_seconds"],

@@ -62,6 +62,12 @@ def _write_bytes(path: str, data: bytes) -> None:
   os.replace(path + ".tmp", path)
 
 
+def settings_changes(before: Dict[str, Any], after: Dict[str, Any]) -> str:
+  """"field: old -> new; ..." for the first five fields that differ ("" when none do)."""
+  changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+  return "; ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed[:5])
+
+
 def corpus_fingerprint(manifest_path: str) -> str:
   """sha256 of a corpus manifest's rows without their local paths, in id order ("" if absent)."""
   if not os.path.isfile(manifest_path):
@@ -104,10 +110,8 @@ class Archive:
     study = read_json(os.path.join(self.folder, STUDY))
     if study is None:
       return
-    before = study["settings"]
-    changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-    if changed:
-      shown = "; ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in changed[:5])
+    shown = settings_changes(study["settings"], settings)
+    if shown:
       raise UserError(f"the archive {self.folder} holds a study with other settings ({shown}); "
                       "use the archived settings, or another ablation.archive_dir")
 

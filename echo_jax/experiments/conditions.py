@@ -41,6 +41,16 @@ def shift_name(semitones: float) -> str:
   return f"shift_{float(semitones):+g}"
 
 
+def semitones_of(name: str) -> float:
+  """The shift a condition name stands for (shift_name's inverse; 0 for the test split)."""
+  return 0.0 if name == TEST else float(name[len("shift_"):])
+
+
+def condition_dir(workdir: str, semitones: float) -> str:
+  """WORKDIR/conditions/shift_<s>: the shifted wavs (wavs/) and their manifest."""
+  return os.path.join(workdir, "conditions", shift_name(semitones))
+
+
 def split_ids(config, split: str, max_examples: int) -> List[str]:
   """Ids of the records of the prepared `split` an evaluation scores (the first `max_examples`,
   -1: all, of those data.eval_min_f0_hz keeps), in record order."""
@@ -106,7 +116,7 @@ def write_shifted_wavs(config, workdir: str, semitones: Sequence[float], ids: Se
                       "corpus the data was prepared from")
     targets = []
     for value in semitones:
-      target = os.path.join(workdir, "conditions", shift_name(value), "wavs", f"{key}.wav")
+      target = os.path.join(condition_dir(workdir, value), "wavs", f"{key}.wav")
       if not os.path.isfile(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         targets.append((float(value), target))
@@ -170,11 +180,10 @@ def build(config, workdir: str, semitones: Sequence[float], max_examples: int,
     return conditions, None
   ids = split_ids(config, TEST, max_examples)
   rows = corpus_rows(config)
-  missing = [v for v in semitones if _manifest_ids(
-      os.path.join(workdir, "conditions", shift_name(v), MANIFEST)) != list(ids)]
+  missing = [v for v in semitones
+             if _manifest_ids(os.path.join(condition_dir(workdir, v), MANIFEST)) != list(ids)]
   write_shifted_wavs(config, workdir, missing, ids, rows, say)
   for value in semitones:
-    out_dir = os.path.join(workdir, "conditions", shift_name(value))
-    conditions.append(Condition(shift_name(value), float(value),
-                                ensure_shifted(config, out_dir, value, ids, rows)))
+    conditions.append(Condition(shift_name(value), float(value), ensure_shifted(
+        config, condition_dir(workdir, value), value, ids, rows)))
   return conditions, None
