@@ -1,10 +1,21 @@
-"""Test set-up: 8 fake CPU devices (set before jax is imported) and shared fixtures."""
+"""Test set-up: 8 fake CPU devices (set before jax is imported), one compilation cache for the
+session and shared fixtures."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Many tests (and the trainers they start as subprocesses, which inherit the environment) compile
+# the same tiny-model programs; a persistent cache shared by the whole session compiles each once.
+# Programs are keyed by their HLO, so a hit is the executable a fresh compile would give. Set
+# JAX_COMPILATION_CACHE_DIR yourself to keep the cache across sessions.
+_SESSION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _SESSION_CACHE = tempfile.mkdtemp(prefix="echo_jax_tests_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
 
 import pathlib  # noqa: E402
 
@@ -71,3 +82,9 @@ def tiny_data_config(_tiny_prepared_session):
   import ml_collections
 
   return ml_collections.ConfigDict(_tiny_prepared_session[0].to_dict())
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  if _SESSION_CACHE:
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
