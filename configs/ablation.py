@@ -22,11 +22,14 @@ the corpus and features (~25 min, shared with the main job) and the 1,200 pitch-
 --config.ablation.seeds="(0,)".
 Finished runs are archived in docs/ablation/runs/ (experiments/archive.py): the study continues
 on any checkout where it stopped and `--publish` rebuilds docs/ablation.md from the archive.
-Result: docs/ablation.md once the runs are complete. Archived so far (2 of 21 runs, AVX2 CPU):
-test-split CTC best path CER fixed/seed0 46.9 %, seed/seed0 46.6 % (paired difference -0.2
-points, 95 % interval -0.9 to +0.4: no measurable difference); at -6 / -3 / +3 / +6 semitones
-fixed 47.9 / 48.0 / 50.0 / 51.5 %, seed 47.5 / 47.6 / 49.5 / 51.2 %; attention decoder WER
-128-132 % (still inserting at 900 steps). Measured before the archive existed (11 of
+Result: docs/ablation.md (interim until the runs are complete: `--report_only --publish`).
+Archived so far (4 of 21 runs, seed 0 each, AVX2 CPU): test-split CTC best path CER fixed 46.9 %,
+seed 46.6 %, per_frame 46.8 %, pitch_bias 47.3 %; paired differences against fixed -0.2 (95 %
+interval -0.9 to +0.4), -0.0 (-0.7 to +0.6) and +0.4 (-0.3 to +1.1) points: no measurable
+difference. At -6 / -3 / +3 / +6 semitones fixed 47.9 / 48.0 / 50.0 / 51.5 %, seed 47.5 / 47.6 /
+49.5 / 51.2 %, per_frame 47.6 / 47.5 / 49.7 / 50.9 %, pitch_bias 48.2 / 48.3 / 49.9 / 51.4 % (no
+measurable difference at any shift). The attention decoder's WER is 125-132 % (it still inserts
+at 900 steps), so its differences measure insertions, not recognition. Measured before the archive existed (11 of
 21 runs whose records were not kept; one or two seeds each, no verdict): test-split CTC best
 path CER, seed 0 / seed 1: fixed 46.4 / 46.4 %, seed 47.3 / 46.3 %, per_frame 46.8 / 46.6 %,
 pitch_bias 47.7 / 47.0 %, seed+pitch_bias 47.1 %, radius_f0 47.0 %, shuffled_f0 46.6 % (CTC

@@ -155,6 +155,21 @@ def test_conclusion_says_exactly_what_the_intervals_support():
   assert "no variant's test WER differs measurably from fixed" in nothing
   assert "better" not in nothing and "worse" not in nothing
   assert "(300 utterances x 1-3 seed(s))" in nothing
+  assert "Caution" not in nothing and "Partial study" not in nothing
+
+
+def test_conclusion_flags_a_baseline_above_100_percent_and_a_partial_study():
+  synthetic = _synthetic_report({"seed": (-0.05, -0.08, -0.02)})
+  synthetic["results"]["attention"]["test"]["fixed"]["wer"] = {"mean": 1.25, "low": 1.2,
+                                                               "high": 1.3}
+  synthetic["runs"] = [{"variant": v, "seed": 0} for v in ("fixed", "seed")]
+  text = "\n".join(report.conclusion(synthetic))
+  assert "Caution (attention decoder, greedy): fixed's test WER is 125.0 %" in text
+  assert "Partial study: 2 of the 6 planned runs" in text
+  synthetic["runs"] = [{"variant": v, "seed": s} for v in ("fixed", "seed") for s in (0, 1, 2)]
+  synthetic["results"]["attention"]["test"]["fixed"]["wer"]["mean"] = 0.99
+  text = "\n".join(report.conclusion(synthetic))
+  assert "Caution" not in text and "Partial study" not in text
 
 
 def test_placebo_wording():
@@ -256,6 +271,8 @@ def test_interrupted_run_resumes_and_a_finished_run_is_skipped(tmp_path, tiny_da
   assert "stopped at step 2 of fixed/seed0" in log and "rerun the same command" in log
   assert not os.path.exists(os.path.join(run_dir, ablation.DONE))
   assert [r["step"] for r in _metrics(run_dir) if "train/loss" in r] == [1, 2]
+  with pytest.raises(UserError, match="nothing to report"):  # no finished run yet
+    _run_study(config, workdir, report_only=True)
 
   # 2. The same command again: the run continues from its checkpoint, then is evaluated.
   result, log = _run_study(config, workdir)
@@ -369,6 +386,15 @@ def test_study_of_two_variants_reports_what_jiwer_gives_on_its_predictions(
   assert [(r["variant"], r["train_seconds"]) for r in fresh["runs"]] == [
       (r["variant"], r["train_seconds"]) for r in result["runs"]]
   assert os.path.isfile(tmp_path / "fresh" / IMAGES[1])  # the curves came back too
+
+  # --report_only with another seed planned: the finished runs' report, nothing trained.
+  more = ml_collections.ConfigDict(config.to_dict())
+  more.ablation.seeds = (0, 1)
+  partial, log = _run_study(more, str(tmp_path / "partial"), report_only=True)
+  assert "reporting the 2 finished of 4 planned runs" in log and ": training " not in log
+  assert partial["results"] == result["results"]
+  assert "Partial study: 2 of the 4 planned runs" in "\n".join(partial["conclusion"])
+  assert not any(line.startswith("Partial") for line in result["conclusion"])
 
   # Another corpus (here: one utterance's text changed) is refused by the archive.
   archived = ablation.archive_lib.Archive(str(archive_dir))

@@ -326,9 +326,10 @@ def sync_archive(archive: archive_lib.Archive, config, specs: Sequence[RunSpec])
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str, publish: bool = False,
-              repo_root: str = REPO_ROOT) -> Optional[dict]:
+              repo_root: str = REPO_ROOT, report_only: bool = False) -> Optional[dict]:
   """Trains, evaluates and reports; returns the report, or None when stopped by SIGTERM.
-  `publish` also writes the markdown and plot under `repo_root`/docs."""
+  `publish` also writes the markdown and plot under `repo_root`/docs. `report_only` trains
+  nothing: it reports the runs finished so far (the report says how many of the planned ones)."""
   settings = settings_lib.check(config)
   config_check.validate_config(run_config(config, variants_lib.BASELINE, 0))  # before any run
   archive = archive_of(config, repo_root)
@@ -338,6 +339,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, publish: bool = F
   specs = plan(config, workdir)
   if archive is not None:
     sync_archive(archive, config, specs)
+  if report_only:
+    return _report_finished_runs(config, workdir, specs, archive, publish, repo_root)
   max_examples = int(settings.max_test_examples)
   conditions: Optional[List[conditions_lib.Condition]] = None
   skipped_reason = None
@@ -383,14 +386,28 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, publish: bool = F
       archive_run(archive, config, spec, conditions, skipped_reason)
     durations.append(done["train_seconds"] + done["eval_seconds"])
     jax.clear_caches()  # the next run builds another model: free this one's executables
-  if conditions is None and archive is not None:
-    # every run was done already; when the archive knows what they were scored on, the report
-    # needs neither the corpus nor the models
-    conditions = archived_conditions(archive)
-    skipped_reason = archive.skipped_reason()
-  if conditions is None:  # every run was done already: the same conditions, found again
-    conditions, skipped_reason = conditions_lib.build(specs[0].config, workdir,
-                                                      tuple(settings.semitones), max_examples, say)
+  if conditions is None:  # every run was done already
+    return _report_finished_runs(config, workdir, specs, archive, publish, repo_root)
+  return write_report(config, workdir, specs, conditions, skipped_reason, publish, repo_root)
+
+
+def _report_finished_runs(config, workdir: str, specs: Sequence[RunSpec],
+                          archive: Optional[archive_lib.Archive], publish: bool,
+                          repo_root: str) -> dict:
+  """The report of the runs finished so far, without training or evaluating anything."""
+  finished = [s for s in specs if os.path.isfile(os.path.join(s.workdir, DONE))]
+  if not finished:
+    raise UserError(f"no run of the study in {workdir} has finished yet, so there is nothing to "
+                    "report: run the study without --report_only first")
+  say(f"reporting the {len(finished)} finished of {len(specs)} planned runs")
+  # When the archive knows what the runs were scored on, the report needs neither the corpus
+  # nor the models.
+  conditions = archived_conditions(archive) if archive is not None else None
+  skipped_reason = archive.skipped_reason() if archive is not None else None
+  if conditions is None:  # the same conditions the finished runs were scored on, found again
+    conditions, skipped_reason = conditions_lib.build(
+        specs[0].config, workdir, tuple(config.ablation.semitones),
+        int(config.ablation.max_test_examples), say)
   return write_report(config, workdir, specs, conditions, skipped_reason, publish, repo_root)
 
 
@@ -486,6 +503,8 @@ def _define_flags() -> dict:
       "workdir": flags.DEFINE_string("workdir", None, "Study directory."),
       "publish": flags.DEFINE_bool("publish", False, "Also copy ablation.md to docs/ablation.md "
                                    "(and the plot to docs/images/)."),
+      "report_only": flags.DEFINE_bool("report_only", False, "Train nothing: report the runs "
+                                       "finished so far (with --publish, into docs/ too)."),
       "debug": flags.DEFINE_bool("debug", False, "Show the traceback of user errors too."),
   }
 
@@ -497,7 +516,7 @@ def main(argv, holders: dict) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax/tfds info logs drown the progress lines
   try:
     run_study(holders["config"].value, holders["workdir"].value,
-              publish=holders["publish"].value)
+              publish=holders["publish"].value, report_only=holders["report_only"].value)
   except errors.UserError as e:
     if holders["debug"].value or errors.debug_requested([]):
       raise

@@ -295,6 +295,16 @@ def conclusion(report: Mapping[str, Any]) -> List[str]:
         if len(better) + len(worse) < len(test):
           parts.append("every other variant shows no measurable difference")
         lines.append(f"Supported ({label}): " + "; ".join(parts) + ".")
+      base_wer = report["results"][decoder]["test"].get(baseline, {}).get("wer", {}).get("mean")
+      if base_wer is not None and base_wer >= 1.0:
+        lines.append(f"Caution ({label}): {baseline}'s test WER is {100 * base_wer:.1f} %, at or "
+                     "above 100 %: its hypotheses hold more errors than the references have "
+                     "words, so differences here measure how much a variant inserts rather than "
+                     "how well it transcribes.")
+  planned = len(settings.get("variants", ())) * len(settings.get("seeds", ()))
+  if report.get("runs") is not None and 0 < len(report["runs"]) < planned:
+    lines.append(f"Partial study: {len(report['runs'])} of the {planned} planned runs (variants x "
+                 "seeds) are in this report; its verdicts can change as the others arrive.")
   if fewest_seeds == 1:
     lines.append("With one seed the intervals cover only which test utterances were drawn, not "
                  "training noise.")
