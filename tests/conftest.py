@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # Many tests (and the trainers they start as subprocesses, which inherit the environment) compile
 # the same tiny-model programs; a persistent cache shared by the whole session compiles each once.
+# Under pytest-xdist the controller loads this file first, so its workers inherit the one cache.
 # Programs are keyed by their HLO, so a hit is the executable a fresh compile would give. Set
 # JAX_COMPILATION_CACHE_DIR yourself to keep the cache across sessions.
 _SESSION_CACHE = None
