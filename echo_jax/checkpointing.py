@@ -123,10 +123,25 @@ def _remove_unfinished_saves(directory: str) -> None:
       child.rmtree()
 
 
+def _save_replicated_arrays_from_one_replica() -> None:
+  """On CPU, orbax saves each replicated array from one replica instead of in slices.
+
+  orbax's default ("replica-parallel") splits a replicated array into one slice per replica so
+  that several accelerators share the device-to-host copies. CPU devices are one host memory:
+  the slices only add a jitted slice per array, device and shape (4 saves of the tiny model on
+  8 CPU devices: ~5,800 slice dispatches, 15 s of a 48 s run). Accelerators keep the default.
+  Restoring does not depend on how a checkpoint was chunked.
+  """
+  if jax.default_backend() == "cpu":
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 class Checkpointer:
   """orbax CheckpointManager for a training run's `<workdir>/checkpoints`."""
 
   def __init__(self, directory: str, keep_last: int, keep_best: int, async_save: bool = True):
+    _save_replicated_arrays_from_one_replica()
     policies = [checkpoint_managers.LatestN(n=max(int(keep_last), 1))]
     if int(keep_best) > 0:
       policies.append(checkpoint_managers.BestN(

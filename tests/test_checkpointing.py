@@ -57,6 +57,31 @@ def test_round_trip_and_retention(tmp_path):
     checkpointing.restore_params(str(tmp_path / "empty"), like_params)
 
 
+def test_replicated_arrays_on_cpu_are_written_whole_from_one_replica(tmp_path):
+  """On CPU devices a replicated array is saved as one chunk of its full shape (orbax's
+  replica-parallel default would cut it into one slice per device, a jitted slice each)."""
+  import orbax.checkpoint as ocp
+
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 8
+  params = {"kernel": jnp.arange(64 * 24, dtype=jnp.float32).reshape(64, 24)}
+  train = {"mu": jnp.linspace(-1.0, 1.0, 8 * 40, dtype=jnp.float32).reshape(8, 40)}
+  params, train = _placed(params, mesh), _placed(train, mesh)
+  ckpt = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), keep_last=1, keep_best=0)
+  ckpt.save(1, params, train, {"position": 1})
+  ckpt.wait()
+  ckpt.close()
+  for item, tree in (("params", params), ("train", train)):
+    path = str(tmp_path / "checkpoints" / "1" / item)
+    with ocp.StandardCheckpointer() as reader:
+      metadata = reader.metadata(path).item_metadata
+      restored = reader.restore(path)
+    for saved, got, want in zip(jax.tree.leaves(metadata), jax.tree.leaves(restored),
+                                jax.tree.leaves(tree)):
+      assert saved.storage.chunk_shape == want.shape
+      np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_sigterm_sets_the_stop_flag_and_handler_is_restored():
   before = signal.getsignal(signal.SIGTERM)
   watcher = checkpointing.PreemptionWatcher()

@@ -38,7 +38,8 @@ def _launch(repo_root, processes, devices, workdir, config_file, cache_dir):
 def test_two_processes_equal_one_process_with_four_devices(repo_root, tiny_data_config,
                                                           tmp_path):
   config = tiny_data_config
-  config.data.bucket_batch_sizes = (4, 4, 4)  # global batches, 2 rows per process
+  config.data.bucket_frames = (1024,)  # one bucket: one train-step compile per process
+  config.data.bucket_batch_sizes = (4,)  # global batches, 2 rows per process
   config.train.num_steps = STEPS
   config.train.warmup_steps = 1
   config.train.log_every = 1

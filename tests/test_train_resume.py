@@ -34,9 +34,11 @@ def run_config(tiny_data_config):
 class _Run:
   """`python -m echo_jax.train` in a subprocess with the config written to a file."""
 
-  def __init__(self, repo_root, config_file, workdir, cache_dir, log_path):
+  def __init__(self, repo_root, config_file, workdir, log_path):
+    # No cache override: the trainers share the session's compilation cache (tests/conftest.py),
+    # so they load the train step the in-process reference compiled.
     command = [sys.executable, "-m", "echo_jax.train", "--config", str(config_file),
-               "--workdir", str(workdir), f"--config.train.compilation_cache_dir={cache_dir}"]
+               "--workdir", str(workdir)]
     self.log_path = log_path
     self.workdir = workdir
     self._log = open(log_path, "w", encoding="utf-8")
@@ -74,11 +76,10 @@ def test_sigterm_then_kill9_resume_equals_uninterrupted(repo_root, run_config, t
   config_file.write_text("import ml_collections\n\n\ndef get_config():\n"
                          f"  return ml_collections.ConfigDict({run_config.to_dict()!r})\n")
   workdir = tmp_path / "run"
-  cache = tmp_path / "compilation_cache"
   ckpt_dir = checkpointing.checkpoint_dir(str(workdir))
 
   # 1. SIGTERM: the run saves the step it is at and exits cleanly.
-  first = _Run(repo_root, config_file, workdir, cache, tmp_path / "first.log")
+  first = _Run(repo_root, config_file, workdir, tmp_path / "first.log")
   first.wait_for_step(4)
   first.proc.send_signal(signal.SIGTERM)
   assert first.finish() == 0, first.tail()
@@ -88,7 +89,7 @@ def test_sigterm_then_kill9_resume_equals_uninterrupted(repo_root, run_config, t
 
   # 2. Resume, then kill -9 mid-run.
   lines_before = len(metrics_records(workdir))
-  second = _Run(repo_root, config_file, workdir, cache, tmp_path / "second.log")
+  second = _Run(repo_root, config_file, workdir, tmp_path / "second.log")
   second.wait_for_step(stopped_at + 3)
   second.proc.kill()
   second.finish()
@@ -98,7 +99,7 @@ def test_sigterm_then_kill9_resume_equals_uninterrupted(repo_root, run_config, t
 
   # 3. Resume again and finish.
   lines_before = len(metrics_records(workdir))
-  third = _Run(repo_root, config_file, workdir, cache, tmp_path / "third.log")
+  third = _Run(repo_root, config_file, workdir, tmp_path / "third.log")
   assert third.finish() == 0, third.tail()
   restarted = [r["step"] for r in metrics_records(workdir)[lines_before:] if "train/loss" in r]
   # Lost at most the steps since the last checkpoint before the kill (every 3 steps; the newest
