@@ -68,7 +68,8 @@ procs = []
 for i in range(ntasks):
   env = dict(os.environ, SLURM_PROCID=str(i), SLURM_NTASKS=str(ntasks), SLURM_JOB_ID=job,
              SLURM_JOB_NODELIST=os.environ.get("SLURM_JOB_NODELIST", "localhost"),
-             JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+             JAX_PLATFORMS="cpu", XLA_FLAGS=("--xla_force_host_platform_device_count=2 "
+                                            "--xla_backend_optimization_level=0"))
   log = open(os.path.join(out_dir, f"srun-{job}-task{i}.log"), "a", encoding="utf-8")
   procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
 
@@ -152,7 +153,8 @@ elif verb == "ssh" and os.environ.get("LAUNCH_STUB_EXEC", "1") == "1":
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "TPU_", "LAUNCH_STUB_WORKER"))}
     env.update(HOME=home, PATH=os.environ["LAUNCH_STUB_WORKER_PATH"] + ":" + env["PATH"],
-               JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", XLA_FLAGS=("--xla_force_host_platform_device_count=2 "
+                                              "--xla_backend_optimization_level=0"),
                JAX_COORDINATOR_ADDRESS="localhost:" + port, SLURM_JOB_ID="4242",
                SLURM_STEP_NODELIST="localhost", SLURM_NTASKS=str(len(homes)),
                SLURM_PROCID=str(index), SLURM_LOCALID="0")
