@@ -10,7 +10,7 @@ from echo_jax import compile_for
 from echo_jax.config import check as config_check
 from echo_jax.config.check import ConfigError
 from echo_jax.data import pipeline
-from test_compile_for import _require_libtpu
+from test_compile_for import _require_libtpu, tpu_compile_at_O0
 
 
 def _config(name):
@@ -76,7 +76,8 @@ def test_base_config_train_step_compiles_for_a_v5e_4x4():
   # One layer each instead of four: the batch layout under test does not depend on depth, and the
   # compile time (minutes for the full model on a 2-core CPU) does.
   config.model.encoder_layers = config.model.decoder_layers = 1
-  report = compile_for.compile_steps(config, "v5e:4x4", steps=("train",))[0]
+  with tpu_compile_at_O0():
+    report = compile_for.compile_steps(config, "v5e:4x4", steps=("train",))[0]
   assert not report.error, report.error  # the global batch 8 of the old sizes was refused here
   assert (report.num_chips, report.global_batch, report.frames) == (16, 32, 2048)
   assert report.fits and report.total_bytes < report.hbm_bytes
