@@ -23,10 +23,12 @@ the corpus and features (~25 min, shared with the main job) and the 1,200 pitch-
 Finished runs are archived in docs/ablation/runs/ (experiments/archive.py): the study continues
 on any checkout where it stopped and `--publish` rebuilds docs/ablation.md from the archive.
 Result: docs/ablation.md (interim until the runs are complete: `--report_only --publish`).
-Archived so far (8 of 21 runs: seed 0 of each variant and fixed/seed1, AVX2 CPU; fixed/seed1:
-CTC CER 46.5 %, 47.2 / 47.9 / 50.0 / 51.5 % at the shifts, attention WER 120.3 %; the paired
-differences below use the seeds both runs have, so seed 0 until the others arrive): test-split CTC
-best path CER (seed 0) fixed 46.9 %,
+Archived so far (9 of 21 runs: seed 0 of each variant, fixed/seed1 and seed/seed1, AVX2 CPU;
+fixed/seed1: CTC CER 46.5 %, 47.2 / 47.9 / 50.0 / 51.5 % at the shifts, attention WER 120.3 %;
+seed/seed1: 45.8 %, 47.3 / 48.0 / 49.6 / 51.3 %, 118.5 %; seed - fixed over seeds 0 and 1: -0.5
+CER points (-1.2 to +0.2), no measurable difference. The other differences below use the seeds
+both runs have, so seed 0 until the others arrive): test-split CTC best path CER (seed 0) fixed
+46.9 %,
 seed 46.6 %, per_frame 46.8 %, pitch_bias 47.3 %, seed+pitch_bias 47.1 %, radius_f0 47.1 %,
 shuffled_f0 46.4 %; paired differences against fixed -0.2 (95 % interval -0.9 to +0.4), -0.0 (-0.7
 to +0.6), +0.4 (-0.3 to +1.1), +0.2 (-0.5 to +0.8), +0.2 (-0.5 to +0.9) and -0.5 (-1.1 to +0.1)
