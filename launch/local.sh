@@ -5,7 +5,8 @@
 #   launch/local.sh P D --config configs/tiny.py --workdir runs/local [--config.x=y ...]
 #
 # Process 0 prints to the console; process i>0 logs to <workdir>/process_<i>.log.
-# Env: PORT (coordinator port; default: a free one), PYTHON (default .venv/bin/python).
+# Env: PORT (coordinator port; default: a free one), PYTHON (default .venv/bin/python),
+# XLA_FLAGS (kept; each process's device count is appended, so it wins over one given there).
 # SIGTERM and SIGINT (Ctrl-C) reach every process as SIGTERM: they save a checkpoint and exit.
 # (SIGINT itself would not do: background children of a script start with SIGINT ignored.)
 set -euo pipefail
@@ -37,6 +38,9 @@ mkdir -p "$WORKDIR"
 
 PORT=${PORT:-$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 
+# XLA reads its flags in order and the last of a repeated flag wins.
+XLA_FLAGS_PER_PROCESS="${XLA_FLAGS:+$XLA_FLAGS }--xla_force_host_platform_device_count=$DEVICES"
+
 pids=()
 forward() {
   for pid in "${pids[@]}"; do kill -s "$1" "$pid" 2>/dev/null || true; done
@@ -51,10 +55,10 @@ for ((i = 0; i < NUM_PROCESSES; i++)); do
         --config.distributed.num_processes="$NUM_PROCESSES"
         --config.distributed.process_id="$i")
   if [ "$i" -eq 0 ]; then
-    JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=$DEVICES" \
+    JAX_PLATFORMS=cpu XLA_FLAGS="$XLA_FLAGS_PER_PROCESS" \
       "$PYTHON" -m echo_jax.train "${args[@]}" &
   else
-    JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=$DEVICES" \
+    JAX_PLATFORMS=cpu XLA_FLAGS="$XLA_FLAGS_PER_PROCESS" \
       "$PYTHON" -m echo_jax.train "${args[@]}" > "$WORKDIR/process_$i.log" 2>&1 &
   fi
   pids+=($!)

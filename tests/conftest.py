@@ -5,10 +5,10 @@ import os
 import shutil
 import tempfile
 
-# LLVM optimisation level 0: most tests compile far more than they run (tiny models), and
-# compiling at O0 is ~1.5x faster with the same HLO, the same fusions and the same values.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                                   "--xla_backend_optimization_level=0")
+import xla_flags  # tests/ is on sys.path (this file's folder)
+
+# Compile-speed flags (tests/xla_flags.py): most tests compile far more than they run.
+os.environ.setdefault("XLA_FLAGS", xla_flags.cpu_devices(8))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # Many tests (and the trainers they start as subprocesses, which inherit the environment) compile

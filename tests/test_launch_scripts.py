@@ -6,7 +6,8 @@ line per call in calls.jsonl) and then does what the real command would do, on t
 - `srun` starts its command as 2 tasks (SLURM_PROCID 0 and 1, 2 CPU devices each; the processes
   join over gloo) and forwards SIGTERM to them; `scontrol show hostnames` prints `localhost`.
   A SLURM job of launch/slurm.sbatch trains, is preempted (SIGTERM to the batch shell, as
-  `--signal=B:TERM` does), saves, exits 0, and resumes to the losses of an uninterrupted job.
+  `--signal=B:TERM` does), saves, exits 0, and resumes to the losses of an uninterrupted job,
+  which are those of one process with 4 CPU devices (launch/local.sh 1 4).
 - `gcloud compute tpus tpu-vm scp/ssh --worker=all` copy into / run in 2 worker home folders.
   Each worker gets what the pod would give it: its own HOME, no TPU_WORKER_HOSTNAMES, and the
   variables JAX's cluster auto-detection reads (SLURM-style process count and id, plus
@@ -32,6 +33,7 @@ import pytest
 
 from echo_jax import checkpointing
 from run_logs import metrics_records, train_losses
+import xla_flags
 
 STEPS = 8
 CHECKPOINT_EVERY = 2
@@ -68,8 +70,7 @@ procs = []
 for i in range(ntasks):
   env = dict(os.environ, SLURM_PROCID=str(i), SLURM_NTASKS=str(ntasks), SLURM_JOB_ID=job,
              SLURM_JOB_NODELIST=os.environ.get("SLURM_JOB_NODELIST", "localhost"),
-             JAX_PLATFORMS="cpu", XLA_FLAGS=("--xla_force_host_platform_device_count=2 "
-                                            "--xla_backend_optimization_level=0"))
+             JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ["LAUNCH_STUB_XLA_FLAGS"])
   log = open(os.path.join(out_dir, f"srun-{job}-task{i}.log"), "a", encoding="utf-8")
   procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
 
@@ -153,8 +154,7 @@ elif verb == "ssh" and os.environ.get("LAUNCH_STUB_EXEC", "1") == "1":
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "TPU_", "LAUNCH_STUB_WORKER"))}
     env.update(HOME=home, PATH=os.environ["LAUNCH_STUB_WORKER_PATH"] + ":" + env["PATH"],
-               JAX_PLATFORMS="cpu", XLA_FLAGS=("--xla_force_host_platform_device_count=2 "
-                                              "--xla_backend_optimization_level=0"),
+               JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ["LAUNCH_STUB_XLA_FLAGS"],
                JAX_COORDINATOR_ADDRESS="localhost:" + port, SLURM_JOB_ID="4242",
                SLURM_STEP_NODELIST="localhost", SLURM_NTASKS=str(len(homes)),
                SLURM_PROCID=str(index), SLURM_LOCALID="0")
@@ -228,7 +228,8 @@ class Stubs:
         PATH=f"{self.bin}:{env['PATH']}", LAUNCH_STUB_CALLS=str(self.calls_file),
         LAUNCH_STUB_WORKERS=":".join(str(h) for h in self.workers),
         LAUNCH_STUB_WORKER_PATH=str(self.worker_bin), LAUNCH_STUB_BASH=shutil.which("bash"),
-        LAUNCH_STUB_PYTHON=sys.executable, TMPDIR=str(self.root))
+        LAUNCH_STUB_PYTHON=sys.executable, LAUNCH_STUB_XLA_FLAGS=xla_flags.cpu_devices(2),
+        TMPDIR=str(self.root))
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -430,6 +431,28 @@ def test_slurm_sigterm_saves_exits_0_and_the_requeued_job_resumes_to_the_same_lo
   assert sruns[0]["args"][0] == "--kill-on-bad-exit=1"
   assert all(c["cwd"] == str(repo_root) for c in sruns)  # SLURM_SUBMIT_DIR
   assert [c["args"] for c in stubs.calls("scontrol")] == [["show", "hostnames", "gpu[001-002]"]] * 2
+
+
+def test_the_two_process_job_trains_exactly_like_one_process_with_four_devices(
+    repo_root, launch_setup, reference, tmp_path):
+  # launch/local.sh with one process of 4 CPU devices; the reference job had 2 processes of 2
+  # devices joined by jax.distributed (gloo). Same global batches, the same 4-way reduction:
+  # only the all-reduce transport differs.
+  workdir = tmp_path / "single"
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORDINATOR"))}
+  env.update(PYTHON=sys.executable, XLA_FLAGS=xla_flags.FAST_COMPILE)  # local.sh adds 4 devices
+  result = subprocess.run(
+      ["bash", str(repo_root / "launch" / "local.sh"), "1", "4", "--config",
+       str(launch_setup["config_file"]), "--workdir", str(workdir),
+       f"--config.train.compilation_cache_dir={launch_setup['cache']}"],
+      cwd=repo_root, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  single = train_losses(workdir)
+  _assert_close(single, reference["losses"])
+  assert single[STEPS] < single[1]
+  with open(workdir / "checkpoints" / str(STEPS) / "pipeline" / "metadata",
+            encoding="utf-8") as f:
+    assert json.load(f)["process_count"] == 1
 
 
 def test_slurm_job_fails_when_its_tasks_fail(repo_root, launch_setup, tmp_path):

@@ -2,7 +2,8 @@
 do: a signal sent to the launcher reaches every process, and when one process fails the launcher
 stops the others (they would block in collectives) and exits with that process's status.
 
-The real multi-process training behind the script is tested in test_multiprocess.py."""
+The real multi-process training behind the script is tested in test_launch_scripts.py (one
+process with 4 devices through this script against the 2-process SLURM job)."""
 
 import os
 import signal
@@ -42,7 +43,7 @@ def _launch(tmp_path, behaviour, processes=3):
   fake.write_text(FAKE_PYTHON)
   fake.chmod(0o755)
   env = {**os.environ, "PYTHON": str(fake), "PORT": "12345", "RECORD": str(record),
-         "FAKE_BEHAVIOUR": behaviour}
+         "FAKE_BEHAVIOUR": behaviour, "XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
   # A shell cannot trap a signal that was ignored when it started, and a test run started in the
   # background (as CI may) ignores SIGINT: give the launcher the default disposition, as a
   # terminal would.
@@ -78,7 +79,9 @@ def test_a_signal_to_the_launcher_reaches_every_process_as_sigterm(tmp_path, sig
     assert f"--config.distributed.process_id={i}" in args
     assert "--config.distributed.num_processes=3" in args
     assert "--config.distributed.coordinator_address=127.0.0.1:12345" in args
-    assert (record / f"xla_{i}").read_text().strip() == "--xla_force_host_platform_device_count=2"
+    # The caller's XLA flags are kept; the device count comes last, so it wins.
+    assert (record / f"xla_{i}").read_text().strip() == (
+        "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=2")
 
 
 def test_one_failing_process_stops_the_others_and_fails_the_launch(tmp_path):

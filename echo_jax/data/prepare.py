@@ -73,13 +73,14 @@ def ensure_corpus(config) -> str:
   settings rebuild it. An explicit data.corpus_dir that already has a manifest.jsonl is used as
   it is (never rebuilt over).
   """
-  # imports scipy and the TTS engines: spawned prepare workers re-import this module
-  from echo_jax.data.synth_corpus import build_corpus
-
   d = config.data
   out = corpus_dir(config)
   if d.corpus_dir and os.path.exists(os.path.join(out, "manifest.jsonl")):
     return out
+  # Imported here, past the early return: it pulls in scipy.signal and the TTS engines (~2 s),
+  # which neither a trainer on an existing corpus nor a spawned prepare worker needs.
+  from echo_jax.data.synth_corpus import build_corpus
+
   snr = float(d.synth_noise_snr_db)
   build_corpus(out, int(d.synth_num_utterances), seed=int(d.synth_seed),
                engines=tuple(d.synth_engines), sox_pitch=bool(d.synth_sox_pitch),
