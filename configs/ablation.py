@@ -17,16 +17,19 @@ Hardware: one 2-core x86-64 CPU (no accelerator), 24 GiB. Wall time, measured: o
 with AVX-512 training 12.7 min for 900 steps (seed/seed0, 765 s) and 2.3-2.5 min for the five
 evaluations (300 utterances each: greedy attention decoding, CTC best path, teacher forcing); on
 a 2-core AVX2-only CPU (AMD EPYC) ~1.4 s per step, ~21 min of training per run. Once per machine:
-the corpus and features (~25 min, shared with the main job) and the 1,200 pitch-shifted wavs
-(~4 min: one WORLD analysis per utterance for all shifts, 2 workers). So 7 variants x 3 seeds = ~5.3 h on the faster CPU. Fewer seeds:
+the corpus and features (~25 min, shared with the main job) and the 1,200 pitch-shifted wavs (~4
+min: one WORLD analysis per utterance for all shifts, 2 workers). So 7 variants x 3 seeds = ~5.3 h
+on the faster CPU. Fewer seeds:
 --config.ablation.seeds="(0,)".
 Finished runs are archived in docs/ablation/runs/ (experiments/archive.py): the study continues
 on any checkout where it stopped and `--publish` rebuilds docs/ablation.md from the archive.
 Result: docs/ablation.md (interim until the runs are complete: `--report_only --publish`).
-Archived so far (9 of 21 runs: seed 0 of each variant, fixed/seed1 and seed/seed1, AVX2 CPU;
-fixed/seed1: CTC CER 46.5 %, 47.2 / 47.9 / 50.0 / 51.5 % at the shifts, attention WER 120.3 %;
-seed/seed1: 45.8 %, 47.3 / 48.0 / 49.6 / 51.3 %, 118.5 %; seed - fixed over seeds 0 and 1: -0.5 CER
-points (-1.2 to +0.2), no measurable difference. The other differences below use the seeds both runs
+Archived so far (10 of 21 runs: seed 0 of each variant, seed 1 of fixed, seed and per_frame, AVX2
+CPU; fixed/seed1: CTC CER 46.5 %, 47.2 / 47.9 / 50.0 / 51.5 % at the shifts, attention WER 120.3 %;
+seed/seed1: 45.8 %, 47.3 / 48.0 / 49.6 / 51.3 %, 118.5 %; per_frame/seed1: 46.1 %, 47.1 / 47.7 /
+49.5 / 51.0 %, 126.5 %; over seeds 0 and 1 seed - fixed -0.5 CER points (-1.2 to +0.2) and
+per_frame - fixed -0.2 (-0.8 to +0.4), no measurable difference; per_frame's seed-0 attention-WER gain (-6.5
+points) is -0.2 (-9.7 to +8.6) over both seeds. The other differences below use the seeds both runs
 have, so seed 0 until the others arrive): test-split CTC best path CER (seed 0) fixed 46.9 %, seed
 46.6 %, per_frame 46.8 %, pitch_bias 47.3 %, seed+pitch_bias 47.1 %, radius_f0 47.1 %, shuffled_f0
 46.4 %; paired differences against fixed -0.2 (95 % interval -0.9 to +0.4), -0.0 (-0.7 to +0.6),
@@ -36,13 +39,12 @@ measurable difference. At -6 / -3 / +3 / +6 semitones fixed 47.9 / 48.0 / 50.0 /
 seed+pitch_bias 48.2 / 48.3 / 50.2 / 51.7 %, radius_f0 48.1 / 48.2 / 49.8 / 51.8 %, shuffled_f0 47.6
 / 47.6 / 49.4 / 51.0 % (no measurable difference at any shift). The attention decoder's WER is
 125-132 % (it still inserts at 900 steps), so its differences measure insertions, not recognition.
-Measured before the archive existed (11 of
-21 runs whose records were not kept; one or two seeds each, no verdict): test-split CTC best
-path CER, seed 0 / seed 1: fixed 46.4 / 46.4 %, seed 47.3 / 46.3 %, per_frame 46.8 / 46.6 %,
-pitch_bias 47.7 / 47.0 %, seed+pitch_bias 47.1 %, radius_f0 47.0 %, shuffled_f0 46.6 % (CTC
-WER 93-96 %; at 900 steps the attention decoder still inserts, WER 116-128 %, so CTC CER is the
-measure on which differences can show). At -6 / +6 semitones fixed/seed0 47.7 / 51.5 %,
-seed/seed0 47.9 / 51.3 %.
+Measured before the archive existed (11 of 21 runs whose records were not kept; one or two seeds
+each, no verdict): test-split CTC best path CER, seed 0 / seed 1: fixed 46.4 / 46.4 %, seed 47.3 /
+46.3 %, per_frame 46.8 / 46.6 %, pitch_bias 47.7 / 47.0 %, seed+pitch_bias 47.1 %, radius_f0 47.0 %,
+shuffled_f0 46.6 % (CTC WER 93-96 %; at 900 steps the attention decoder still inserts, WER 116-128
+%, so CTC CER is the measure on which differences can show). At -6 / +6 semitones fixed/seed0 47.7 /
+51.5 %, seed/seed0 47.9 / 51.3 %.
 """
 
 import os
