@@ -15,6 +15,7 @@ Exit status: 0 when every train step fits, 1 when one does not (or fails to comp
 input or a missing libtpu.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -52,6 +53,29 @@ def find_libtpu() -> Optional[str]:
   return next((c for c in candidates if c and os.path.isfile(c)), None)
 
 
+def flags_for_libtpu(xla_flags: str) -> str:
+  """XLA_FLAGS without the CPU backend's own flags (--xla_cpu_*)."""
+  return " ".join(flag for flag in xla_flags.split() if not flag.startswith("--xla_cpu_"))
+
+
+@contextlib.contextmanager
+def libtpu_xla_flags():
+  """XLA_FLAGS as flags_for_libtpu gives them, for as long as libtpu may read them.
+
+  libtpu parses XLA_FLAGS on first use (loading a topology, a first compile) and aborts the whole
+  process on a flag it does not know, which the CPU-only ones are. This process's CPU backend
+  read them when it started, so they stay in force for it.
+  """
+  saved = os.environ.get("XLA_FLAGS")
+  if saved is not None:
+    os.environ["XLA_FLAGS"] = flags_for_libtpu(saved)
+  try:
+    yield
+  finally:
+    if saved is not None:
+      os.environ["XLA_FLAGS"] = saved
+
+
 def topology_devices(topology: str):
   """(TpuChip, devices) of a TPU slice such as 'v5e:4x4', described by libtpu on this machine."""
   topology = tpu_chips.topology_name(topology)
@@ -77,8 +101,9 @@ def topology_devices(topology: str):
   try:
     # v4 and v5p chips are one "megacore" device each, as JAX sees them on a real slice.
     options = {"chip_config_name": "megacore"} if chip.megacore else {}
-    devices = topologies.get_topology_desc(topology_name=topology, platform="tpu",
-                                           **options).devices
+    with libtpu_xla_flags():
+      devices = topologies.get_topology_desc(topology_name=topology, platform="tpu",
+                                             **options).devices
   finally:
     for key, value in saved.items():
       if value is None:
@@ -175,7 +200,8 @@ _OOM = re.compile(r"RESOURCE_EXHAUSTED|[Rr]an out of memory|exceeds? .*memory", 
 def _compile_into(report: StepReport, jitted, *args) -> StepReport:
   started = time.perf_counter()
   try:
-    compiled = jitted.lower(*args).compile()
+    with libtpu_xla_flags():
+      compiled = jitted.lower(*args).compile()
   except Exception as e:  # XLA reports out-of-HBM as a compile error; keep the others too
     message = str(e).strip().splitlines()
     text = " ".join(message[:3])[:400]

@@ -3,6 +3,7 @@ launch/setup.sh) and for the 8 CPU test devices; memory numbers against the byte
 
 import contextlib
 import importlib
+import os
 import platform
 
 import jax
@@ -130,6 +131,14 @@ def test_bad_batch_is_reported_not_compiled():
   assert not report.fits and report.argument_bytes == 0
 
 
+def test_libtpu_is_loaded_without_the_cpu_backends_flags():
+  flags = ("--xla_force_host_platform_device_count=8 --xla_cpu_use_fusion_emitters=false "
+           "--xla_backend_optimization_level=0 --xla_cpu_enable_fast_math=false")
+  assert compile_for.flags_for_libtpu(flags) == (
+      "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+  assert compile_for.flags_for_libtpu("") == ""
+
+
 def test_missing_libtpu_error_says_how_to_install(monkeypatch):
   monkeypatch.setattr(compile_for, "find_libtpu", lambda: None)
   with pytest.raises(compile_for.LibtpuMissing, match="launch/install_libtpu.sh"):
@@ -162,6 +171,8 @@ def _require_libtpu():
 @pytest.fixture(scope="module")
 def tpu_train_report():
   _require_libtpu()
+  # The tests' XLA_FLAGS hold a CPU-only flag (tests/xla_flags.py) that libtpu would abort on.
+  assert "--xla_cpu_" in os.environ["XLA_FLAGS"]
   config = importlib.import_module("configs.default").get_config()
   with tpu_compile_at_O0():
     return config, compile_for.compile_steps(config, "v5e:2x2", steps=("train",))[0]
