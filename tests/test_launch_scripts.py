@@ -439,8 +439,8 @@ def test_the_two_process_job_trains_exactly_like_one_process_with_four_devices(
   # devices joined by jax.distributed (gloo). Same global batches, the same 4-way reduction:
   # only the all-reduce transport differs.
   workdir = tmp_path / "single"
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORDINATOR"))}
-  env.update(PYTHON=sys.executable, XLA_FLAGS=xla_flags.FAST_COMPILE)  # local.sh adds 4 devices
+  # No cluster variables leak in; local.sh appends the 4-device count to these flags.
+  env = Stubs(tmp_path).env(PYTHON=sys.executable, XLA_FLAGS=xla_flags.FAST_COMPILE)
   result = subprocess.run(
       ["bash", str(repo_root / "launch" / "local.sh"), "1", "4", "--config",
        str(launch_setup["config_file"]), "--workdir", str(workdir),

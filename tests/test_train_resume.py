@@ -57,6 +57,15 @@ class _Run:
       time.sleep(0.02)
     raise AssertionError(f"step {step} never logged (rc={self.proc.poll()}):\n{self.tail()}")
 
+  def wait_for_checkpoint(self, ckpt_dir, step, timeout=120):
+    """Until the step's checkpoint is complete (orbax renames its folder to the step last)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      if os.path.isdir(os.path.join(ckpt_dir, str(step))):
+        return
+      time.sleep(0.02)
+    raise AssertionError(f"checkpoint {step} never completed:\n{self.tail()}")
+
   def finish(self, timeout=300):
     rc = self.proc.wait(timeout=timeout)
     self._log.close()
@@ -82,9 +91,7 @@ def test_kill9_then_resume_then_sigterm_equals_uninterrupted(repo_root, run_conf
   # 1. kill -9 mid-run, once the first checkpoint (step 3; saves are asynchronous) is complete.
   first = _Run(repo_root, config_file, workdir, tmp_path / "first.log")
   first.wait_for_step(5)
-  deadline = time.monotonic() + 120
-  while not os.path.isdir(os.path.join(ckpt_dir, "3")) and time.monotonic() < deadline:
-    time.sleep(0.02)
+  first.wait_for_checkpoint(ckpt_dir, 3)
   first.proc.kill()
   first.finish()
   killed_at = max(train_losses(workdir))
