@@ -18,6 +18,7 @@ from echo_jax.config import check as config_check
 from echo_jax.data import f0_source, pipeline
 from echo_jax.errors import UserError
 from echo_jax.experiments import ablation, report, settings, variants
+from echo_jax.experiments import archive as archive_lib
 
 # ------------------------------------------------------------------------------------------------
 # The placebo: data.f0_source = "shuffled".
@@ -420,3 +421,14 @@ def test_corpus_fingerprint_ignores_local_paths_and_order_but_not_content(tmp_pa
   assert fingerprint("b.jsonl", moved) == same
   assert fingerprint("c.jsonl", [dict(rows[0], text="three"), rows[1]]) != same
   assert ablation.archive_lib.corpus_fingerprint(str(tmp_path / "missing.jsonl")) == ""
+
+
+def test_a_field_added_after_a_study_began_matches_only_at_its_old_meaning():
+  """A study recorded before data.bucket_target_lengths existed continues with the field at ()
+  (every bucket pads to max_target_length, as before) and is refused with per-bucket lengths."""
+  recorded = {"data.max_target_length": 160, "train.num_steps": 900}
+  assert archive_lib.settings_changes(recorded, dict(recorded, **{
+      "data.bucket_target_lengths": []})) == ""
+  assert archive_lib.settings_changes(recorded, dict(recorded, **{
+      "data.bucket_target_lengths": [80, 128, 160]})) == (
+          "data.bucket_target_lengths: [] -> [80, 128, 160]")

@@ -181,3 +181,42 @@ def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
       float(sums["ctc_loss_sum"]),
       float(losses.ctc_sums(plain_ctc.logits, plain_ctc.valid, targets)["ctc_loss_sum"]),
       rtol=1e-4)
+
+
+def test_train_step_is_the_same_at_any_token_padding():
+  """Trimming the token padding (data.bucket_target_lengths) changes neither the joint loss
+  (smoothed CE + CTC) nor the update: pads are masked everywhere."""
+  config = importlib.import_module("configs.tiny").get_config()
+  config.model.vocab_size = 40
+  config.model.ctc_head = True
+  t = config.train
+  t.ctc_weight, t.label_smoothing = 0.3, 0.1
+  t.spec_augment.update(dict(freq_masks=1, freq_mask_bins=8, time_masks=1, time_mask_frames=20))
+  t.warmup_steps = 0  # the first step moves the parameters by the full learning rate
+  t.eps = 1e-3  # steps proportional to gradients: rounding-level ones stay rounding-level
+  model = building.build_model(config)
+  tx = optim.make_optimizer(t)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  state, shardings = train_setup.create_train_state(model, tx, config, mesh)
+  host_state = jax.device_get(state)
+  step = steps.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
+                               train_config=t)
+  batch = ragged_batch(config, 4, 256, 40, 3)
+  longest = int(np.max(np.sum(batch["decoder_target_tokens"] != 0, axis=1)))
+  assert batch["decoder_target_tokens"].shape[1] > longest + 8  # there is padding to trim
+  trimmed = dict(batch, decoder_input_tokens=batch["decoder_input_tokens"][:, :longest],
+                 decoder_target_tokens=batch["decoder_target_tokens"][:, :longest])
+  results = []
+  for b in (batch, trimmed):
+    new_state, step_metrics = step(jax.device_put(host_state, shardings),
+                                   sharding.global_batch(b, mesh))
+    results.append(jax.device_get((step_metrics, new_state.params)))
+  (padded_metrics, padded_params), (trimmed_metrics, trimmed_params) = results
+  moved = jax.tree_util.tree_map(lambda a, b: float(np.max(np.abs(a - b))), padded_params,
+                                 host_state.params)
+  assert max(jax.tree_util.tree_leaves(moved)) > 1e-4  # the comparison below is not vacuous
+  for key in ("loss", "ctc_loss", "num_tokens"):
+    np.testing.assert_allclose(float(trimmed_metrics[key]), float(padded_metrics[key]), rtol=1e-6,
+                               err_msg=key)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6),
+                         trimmed_params, padded_params)

@@ -230,3 +230,94 @@ def test_bucket_batch_sizes_must_split_over_hosts(tiny_prepared, tiny_data_confi
   tiny_data_config.data.bucket_batch_sizes = (4, 3, 2)
   with pytest.raises(ValueError, match="bucket_batch_sizes"):
     pipeline.make_train_iterator(tiny_data_config, tiny_prepared, 0, 2)
+
+
+def test_planning_frames_pick_the_first_bucket_that_fits_frames_and_tokens():
+  edges, lengths = (100, 200, 300), (10, 20, 30)
+  # (frames, tokens before BOS/EOS) -> bucket; 3 = past the last edge, never planned
+  cases = {(50, 5): 0, (50, 9): 0, (50, 10): 1, (150, 5): 1, (50, 25): 2, (250, 0): 2,
+           (50, 45): 2,  # longer than every bucket's length: the last bucket, cut there
+           (350, 5): 3}
+  frames = np.array([f for f, _ in cases])
+  tokens = np.array([t for _, t in cases])
+  planned = pipeline.planning_frames(frames, tokens, edges, lengths)
+  np.testing.assert_array_equal(pipeline.bucket_ids(planned, edges), list(cases.values()))
+  assert np.all(planned >= frames)  # only ever raised: every example still fits its bucket
+  np.testing.assert_array_equal(pipeline.planning_frames(frames, None, edges, lengths), frames)
+
+
+def _needed_tokens(config, prepared, split="train"):
+  """Each record's padded token length (ids + BOS/EOS) and frame bucket."""
+  _, frames = prepared.split_lengths(split)
+  tokens = prepared.split_token_counts(split)
+  return tokens + 1, pipeline.bucket_ids(frames, config.data.bucket_frames)
+
+
+def test_bucket_target_lengths_pad_each_bucket_to_its_own_length(tiny_prepared, tiny_data_config):
+  config = tiny_data_config
+  d = config.data
+  need, frame_bucket = _needed_tokens(config, tiny_prepared)
+  longest_first = int(need[frame_bucket == 0].max())
+  assert 3 < longest_first <= d.max_target_length  # a valid, non-decreasing setting below
+  # The first bucket is one token short of its longest transcript: that example moves up.
+  d.bucket_target_lengths = (longest_first - 1, d.max_target_length, d.max_target_length)
+  lengths = dict(zip(d.bucket_frames, d.bucket_target_lengths))
+  texts = {int(r["index"]): r["text"] for r in pipeline.iterate_examples(config, "train",
+                                                                            tiny_prepared)}
+  index, _ = tiny_prepared.split_lengths("train")
+  need_of = dict(zip(index.tolist(), need.tolist()))
+  tokenizer = tiny_prepared.load_tokenizer()
+  iterator = pipeline.make_train_iterator(config, tiny_prepared, 0, 1)
+  moved_up = set(index[(frame_bucket == 0) & (need == longest_first)].tolist())
+  seen = set()
+  for batch in take(iterator, 2 * iterator.per_epoch):
+    length = lengths[batch["mel"].shape[1]]
+    assert batch["decoder_target_tokens"].shape == batch["decoder_input_tokens"].shape == (
+        batch["mel"].shape[0], length)
+    for targets, example in zip(batch["decoder_target_tokens"], batch["example_index"]):
+      n = int(np.sum(targets != 0))
+      assert targets[n - 1] == pipeline.EOS_ID
+      if need_of[int(example)] > d.max_target_length:  # cut as without per-bucket lengths
+        assert length == n == d.max_target_length
+      else:  # never cut by a shorter bucket
+        assert n == need_of[int(example)]
+        assert tokenizer.decode(targets[:n - 1].tolist()) == texts[int(example)]
+      if int(example) in moved_up:
+        assert batch["mel"].shape[1] > d.bucket_frames[0]
+      seen.add(int(example))
+  assert moved_up & seen  # the moved example was trained on
+  evaluated = set()
+  for batch in pipeline.make_eval_batches(config, "train", prepared=tiny_prepared, max_examples=-1):
+    assert batch["decoder_target_tokens"].shape[1] == lengths[batch["mel"].shape[1]]
+    for targets, example in zip(batch["decoder_target_tokens"][batch["valid"]],
+                                batch["example_index"][batch["valid"]]):
+      assert int(np.sum(targets != 0)) == min(need_of[int(example)], d.max_target_length)
+      evaluated.add(int(example))
+  assert evaluated == set(index.tolist())
+
+
+def test_token_counts_of_an_older_build_are_read_once_and_stored(tiny_prepared, tmp_path):
+  import dataclasses
+  import shutil
+
+  from echo_jax.data.builders.speech import INDEX_FILE
+
+  copy_dir = tmp_path / "build"
+  shutil.copytree(tiny_prepared.builder_dir, copy_dir)
+  older = dataclasses.replace(tiny_prepared, builder_dir=str(copy_dir))
+  with open(copy_dir / INDEX_FILE) as f:
+    index = json.load(f)
+  for info in index["splits"].values():
+    del info["num_tokens"]  # as written before the index stored token counts
+  with open(copy_dir / INDEX_FILE, "w") as f:
+    json.dump(index, f)
+  counts = older.split_token_counts("train")
+  source = older.data_source("train")
+  records = older.read_records(source, "train", list(range(len(source))))
+  np.testing.assert_array_equal(counts, [len(r["tokens"]) for r in records])
+  np.testing.assert_array_equal(counts, tiny_prepared.split_token_counts("train"))
+  with open(copy_dir / INDEX_FILE) as f:
+    stored = json.load(f)["splits"]
+  assert stored["train"]["num_tokens"] == counts.tolist()
+  other = [split for split in stored if split != "train"]
+  assert other and all("num_tokens" not in stored[split] for split in other)  # read when needed

@@ -9,7 +9,7 @@ import numpy as np
 from echo_jax.benchmark.measure import CompileCounter
 from echo_jax.benchmark.shapes import full_batch
 from echo_jax.benchmark.train import train_state_and_step
-from echo_jax.data.pipeline import global_batch_sizes
+from echo_jax.data.pipeline import global_batch_sizes, target_lengths
 from echo_jax.parallel import sharding as sharding_lib
 
 
@@ -30,7 +30,7 @@ def bench_recompiles(config, steps: int = 50, small_model: bool = True) -> Dict[
     m.d_model, m.num_heads, m.encoder_layers, m.decoder_layers = 64, 2, 1, 1
   edges = [int(e) for e in config.data.bucket_frames]
   sizes = list(global_batch_sizes(config.data).buckets)
-  tokens = int(config.data.max_target_length)
+  lengths = target_lengths(config.data)
   mesh, _, state, step = train_state_and_step(config)
   rng = np.random.default_rng(1)
   plan = bucket_schedule(len(edges), steps)
@@ -38,8 +38,8 @@ def bench_recompiles(config, steps: int = 50, small_model: bool = True) -> Dict[
   for i, b in enumerate(plan):
     low = edges[b - 1] + 1 if b > 0 else max(edges[0] // 2, 1)
     num_frames = rng.integers(low, edges[b] + 1, sizes[b])
-    num_tokens = rng.integers(2, tokens + 1, sizes[b])
-    host = full_batch(config.model, sizes[b], edges[b], tokens, seed=i, num_frames=num_frames,
+    num_tokens = rng.integers(2, lengths[b] + 1, sizes[b])
+    host = full_batch(config.model, sizes[b], edges[b], lengths[b], seed=i, num_frames=num_frames,
                       num_tokens=num_tokens)
     host_batches.append(sharding_lib.split_host_batch(host)[0])
   per_step = []
@@ -52,6 +52,7 @@ def bench_recompiles(config, steps: int = 50, small_model: bool = True) -> Dict[
       per_step.append(this_step.count)
   warm = [c for i, c in enumerate(per_step) if plan[i] in set(plan[:i])]
   return {"steps": steps, "buckets": len(edges), "bucket_frames": edges,
+          "bucket_target_lengths": list(lengths),
           "bucket_batch_sizes": sizes,
           "compilations": total.count, "compile_seconds": total.seconds,
           "compilations_after_warmup": int(sum(warm)),

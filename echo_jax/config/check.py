@@ -64,6 +64,23 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
           f"give one {kind} batch size per bucket edge ({len(d.bucket_frames)} edges in "
           "data.bucket_frames)")
   _int_at_least("data.max_target_length", d.max_target_length, 3)
+  lengths = d.get("bucket_target_lengths", ())
+  if isinstance(lengths, str) or not isinstance(lengths, (tuple, list)):
+    _fail("data.bucket_target_lengths", lengths,
+          "use a tuple with one token length per bucket edge, or () for max_target_length")
+  if lengths:
+    _int_sequence("data.bucket_target_lengths", lengths)
+    if len(lengths) != len(d.bucket_frames):
+      _fail("data.bucket_target_lengths", lengths,
+            f"give one token length per bucket edge ({len(d.bucket_frames)} edges in "
+            "data.bucket_frames), or () for max_target_length in every bucket")
+    if list(lengths) != sorted(lengths) or min(lengths) < 3:
+      _fail("data.bucket_target_lengths", lengths,
+            "use non-decreasing lengths of at least 3 (BOS/EOS plus one token)")
+    if lengths[-1] != d.max_target_length:
+      _fail("data.bucket_target_lengths", lengths,
+            f"the last bucket's length must equal data.max_target_length={d.max_target_length} "
+            "(the cut-off for long transcripts); set both")
   _int_at_least("data.eval_batch_size", d.eval_batch_size, 1)
   _int_at_least("data.shuffle_buffer", d.shuffle_buffer, 1)
   _choice("data.f0_source", d.get("f0_source", "own"), F0_SOURCES)

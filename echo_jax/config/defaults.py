@@ -64,6 +64,11 @@ def default_data_config() -> ml_collections.ConfigDict:
   # (echo_jax.data.pipeline.global_batch_sizes) and a config runs on any slice size as written.
   d.batch_size_unit = "global"
   d.max_target_length = 128  # tokens incl. BOS/EOS
+  # Per-bucket token padding, one length per bucket edge (non-decreasing, the last equal to
+  # max_target_length): short utterances have short transcripts, and the decoder's cost grows
+  # with the padded length. An example goes to the first bucket that fits its frames and tokens.
+  # Empty: every bucket pads to max_target_length.
+  d.bucket_target_lengths = ()
   d.shuffle_buffer = 2048
   d.seed = 0
   d.prefetch = 2

@@ -27,7 +27,9 @@ identical arrays. With data.f0_source = "shuffled" (a placebo for the pitch abla
 
 Tokens: decoder_input_tokens = [BOS] + ids, decoder_target_tokens = ids + [EOS], padded with 0 to
 data.max_target_length; longer transcripts are cut to max_target_length - 1 ids and still end
-with EOS.
+with EOS. With data.bucket_target_lengths each bucket pads its tokens to its own length instead
+(short utterances have short transcripts; the decoder's cost scales with the padded length), and
+an example goes to the first bucket that fits both its frames and its tokens (`planning_frames`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,38 @@ from echo_jax.token_ids import BOS_ID, EOS_ID
 def bucket_ids(num_frames: np.ndarray, edges) -> np.ndarray:
   """Index of the smallest edge >= num_frames; len(edges) for examples longer than the last."""
   return np.searchsorted(np.asarray(edges, np.int64), np.asarray(num_frames, np.int64), side="left")
+
+
+def target_lengths(data) -> tuple[int, ...]:
+  """The token length each bucket pads to: data.bucket_target_lengths, or (by default, empty)
+  data.max_target_length for every bucket."""
+  lengths = tuple(int(n) for n in data.get("bucket_target_lengths", ()))
+  return lengths or (int(data.max_target_length),) * len(data.bucket_frames)
+
+
+def planning_frames(num_frames: np.ndarray, num_tokens: np.ndarray | None, edges,
+                    lengths) -> np.ndarray:
+  """num_frames raised so that `bucket_ids` picks the first bucket fitting both the frames and
+  the num_tokens + 1 padded tokens (BOS or EOS added) of each example; a transcript longer than
+  every bucket's length goes to the last bucket (cut there as at data.max_target_length).
+  Without token counts (every bucket pads to the same length) the frames alone decide."""
+  num_frames = np.asarray(num_frames, np.int64)
+  if num_tokens is None:
+    return num_frames.astype(np.int32)
+  token_bucket = np.minimum(
+      np.searchsorted(np.asarray(lengths, np.int64), np.asarray(num_tokens, np.int64) + 1,
+                      side="left"), len(lengths) - 1)
+  lowest_frames = np.concatenate([[0], np.asarray(edges, np.int64)[:-1] + 1])[token_bucket]
+  return np.maximum(num_frames, lowest_frames).astype(np.int32)
+
+
+def _split_planning_frames(config, prepared, split: str, num_frames: np.ndarray) -> np.ndarray:
+  """`planning_frames` of a split: token counts are read only when buckets pad differently."""
+  data = config.data
+  if not tuple(data.get("bucket_target_lengths", ())):
+    return np.asarray(num_frames, np.int32)
+  return planning_frames(num_frames, prepared.split_token_counts(split)[:len(num_frames)],
+                         [int(e) for e in data.bucket_frames], target_lengths(data))
 
 
 BATCH_SIZE_UNITS = ("global", "per_device")
@@ -238,9 +272,10 @@ class _Assembler:
              "num_samples": np.int32}
     return [table[k] for k in self.keys()]
 
-  def assemble(self, positions: np.ndarray, edge: int, filler: int | None = None
-               ) -> dict[str, np.ndarray]:
-    """Batch of the records at `positions` padded to `edge` frames.
+  def assemble(self, positions: np.ndarray, edge: int, filler: int | None = None,
+               target_length: int | None = None) -> dict[str, np.ndarray]:
+    """Batch of the records at `positions` padded to `edge` frames and `target_length` tokens
+    (default data.max_target_length).
 
     A position -1 is a padding row: a copy of record `filler` (default: the first real row) with
     valid=False and example_index=-1, so every row stays finite through the model.
@@ -256,12 +291,13 @@ class _Assembler:
     records = self.prepared.read_records(self.source, self.split, to_read)
     by_position = dict(zip(to_read, records))
     hop = self.params.hop_length
+    length = int(target_length or self.max_length)
     batch = {
         "mel": np.zeros([rows, edge, self.params.n_mels], np.float32),
         "f0": np.zeros([rows, edge], np.float32),
         "num_frames": np.zeros([rows], np.int32),
-        "decoder_input_tokens": np.zeros([rows, self.max_length], np.int32),
-        "decoder_target_tokens": np.zeros([rows, self.max_length], np.int32),
+        "decoder_input_tokens": np.zeros([rows, length], np.int32),
+        "decoder_target_tokens": np.zeros([rows, length], np.int32),
         "example_index": np.full([rows], -1, np.int64),
         "valid": np.zeros([rows], np.bool_),
     }
@@ -287,7 +323,7 @@ class _Assembler:
       batch["f0"][row, :frames] = f0
       batch["num_frames"][row] = frames
       batch["decoder_input_tokens"][row], batch["decoder_target_tokens"][row] = target_tokens(
-          record["tokens"], self.max_length)
+          record["tokens"], length)
       batch["example_index"][row] = int(record["index"]) if valid else -1
       batch["valid"][row] = valid
       if self.with_waveform:
@@ -412,6 +448,8 @@ class TrainIterator:
                    "data.train_max_f0_hz=%s and are left out", int(np.sum(~selected)),
                    len(selected), data.train_max_f0_hz)
       self.num_frames = np.where(selected, self.num_frames, self.edges[-1] + 1).astype(np.int32)
+    self.target_lengths = target_lengths(data)
+    self.num_frames = _split_planning_frames(config, prepared, split, self.num_frames)
     self.num_dropped = too_long
     if too_long:
       logging.warning("train: %d of %d examples are longer than the last bucket edge %d frames and "
@@ -423,9 +461,11 @@ class TrainIterator:
           f"train split has {len(self.num_frames)} usable examples, too few for one global batch "
           f"of any bucket (sizes {self.global_sizes}, edges {self.edges}); lower "
           "data.bucket_batch_sizes or make more data")
-    self.fingerprint = hashlib.sha256(json.dumps(
-        [index.tolist(), self.num_frames.tolist(), self.edges, self.global_sizes, self.seed,
-         self.process_count]).encode()).hexdigest()[:16]
+    plan_inputs = [index.tolist(), self.num_frames.tolist(), self.edges, self.global_sizes,
+                   self.seed, self.process_count]
+    if tuple(data.get("bucket_target_lengths", ())):  # (runs without it keep their fingerprint)
+      plan_inputs.append(list(self.target_lengths))
+    self.fingerprint = hashlib.sha256(json.dumps(plan_inputs).encode()).hexdigest()[:16]
     self.position = 0
     if state is not None:
       self.position = int(state["position"])
@@ -450,7 +490,8 @@ class TrainIterator:
     epoch, k = divmod(int(position), self.per_epoch)
     bucket, positions = self._plan(epoch)[k]
     rows = host_rows(positions, self.process_index, self.process_count)
-    return self._assembler.assemble(rows, self.edges[bucket])
+    return self._assembler.assemble(rows, self.edges[bucket],
+                                    target_length=self.target_lengths[bucket])
 
   def __iter__(self):
     return self
@@ -507,6 +548,8 @@ def make_eval_batches(config, split: str, process_index: int = 0, process_count:
   too_long = int(np.sum(bucket_ids(num_frames[selected], edges) == len(edges)))
   # Records outside the selection are placed past the last edge: eval_plan leaves them out.
   num_frames = np.where(selected, num_frames, edges[-1] + 1).astype(np.int32)
+  num_frames = _split_planning_frames(config, prepared, split, num_frames)
+  lengths = target_lengths(data)
   if too_long:
     logging.warning("eval %s: %d of %d examples are longer than the last bucket edge %d frames and "
                     "are not evaluated", split, too_long, len(num_frames), edges[-1])
@@ -516,7 +559,8 @@ def make_eval_batches(config, split: str, process_index: int = 0, process_count:
   def batch_of(k: int):
     bucket, positions = plan[k]
     return assembler.assemble(host_rows(positions, process_index, process_count), edges[bucket],
-                              filler=positions[0])  # a host whose rows are all padding
+                              filler=positions[0],  # a host whose rows are all padding
+                              target_length=lengths[bucket])
 
   if not plan:
     return iter(())

@@ -177,7 +177,8 @@ class PreparedData:
         records = self.read_records(source, split, list(range(len(source))))
         splits[split] = {"index": [int(r["index"]) for r in records],
                          "num_frames": [int(r["num_frames"]) for r in records],
-                         "num_samples": [int(r["num_samples"]) for r in records]}
+                         "num_samples": [int(r["num_samples"]) for r in records],
+                         "num_tokens": [len(r["tokens"]) for r in records]}
       tmp = path + ".tmp"
       with open(tmp, "w") as f:
         json.dump({"splits": splits, "skipped": {}, "skip_counts": {}}, f)
@@ -192,6 +193,33 @@ class PreparedData:
                        f"(splits: {self.split_sizes}); see {self.report_path}")
     info = self.index()["splits"][split]
     return np.asarray(info["index"], np.int64), np.asarray(info["num_frames"], np.int32)
+
+
+  def split_token_counts(self, split: str) -> np.ndarray:
+    """num_tokens [N] int32 in record order: the transcript's ids before BOS/EOS (what
+    data.bucket_target_lengths buckets by). A build whose index predates them is read once and
+    its index file gains them."""
+    self.split_lengths(split)  # the same clear error for an empty split
+    path = os.path.join(self.builder_dir, _index_file())
+    index = self.index()
+    info = index["splits"][split]
+    if "num_tokens" not in info:
+      from tqdm.auto import tqdm
+
+      source = self.data_source(split)
+      counts = []
+      with tqdm(total=len(source), desc=f"token counts of {split} (stored once)", unit="utt",
+                dynamic_ncols=True) as bar:
+        for start in range(0, len(source), 256):
+          positions = list(range(start, min(start + 256, len(source))))
+          counts += [len(r["tokens"]) for r in self.read_records(source, split, positions)]
+          bar.update(len(positions))
+      info["num_tokens"] = counts
+      tmp = f"{path}.{os.getpid()}.tmp"  # readers (other hosts, other jobs) see old or new
+      with open(tmp, "w") as f:
+        json.dump(index, f)
+      os.replace(tmp, path)
+    return np.asarray(info["num_tokens"], np.int32)
 
 
 def _index_file() -> str:

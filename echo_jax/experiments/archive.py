@@ -38,6 +38,9 @@ SUMMARY = "summary.json"
 DROPPED_FIELDS = ("reference", "hypothesis", "detail", "chunks", "wer", "path", "audio_path")
 # Corpus manifest fields that are local to a machine, left out of the fingerprint.
 LOCAL_FIELDS = ("path", "audio_path", "wav", "file")
+# Config fields added after studies were recorded, each with the value that means what its
+# absence meant: a study recorded without the field matches a config holding that value.
+ADDED_FIELDS = {"data.bucket_target_lengths": []}
 
 
 def read_json(path: str) -> Optional[dict]:
@@ -64,8 +67,11 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 def settings_changes(before: Dict[str, Any], after: Dict[str, Any]) -> str:
   """"field: old -> new; ..." for the first five fields that differ ("" when none do)."""
-  changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-  return "; ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed[:5])
+  def value(settings, key):
+    return settings.get(key, ADDED_FIELDS.get(key))
+
+  changed = sorted(k for k in set(before) | set(after) if value(before, k) != value(after, k))
+  return "; ".join(f"{k}: {value(before, k)!r} -> {value(after, k)!r}" for k in changed[:5])
 
 
 def corpus_fingerprint(manifest_path: str) -> str:

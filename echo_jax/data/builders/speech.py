@@ -11,9 +11,9 @@ name is a hash of them, so different feature settings never share a directory an
 setting is found prepared. Features are computed in a pool of spawned processes, items in the
 order of their split's list; TFDS shuffling is disabled so record i is the i-th kept item.
 
-After a build, `<builder data_dir>/echo_index.json` holds per split the kept items' `index` and
-`num_frames` in record order (the pipeline's bucketing plan needs no pass over the data) and every
-skipped item with its reason.
+After a build, `<builder data_dir>/echo_index.json` holds per split the kept items' `index`,
+`num_frames`, `num_samples` and `num_tokens` in record order (the pipeline's bucketing plan needs
+no pass over the data) and every skipped item with its reason.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     args = ((item, params, cfg.tokenizer_path, cfg.store_features, store_waveform)
             for item in items)
     kept = self._stats["splits"].setdefault(
-        split, {"index": [], "num_frames": [], "num_samples": []})
+        split, {"index": [], "num_frames": [], "num_samples": [], "num_tokens": []})
     skipped = self._stats["skipped"].setdefault(split, [])
     bar = tqdm(total=total, desc=f"{self.name} {split}", unit="utt", dynamic_ncols=True)
     try:
@@ -201,6 +201,7 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         kept["index"].append(int(result.index))
         kept["num_frames"].append(int(result.example["num_frames"]))
         kept["num_samples"].append(int(result.example["num_samples"]))
+        kept["num_tokens"].append(len(result.example["tokens"]))
         self._stats["audio_seconds"] += result.seconds
         elapsed = max(time.perf_counter() - self._stats["started"], 1e-9)
         bar.set_postfix(audio_s_per_s=f"{self._stats['audio_seconds'] / elapsed:.1f}")
