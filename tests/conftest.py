@@ -11,6 +11,10 @@ import xla_flags  # tests/ is on sys.path (this file's folder)
 os.environ.setdefault("XLA_FLAGS", xla_flags.cpu_devices(8))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# `import tensorflow` (tf.data, in every trainer the tests start) also imports Keras 3 eagerly,
+# ~2.7 s of CPU per process of the ~10 s import; nothing here uses tf.keras. With this switch TF
+# looks for tf_keras instead, which is not installed, and skips that import.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # Many tests (and the trainers they start as subprocesses, which inherit the environment) compile
 # the same tiny-model programs; a persistent cache shared by the whole session compiles each once.
 # Under pytest-xdist the controller loads this file first, so its workers inherit the one cache.
