@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from echo_jax import checkpointing
-from run_logs import metrics_records, train_losses
+from run_logs import metrics_records, train_losses, wait_for_step
 import xla_flags
 
 STEPS = 8
@@ -316,15 +316,7 @@ class SlurmJob:
                  root / f"srun-{self.job_id}-task1.log")
 
   def wait_for_step(self, step):
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-      logged = train_losses(self.workdir)
-      if logged and max(logged) >= step:
-        return max(logged)
-      if self.proc.poll() is not None:
-        break
-      time.sleep(0.02)
-    raise AssertionError(f"step {step} never logged (rc={self.proc.poll()}):\n{self.tail()}")
+    return wait_for_step(self.workdir, self.proc, step, TIMEOUT, self.tail)
 
   def finish(self):
     try:

@@ -14,7 +14,7 @@ import pytest
 
 from echo_jax import checkpointing
 from echo_jax.training import trainer
-from run_logs import metrics_records, train_losses
+from run_logs import metrics_records, train_losses, wait_for_step
 
 STEPS = 16
 
@@ -47,15 +47,7 @@ class _Run:
                                  stderr=subprocess.STDOUT, env=dict(os.environ))
 
   def wait_for_step(self, step, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-      logged = train_losses(self.workdir)
-      if logged and max(logged) >= step:
-        return max(logged)
-      if self.proc.poll() is not None:
-        break
-      time.sleep(0.02)
-    raise AssertionError(f"step {step} never logged (rc={self.proc.poll()}):\n{self.tail()}")
+    return wait_for_step(self.workdir, self.proc, step, timeout, self.tail)
 
   def wait_for_checkpoint(self, ckpt_dir, step, timeout=120):
     """Until the step's checkpoint is complete (orbax renames its folder to the step last)."""
