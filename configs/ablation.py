@@ -33,8 +33,8 @@ attention WER 120.3 %; seed/seed1: 45.8 %, 47.3 / 48.0 / 49.6 / 51.3 %, 118.5 %;
 per_frame -0.2 (-0.8 to +0.4), pitch_bias +0.5 (-0.2 to +1.0): no measurable difference; the
 seed-0 attention-WER gains of per_frame (-6.5 points) and pitch_bias vanish with seed 1 (-0.2,
 -9.7 to +8.6, and -1.9, -8.2 to +3.9). Seed 0 alone (paired differences use the seeds both
-runs have): test-split CTC best path CER (seed 0) fixed 46.9 %, seed 46.6 %, per_frame 46.8 %, pitch_bias 47.3 %, seed+pitch_bias 47.1 %, radius_f0
-47.1 %, shuffled_f0 46.4 %; paired differences against fixed -0.2 (95 % interval -0.9 to +0.4), -0.0
+runs have): test-split CTC best path CER (seed 0) fixed 46.9 %, seed 46.6 %, per_frame
+46.8 %, pitch_bias 47.3 %, seed+pitch_bias 47.1 %, radius_f0 47.1 %, shuffled_f0 46.4 %; paired differences against fixed -0.2 (95 % interval -0.9 to +0.4), -0.0
 (-0.7 to +0.6), +0.4 (-0.3 to +1.1), +0.2 (-0.5 to +0.8), +0.2 (-0.5 to +0.9) and -0.5 (-1.1 to
 +0.1) points: no measurable difference. At -6 / -3 / +3 / +6 semitones fixed 47.9 / 48.0 / 50.0 /
 51.5 %, seed 47.5 / 47.6 / 49.5 / 51.2 %, per_frame 47.6 / 47.5 / 49.7 / 50.9 %, pitch_bias 48.2 /
