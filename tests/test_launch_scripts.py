@@ -36,7 +36,7 @@ from run_logs import metrics_records, train_losses, wait_for_step
 import xla_flags
 
 STEPS = 8
-CHECKPOINT_EVERY = 2
+CHECKPOINT_EVERY = 4  # one save while training goes on (async, both processes), one at the end
 TIMEOUT = 600
 
 # ------------------------------------------------------------------------------------------------

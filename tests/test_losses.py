@@ -138,9 +138,10 @@ def test_model_without_ctc_head_says_how_to_get_one():
     model.apply(variables, encoded, method=EchoModel.ctc)
 
 
-def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
-  """step loss == (1 - w) * smoothed CE / tokens + w * CTC / labels on the SpecAugmented batch,
-  from the step's RNG; the eval step sees the batch unmasked."""
+def _joint_loss_training():
+  """(config, model, one-device mesh, initial state, its shardings, train step) of the tiny model
+  with smoothed CE + CTC and SpecAugment. Both tests below build the same step, so the second
+  loads the first's compiled program from the session's compilation cache."""
   config = importlib.import_module("configs.tiny").get_config()
   config.model.vocab_size = 40
   config.model.ctc_head = True
@@ -148,13 +149,23 @@ def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
   t.ctc_weight, t.label_smoothing = 0.3, 0.1
   t.spec_augment.update(dict(freq_masks=2, freq_mask_bins=8, time_masks=2, time_mask_frames=30,
                              time_mask_max_fraction=0.2))
+  t.warmup_steps = 0  # the first step moves the parameters by the full learning rate
+  t.eps = 1e-3  # steps proportional to gradients: rounding-level ones stay rounding-level
   model = building.build_model(config)
   tx = optim.make_optimizer(t)
   mesh = sharding.make_mesh(jax.devices()[:1])
   state, shardings = train_setup.create_train_state(model, tx, config, mesh)
-  params, rng = jax.device_get(state.params), jax.device_get(state.rng)
   step = steps.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
                                train_config=t)
+  return config, model, mesh, state, shardings, step
+
+
+def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
+  """step loss == (1 - w) * smoothed CE / tokens + w * CTC / labels on the SpecAugmented batch,
+  from the step's RNG; the eval step sees the batch unmasked."""
+  config, model, mesh, state, shardings, step = _joint_loss_training()
+  t = config.train
+  params, rng = jax.device_get(state.params), jax.device_get(state.rng)
   batch = ragged_batch(config, 4, 256, 40, 0)
   _, step_metrics = step(state, sharding.global_batch(batch, mesh))
 
@@ -186,21 +197,8 @@ def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
 def test_train_step_is_the_same_at_any_token_padding():
   """Trimming the token padding (data.bucket_target_lengths) changes neither the joint loss
   (smoothed CE + CTC) nor the update: pads are masked everywhere."""
-  config = importlib.import_module("configs.tiny").get_config()
-  config.model.vocab_size = 40
-  config.model.ctc_head = True
-  t = config.train
-  t.ctc_weight, t.label_smoothing = 0.3, 0.1
-  t.spec_augment.update(dict(freq_masks=1, freq_mask_bins=8, time_masks=1, time_mask_frames=20))
-  t.warmup_steps = 0  # the first step moves the parameters by the full learning rate
-  t.eps = 1e-3  # steps proportional to gradients: rounding-level ones stay rounding-level
-  model = building.build_model(config)
-  tx = optim.make_optimizer(t)
-  mesh = sharding.make_mesh(jax.devices()[:1])
-  state, shardings = train_setup.create_train_state(model, tx, config, mesh)
+  config, _, mesh, state, shardings, step = _joint_loss_training()
   host_state = jax.device_get(state)
-  step = steps.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
-                               train_config=t)
   batch = ragged_batch(config, 4, 256, 40, 3)
   longest = int(np.max(np.sum(batch["decoder_target_tokens"] != 0, axis=1)))
   assert batch["decoder_target_tokens"].shape[1] > longest + 8  # there is padding to trim
