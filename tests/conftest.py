@@ -57,12 +57,21 @@ def _tiny_config():
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> str:
-  """A 20-utterance synthetic corpus over all engines (folder with manifest.jsonl + wavs)."""
+  """A 20-utterance synthetic corpus over all engines (folder with manifest.jsonl + wavs), read
+  only. Under pytest-xdist the workers of one run share it (their base temp folders have one
+  parent): the first synthesises it (~20 s) while holding a lock, the others find it complete."""
+  import fcntl
+
   from echo_jax.data.prepare import ensure_corpus
 
+  shared = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    shared = shared.parent
   config = _tiny_config()
-  config.data.corpus_dir = str(tmp_path_factory.mktemp("tiny_corpus"))
-  return ensure_corpus(config)
+  config.data.corpus_dir = str(shared / "tiny_corpus")
+  with open(shared / "tiny_corpus.lock", "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    return ensure_corpus(config)
 
 
 @pytest.fixture(scope="session")
