@@ -194,7 +194,6 @@ class PreparedData:
     info = self.index()["splits"][split]
     return np.asarray(info["index"], np.int64), np.asarray(info["num_frames"], np.int32)
 
-
   def split_token_counts(self, split: str) -> np.ndarray:
     """num_tokens [N] int32 in record order: the transcript's ids before BOS/EOS (what
     data.bucket_target_lengths buckets by). A build whose index predates them is read once and
