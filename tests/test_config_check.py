@@ -35,6 +35,10 @@ def test_shipped_configs_are_valid(name):
     ("train.b2", 1.0, "config.train.b2=1.0"),
     ("eval.split", "dev", "config.eval.split='dev'"),
     ("decode.max_length", 65, "config.decode.max_length=65"),
+    ("decode.lm_path", "auto", "the LM search decodes the CTC head's output"),
+    ("decode.lm_path", None, "use '' (no LM), 'auto' or the path of an ARPA file"),
+    ("decode.lm_beam_size", 0, "config.decode.lm_beam_size=0"),
+    ("decode.lm_weight", -1.0, "config.decode.lm_weight=-1.0"),
     ("distributed.process_id", 2, "config.distributed.process_id=2"),
     ("init_from", "/nonexistent/run", "config.init_from='/nonexistent/run' is invalid: no such path"),
 ])
@@ -45,6 +49,16 @@ def test_bad_field_is_named(field, value, expect):
   with pytest.raises(ConfigError) as err:
     config_check.validate_config(config)
   assert expect in str(err.value)
+
+
+def test_lm_search_needs_character_targets():
+  config = _config()
+  config.model.ctc_head = True
+  config.decode.lm_path = "auto"
+  config_check.validate_config(config)  # a CTC head and characters: fine
+  config.data.tokenizer = "sentencepiece"
+  with pytest.raises(ConfigError, match="spells words with characters"):
+    config_check.validate_config(config)
 
 
 def test_unresolved_vocab_is_accepted_but_a_tiny_one_is_not():

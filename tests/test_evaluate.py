@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from echo_jax import evaluate
+from echo_jax.inference import ctc_lexicon
+from echo_jax.lm import build as lm_build
 from random_runs import save_random_run
 
 
@@ -203,7 +205,8 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
                                                                     capsys):
   """A CTC-head run: evaluate's second hypothesis (padded bucket batches, jit) equals the best
   path computed here one utterance at a time (no padding) with argmax / merge / drop blanks in
-  numpy, and its CER is jiwer's on those texts."""
+  numpy, and its CER is jiwer's on those texts; with --lm the third (the word-LM lexicon search)
+  equals the search run here on each utterance's unpadded log posteriors, and its WER is jiwer's."""
   import jiwer
   import ml_collections
 
@@ -218,11 +221,16 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
   config.decode.max_length = 8
   workdir = str(tmp_path / "ctc_run")
   model, params = save_random_run(config, workdir, 2)
-  assert evaluate.main(["--workdir", workdir, "--split", "test", "--json"]) == 0
+  lm = lm_build.build(config, order=2, out=str(tmp_path / "words.arpa"), log=lambda _: None)
+  assert evaluate.main(["--workdir", workdir, "--split", "test", "--json", "--lm", lm,
+                        "--lm_weight", "0.5", "--lm_word_score", "5", "--lm_beam_size", "8"]) == 0
   summary = json.loads(capsys.readouterr().out)
   rows = {r["id"]: r for r in map(json.loads, open(os.path.join(
       workdir, "eval", "test_step2", "predictions.jsonl")))}
-  expected = {}
+  # An untrained model: the word bonus makes the search put words out.
+  search = ctc_lexicon.LexiconSearch.from_arpa(tokenizer, lm, lm_weight=0.5, word_score=5.0,
+                                               beam_size=8)
+  expected, expected_lm = {}, {}
   for record in pipeline.iterate_examples(config, "test"):
     frames = int(record["num_frames"])
     batch = {"mel": np.asarray(record["mel"], np.float32)[None, :frames],
@@ -235,10 +243,18 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
     merged = [int(t) for i, t in enumerate(path) if t != 0 and (i == 0 or t != path[i - 1])]
     key = record["id"].decode() if isinstance(record["id"], bytes) else str(record["id"])
     expected[key] = tokenizer.decode(merged)
+    log_probs = jax.nn.log_softmax(np.asarray(ctc.logits, np.float32)[0], axis=-1)
+    expected_lm[key] = search(np.asarray(log_probs)[np.asarray(ctc.valid)[0]])
   assert set(expected) == set(rows) and expected
   for key, text in expected.items():
     assert rows[key]["ctc_hypothesis"] == text, key
+    assert rows[key]["ctc_lm_hypothesis"] == expected_lm[key], key
+  assert any(expected_lm.values())  # the search put words out, so the equality says something
   refs = [normalise_transcript(rows[k]["reference"]) for k in sorted(rows)]
   hyps = [normalise_transcript(expected[k]) for k in sorted(rows)]
   assert summary["ctc_greedy"]["examples"] == len(rows)
   assert summary["ctc_greedy"]["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+  lm_hyps = [normalise_transcript(expected_lm[k]) for k in sorted(rows)]
+  assert summary["ctc_greedy"]["lm"]["wer"] == pytest.approx(jiwer.wer(refs, lm_hyps))
+  assert summary["ctc_greedy"]["lm"]["lm_weight"] == 0.5
+  assert summary["ctc_greedy"]["lm"]["path"] == lm

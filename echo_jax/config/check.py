@@ -154,6 +154,23 @@ def _validate_eval(config: ml_collections.ConfigDict) -> None:
     _fail("decode.max_length", dec.max_length,
           f"it must be <= config.model.text_ctx={config.model.text_ctx}")
   _int_at_least("decode.beam_size", dec.beam_size, 1)
+  _validate_lm(config)
+
+
+def _validate_lm(config: ml_collections.ConfigDict) -> None:
+  dec = config.decode
+  if not isinstance(dec.lm_path, str):
+    _fail("decode.lm_path", dec.lm_path, "use '' (no LM), 'auto' or the path of an ARPA file")
+  if dec.lm_path:
+    if not config.model.get("ctc_head", False):
+      _fail("decode.lm_path", dec.lm_path, "the LM search decodes the CTC head's output: set "
+            "config.model.ctc_head=True, or decode.lm_path=''")
+    if config.data.tokenizer != "char":
+      _fail("decode.lm_path", dec.lm_path, "the LM search spells words with characters: set "
+            "config.data.tokenizer='char', or decode.lm_path=''")
+  _number_in("decode.lm_weight", dec.lm_weight, 0.0, 100.0)
+  _number_in("decode.lm_word_score", dec.lm_word_score, -100.0, 100.0)
+  _int_at_least("decode.lm_beam_size", dec.lm_beam_size, 1)
 
 
 def _validate_distributed(config: ml_collections.ConfigDict) -> None:

@@ -125,6 +125,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.decode.max_length = 128
   c.decode.chunk_seconds = 15.0
   c.decode.chunk_overlap_seconds = 2.0
+  # CTC lexicon search with a word n-gram LM (evaluate's third hypothesis; needs a CTC head and
+  # character targets): "" none, "auto" the corpus LM (echo_jax.lm.build), or an ARPA file.
+  c.decode.lm_path = ""
+  c.decode.lm_weight = 1.0  # multiplies the LM's log10 probability per word
+  c.decode.lm_word_score = 0.0  # added per word
+  c.decode.lm_beam_size = 50
 
   c.diagnostics = ml_collections.ConfigDict()
   c.diagnostics.every = 0  # 0: off
