@@ -69,6 +69,7 @@ def get_config():
   # Every bucket padded to 160 tokens, as the runs archived before the default's per-bucket
   # lengths were trained (the loss is the same; only the step's speed and float rounding differ).
   config.data.bucket_target_lengths = ()
+  config.decode.lm_path = ""  # the report reads the attention and CTC best-path hypotheses only
 
   config.ablation = default_settings()
   a = config.ablation

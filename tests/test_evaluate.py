@@ -221,7 +221,8 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
   config.decode.max_length = 8
   workdir = str(tmp_path / "ctc_run")
   model, params = save_random_run(config, workdir, 2)
-  lm = lm_build.build(config, order=2, out=str(tmp_path / "words.arpa"), log=lambda _: None)
+  lm = lm_build.build(config, order=2, out=str(tmp_path / "words.arpa"), corpus_sources=False,
+                      log=lambda _: None)
   assert evaluate.main(["--workdir", workdir, "--split", "test", "--json", "--lm", lm,
                         "--lm_weight", "0.5", "--lm_word_score", "5", "--lm_beam_size", "8"]) == 0
   summary = json.loads(capsys.readouterr().out)

@@ -109,23 +109,26 @@ def test_arpa_file_scores_in_kenlm_as_the_model_does(tmp_path):
 
 
 def test_lm_text_never_holds_a_held_out_transcript(tiny_data_config, tiny_prepared, tmp_path):
-  """The corpus LM learns from the training transcripts and the corpus's sentence sources (plus
-  --text files) with every validation and test transcript removed, and records it."""
+  """The LM learns from the training transcripts and the given texts with every validation and
+  test transcript removed (here a text file holding all of them), and records it; with the
+  corpus's sentence sources on, those are in and the held-out ones still out."""
   from echo_jax.data.text import normalise_transcript
 
   by_split = lm_build.manifest_transcripts(tiny_data_config)
   held_out = set(by_split["validation"]) | set(by_split["test"])
   assert held_out
   extra = tmp_path / "extra.txt"
-  extra.write_text("An extra sentence, spoken nowhere.\n" + by_split["test"][0] + "\n")
-  sentences, record = lm_build.lm_sentences(tiny_data_config, [str(extra)])
+  extra.write_text("An extra sentence, spoken nowhere.\n" + "\n".join(sorted(held_out)) + "\n")
+  sentences, record = lm_build.lm_sentences(tiny_data_config, [str(extra)], corpus_sources=False)
   assert not held_out & set(sentences)
-  assert set(by_split["train"]) <= set(sentences)
-  assert normalise_transcript("An extra sentence, spoken nowhere.") in sentences
-  assert record["held_out_sentences_removed"] == len(held_out)  # the pool holds every one
+  assert set(sentences) == set(by_split["train"]) | {
+      normalise_transcript("An extra sentence, spoken nowhere.")}
+  assert record["held_out_sentences_removed"] == len(held_out)
   out = lm_build.build(tiny_data_config, order=2, text_files=[str(extra)],
-                       out=str(tmp_path / "lm.arpa"), log=lambda _: None)
+                       out=str(tmp_path / "lm.arpa"), corpus_sources=False, log=lambda _: None)
   written = json.load(open(out + ".json"))
   assert written["sentences"] == len(sentences) and written["order"] == 2
   assert written["validation"]["words"] == sum(len(s.split()) + 1 for s in by_split["validation"])
   assert 1 < written["validation"]["perplexity"] < math.inf
+  with_sources, _ = lm_build.lm_sentences(tiny_data_config)
+  assert len(with_sources) > 10 * len(sentences) and not held_out & set(with_sources)

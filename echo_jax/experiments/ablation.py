@@ -72,7 +72,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 FREE_FIELDS = ("ablation.variants", "ablation.seeds", "ablation.bootstrap_resamples",
                "ablation.confidence", "ablation.archive_dir", "ablation.report_name",
                "train.compilation_cache_dir",
-               "data.prepare_workers", "data.prefetch")
+               "data.prepare_workers", "data.prefetch",
+               # The word-LM search is a third hypothesis the report does not read.
+               "decode.lm_path", "decode.lm_weight", "decode.lm_word_score",
+               "decode.lm_beam_size")
 
 
 def say(message: str) -> None:

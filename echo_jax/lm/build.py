@@ -1,6 +1,7 @@
 """Build the word language model a run's CTC lexicon search decodes with.
 
   python -m echo_jax.lm.build --config configs/default.py [--order 3] [--text FILE ...] [--out F]
+      [--nocorpus_sources]
 
 Text: the training transcripts of the config's data, plus, for the synthetic corpus, every
 sentence of its sources (fortunes, WordNet examples) and any --text files (one sentence per line),
@@ -52,12 +53,14 @@ def read_text_file(path: str) -> List[str]:
     return [text_lib.normalise_transcript(line) for line in handle]
 
 
-def lm_sentences(config, text_files: Sequence[str] = ()) -> Tuple[List[str], Dict]:
-  """The sentences to estimate from (held-out transcripts removed) and where they came from."""
+def lm_sentences(config, text_files: Sequence[str] = (),
+                 corpus_sources: bool = True) -> Tuple[List[str], Dict]:
+  """The sentences to estimate from (held-out transcripts removed) and where they came from;
+  corpus_sources=False leaves out the synthetic corpus's sentence sources."""
   by_split = manifest_transcripts(config)
   held_out = set(by_split.get("validation", [])) | set(by_split.get("test", []))
   sources: Dict[str, List[str]] = {"train transcripts": by_split.get("train", [])}
-  if str(config.data.dataset) == "echo_speech":
+  if corpus_sources and str(config.data.dataset) == "echo_speech":
     from echo_jax.data import corpus_text
     for sentence in corpus_text.load_sentences():
       sources.setdefault(f"corpus source {sentence.source}", []).append(
@@ -103,11 +106,12 @@ def perplexity(model: ngram.NgramModel, sentences: Iterable[str]) -> Dict:
 
 
 def build(config, order: int = DEFAULT_ORDER, text_files: Sequence[str] = (), out: str = "",
+          corpus_sources: bool = True,
           log=lambda message: print(message, file=sys.stderr)) -> str:
   """Estimates and writes the LM (and its .json record); returns the ARPA path."""
   out = os.path.abspath(out or default_path(config, order))
   start = time.perf_counter()
-  sentences, record = lm_sentences(config, text_files)
+  sentences, record = lm_sentences(config, text_files, corpus_sources)
   log(f"language model: {len(sentences)} sentences ({record['held_out_sentences_removed']} "
       "validation/test sentences removed); estimating ...")
   model = ngram.estimate((s.split() for s in sentences), order)
@@ -155,6 +159,9 @@ def main(argv=None) -> int:
                               flag_values=values)
     flags.DEFINE_string("out", "", "ARPA file (default <data.root>/lm/words_<order>gram.arpa)",
                         flag_values=values)
+    flags.DEFINE_bool("corpus_sources", True, "synthetic corpus: also learn from its sentence "
+                      "sources (fortunes, WordNet), held-out sentences removed",
+                      flag_values=values)
 
   args = command_line.parse(sys.argv[1:] if argv is None else argv, define,
                             "python -m echo_jax.lm.build", HELP)
@@ -162,7 +169,8 @@ def main(argv=None) -> int:
     raise UserError("--config FILE is required, e.g. --config configs/default.py")
   if args.args:
     raise UserError(f"unexpected arguments {args.args}")
-  print(build(args.config, int(args.order), list(args.text), str(args.out)))
+  print(build(args.config, int(args.order), list(args.text), str(args.out),
+              bool(args.corpus_sources)))
   return 0
 
 
