@@ -166,13 +166,17 @@ class CtcGreedy:
       return decoding.ctc_greedy_tokens(ctc.logits, ctc.valid), log_probs, ctc.valid
     self._decode = jax.jit(best_path_and_log_probs)
 
+  def decode_batch(self, batch):
+    """(best-path tokens [B, T], log posteriors [T, B, V], valid frames [B, T]) of a batch."""
+    return self._decode(self.variables, batch)
+
   def __call__(self, examples: Sequence[Example]) -> Dict:
     """Sets metadata["ctc_hypothesis"] (and "ctc_lm_hypothesis") of each single-chunk example;
     returns their error rates ("lm": those of the LM search)."""
     single = [ex for ex in examples if len(ex.items) == 1]
     lm_seconds = 0.0
     for group, batch in bucket_batches(single, self.config, self.batch_size):
-      tokens, log_probs, valid = self._decode(self.variables, batch)
+      tokens, log_probs, valid = self.decode_batch(batch)
       tokens = np.asarray(tokens)[:len(group)]
       for ex, text in zip(group, decoding.decode_batch_text(tokens, self.tokenizer)):
         ex.metadata["ctc_hypothesis"] = text

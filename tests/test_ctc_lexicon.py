@@ -93,3 +93,11 @@ def test_lm_search_needs_character_targets(tmp_path):
     bad.write_text("not an arpa file\n")
     ctc_lexicon.LexiconSearch.from_arpa(Tokenizer.train(texts, str(tmp_path / "c"), kind="char"),
                                         str(bad))
+
+
+def test_tune_names_a_bad_grid_before_loading_anything(tmp_path):
+  from echo_jax.lm import tune
+  with pytest.raises(UserError, match="--lm_weights='a,b': give comma-separated numbers"):
+    tune.main(["--workdir", str(tmp_path / "none"), "--lm_weights", "a,b"])
+  with pytest.raises(UserError, match="--lm_beam_size=0 is invalid"):
+    tune.main(["--workdir", str(tmp_path / "none"), "--lm_beam_size", "0"])

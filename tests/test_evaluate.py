@@ -11,6 +11,7 @@ import pytest
 from echo_jax import evaluate
 from echo_jax.inference import ctc_lexicon
 from echo_jax.lm import build as lm_build
+from echo_jax.lm import tune as lm_tune
 from random_runs import save_random_run
 
 
@@ -259,3 +260,11 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
   assert summary["ctc_greedy"]["lm"]["wer"] == pytest.approx(jiwer.wer(refs, lm_hyps))
   assert summary["ctc_greedy"]["lm"]["lm_weight"] == 0.5
   assert summary["ctc_greedy"]["lm"]["path"] == lm
+  # The tuning grid decodes the same posteriors: its point at these weights is evaluate's figure.
+  assert lm_tune.main(["--workdir", workdir, "--split", "test", "--max_examples", "-1",
+                       "--batch_size", "4", "--lm", lm, "--lm_weights", "0.5,2",
+                       "--word_scores", "5", "--lm_beam_size", "8"]) == 0
+  tuned = json.load(open(os.path.join(workdir, "eval", "lm_tune_test_step2.json")))
+  assert [(r["lm_weight"], r["word_score"]) for r in tuned["grid"]] == [(0.5, 5.0), (2.0, 5.0)]
+  assert tuned["grid"][0]["wer"] == pytest.approx(summary["ctc_greedy"]["lm"]["wer"])
+  assert tuned["grid"][0]["cer"] == pytest.approx(summary["ctc_greedy"]["lm"]["cer"])
