@@ -20,7 +20,7 @@ def test_every_script_names_a_callable_of_a_command_module():
   scripts = _scripts()
   assert {"echo-train", "echo-prepare", "echo-evaluate", "echo-transcribe", "echo-diagnostics",
           "echo-benchmark", "echo-compile-for", "echo-synth-corpus",
-          "echo-ablation"} == set(scripts)
+          "echo-ablation", "echo-lm-build", "echo-lm-tune"} == set(scripts)
   for target in scripts.values():
     module, name = target.split(":")
     entry = getattr(importlib.import_module(module), name)

@@ -19,7 +19,7 @@ import time
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 from echo_jax.data import text as text_lib
-from echo_jax.errors import MissingInputError, UserError
+from echo_jax.errors import MissingInputError, UserError, run_cli
 from echo_jax.lm import ngram
 
 AUTO = "auto"  # decode.lm_path: the corpus LM at default_path(config), built when missing
@@ -174,6 +174,10 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
-  from echo_jax.errors import run_cli
+def cli() -> None:
+  """The console script: user errors in one line, exit 2."""
   sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+  cli()

@@ -113,5 +113,10 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The console script: user errors in one line, exit 2."""
   sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+  cli()
