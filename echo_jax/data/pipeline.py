@@ -62,11 +62,16 @@ def bucket_ids(num_frames: np.ndarray, edges) -> np.ndarray:
   return np.searchsorted(np.asarray(edges, np.int64), np.asarray(num_frames, np.int64), side="left")
 
 
+def per_bucket_lengths(data) -> tuple[int, ...]:
+  """data.bucket_target_lengths as ints; () (the default, and configs older than the field) when
+  every bucket pads to data.max_target_length."""
+  return tuple(int(n) for n in data.get("bucket_target_lengths", ()))
+
+
 def target_lengths(data) -> tuple[int, ...]:
   """The token length each bucket pads to: data.bucket_target_lengths, or (by default, empty)
   data.max_target_length for every bucket."""
-  lengths = tuple(int(n) for n in data.get("bucket_target_lengths", ()))
-  return lengths or (int(data.max_target_length),) * len(data.bucket_frames)
+  return per_bucket_lengths(data) or (int(data.max_target_length),) * len(data.bucket_frames)
 
 
 def planning_frames(num_frames: np.ndarray, num_tokens: np.ndarray | None, edges,
@@ -88,7 +93,7 @@ def planning_frames(num_frames: np.ndarray, num_tokens: np.ndarray | None, edges
 def _split_planning_frames(config, prepared, split: str, num_frames: np.ndarray) -> np.ndarray:
   """`planning_frames` of a split: token counts are read only when buckets pad differently."""
   data = config.data
-  if not tuple(data.get("bucket_target_lengths", ())):
+  if not per_bucket_lengths(data):
     return np.asarray(num_frames, np.int32)
   return planning_frames(num_frames, prepared.split_token_counts(split)[:len(num_frames)],
                          [int(e) for e in data.bucket_frames], target_lengths(data))
@@ -463,7 +468,7 @@ class TrainIterator:
           "data.bucket_batch_sizes or make more data")
     plan_inputs = [index.tolist(), self.num_frames.tolist(), self.edges, self.global_sizes,
                    self.seed, self.process_count]
-    if tuple(data.get("bucket_target_lengths", ())):  # (runs without it keep their fingerprint)
+    if per_bucket_lengths(data):  # (runs without it keep their fingerprint)
       plan_inputs.append(list(self.target_lengths))
     self.fingerprint = hashlib.sha256(json.dumps(plan_inputs).encode()).hexdigest()[:16]
     self.position = 0

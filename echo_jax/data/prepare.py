@@ -179,10 +179,7 @@ class PreparedData:
                          "num_frames": [int(r["num_frames"]) for r in records],
                          "num_samples": [int(r["num_samples"]) for r in records],
                          "num_tokens": [len(r["tokens"]) for r in records]}
-      tmp = path + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump({"splits": splits, "skipped": {}, "skip_counts": {}}, f)
-      os.replace(tmp, path)
+      _write_index(path, {"splits": splits, "skipped": {}, "skip_counts": {}})
     with open(path) as f:
       return json.load(f)
 
@@ -214,11 +211,16 @@ class PreparedData:
           counts += [len(r["tokens"]) for r in self.read_records(source, split, positions)]
           bar.update(len(positions))
       info["num_tokens"] = counts
-      tmp = f"{path}.{os.getpid()}.tmp"  # readers (other hosts, other jobs) see old or new
-      with open(tmp, "w") as f:
-        json.dump(index, f)
-      os.replace(tmp, path)
+      _write_index(path, index)
     return np.asarray(info["num_tokens"], np.int32)
+
+
+def _write_index(path: str, index: dict) -> None:
+  """Replaces the index file atomically: readers (other hosts, other jobs) see old or new."""
+  tmp = f"{path}.{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(index, f)
+  os.replace(tmp, path)
 
 
 def _index_file() -> str:
