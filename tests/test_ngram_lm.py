@@ -132,3 +132,21 @@ def test_lm_text_never_holds_a_held_out_transcript(tiny_data_config, tiny_prepar
   assert 1 < written["validation"]["perplexity"] < math.inf
   with_sources, _ = lm_build.lm_sentences(tiny_data_config)
   assert len(with_sources) > 10 * len(sentences) and not held_out & set(with_sources)
+
+
+def test_lm_path_resolution(tiny_data_config, tmp_path):
+  """decode.lm_path: "" is no LM; an existing file is used as given; "auto" is the corpus LM's
+  default path once built; a missing file is an error naming the build command."""
+  from echo_jax.errors import MissingInputError
+
+  assert lm_build.resolve(tiny_data_config, "") == ""
+  arpa = tmp_path / "mine.arpa"
+  ngram.write_arpa(ngram.estimate([["a", "b"]], 2), str(arpa))
+  assert lm_build.resolve(tiny_data_config, str(arpa)) == str(arpa)
+  with pytest.raises(MissingInputError, match="python -m echo_jax.lm.build"):
+    lm_build.resolve(tiny_data_config, str(tmp_path / "missing.arpa"))
+  tiny_data_config.data.root = str(tmp_path / "data")
+  auto = lm_build.default_path(tiny_data_config)
+  assert auto.startswith(str(tmp_path / "data")) and auto.endswith("words_3gram.arpa")
+  ngram.write_arpa(ngram.estimate([["a", "b"]], 3), auto)  # built before: used, not rebuilt
+  assert lm_build.resolve(tiny_data_config, lm_build.AUTO) == auto
