@@ -12,8 +12,10 @@ interpolation weight gamma(h) of a context is its backoff weight, so the file's 
 reproduces the interpolated model exactly and every context's distribution sums to 1
 (tests/test_ngram_lm.py).
 
-Why not a library: KenLM's estimator (lmplz) is not on PyPI, and the pure-Python ARPA builder
-there (arpabo 0.3.0) writes every backoff weight as 0, so its distributions do not sum to 1.
+Why not a library: KenLM's estimator (lmplz) is not on PyPI (its pip package only queries), and
+the pure-Python ARPA builder there (arpabo 0.3.0, Kneser-Ney) writes every backoff weight as 0:
+on this corpus its P(w | "the") sums to 1.30 over the vocabulary and P(w | "of the") to 1.40
+(this module's: 1.0000).
 """
 
 import collections
