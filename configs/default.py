@@ -66,4 +66,10 @@ def get_config():
   config.eval.every = 1000
   config.eval.max_examples = 200
   config.decode.max_length = 160
+  # evaluate's third hypothesis: the CTC output searched over words with the corpus's 3-gram LM
+  # (built on first use, held-out sentences removed); weights chosen on validation by
+  # `python -m echo_jax.lm.tune` (docs/accuracy.md, section 6).
+  config.decode.lm_path = "auto"
+  config.decode.lm_weight = 1.5
+  config.decode.lm_word_score = -1.0
   return config

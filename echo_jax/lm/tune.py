@@ -1,7 +1,7 @@
 """Choose the LM search's weights on a held-out split: one pass of the encoder, then a grid.
 
   python -m echo_jax.lm.tune --workdir runs/default --split validation [--lm auto] \
-      [--lm_weights 0.5,1,1.5,2] [--word_scores -2,-1,0,1] [--max_examples 300]
+      [--lm_weights=0.5,1,1.5,2] [--word_scores=-2,-1,0,1] [--max_examples 300]
 
 The run's CTC log posteriors of the split are computed once (as `evaluate` does, padded bucket
 batches under jit); then every (lm_weight, word_score) pair is decoded with the lexicon search
