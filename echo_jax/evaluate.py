@@ -51,12 +51,11 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import functools
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
