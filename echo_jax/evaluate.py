@@ -69,6 +69,7 @@ from echo_jax.data import prepare
 from echo_jax.data.builders import sources
 from echo_jax.errors import UserError, run_cli
 from echo_jax.inference import ctc_lexicon
+from echo_jax.inference import ctc_prefix
 from echo_jax.inference import decoding
 from echo_jax.inference import error_breakdown
 from echo_jax.inference import loading
@@ -160,8 +161,8 @@ class CtcGreedy:
 
     def best_path_and_log_probs(variables, batch):
       encoded = model.apply(variables, batch, method=decoding._encode_method(model))
-      log_probs = decoding.ctc_frame_log_probs(model, variables, encoded)  # [T, B, V]
-      ctc = model.apply(variables, encoded, method=decoding._ctc_method(model))
+      ctc = model.apply(variables, encoded, method=decoding._ctc_method(model))  # the head once
+      log_probs = ctc_prefix.frame_log_probs(ctc.logits, ctc.valid)  # [T, B, V]
       return decoding.ctc_greedy_tokens(ctc.logits, ctc.valid), log_probs, ctc.valid
     self._decode = jax.jit(best_path_and_log_probs)
 
