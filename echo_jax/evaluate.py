@@ -59,7 +59,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from echo_jax import transcribe
@@ -68,13 +67,12 @@ from echo_jax.data import pipeline  # the default batch: data.eval_batch_size re
 from echo_jax.data import prepare
 from echo_jax.data.builders import sources
 from echo_jax.errors import UserError, run_cli
+from echo_jax.inference import ctc_decoding
 from echo_jax.inference import ctc_lexicon
-from echo_jax.inference import ctc_prefix
 from echo_jax.inference import decoding
 from echo_jax.inference import error_breakdown
 from echo_jax.inference import loading
 from echo_jax.inference.scoring import NORMALISATION, error_rates, normalise, utterance_wer
-from echo_jax.lm import build as lm_build
 
 
 @dataclasses.dataclass
@@ -155,37 +153,21 @@ class CtcGreedy:
 
   def __init__(self, config, model, variables, tokenizer, batch_size: int,
                lexicon_search: Optional[ctc_lexicon.LexiconSearch] = None):
-    self.config, self.variables, self.tokenizer = config, variables, tokenizer
+    self.config = config
     self.batch_size = int(batch_size)
     self.lexicon_search = lexicon_search
-
-    def best_path_and_log_probs(variables, batch):
-      encoded = model.apply(variables, batch, method=decoding._encode_method(model))
-      ctc = model.apply(variables, encoded, method=decoding._ctc_method(model))  # the head once
-      log_probs = ctc_prefix.frame_log_probs(ctc.logits, ctc.valid)  # [T, B, V]
-      return decoding.ctc_greedy_tokens(ctc.logits, ctc.valid), log_probs, ctc.valid
-    self._decode = jax.jit(best_path_and_log_probs)
-
-  def decode_batch(self, batch):
-    """(best-path tokens [B, T], log posteriors [T, B, V], valid frames [B, T]) of a batch."""
-    return self._decode(self.variables, batch)
+    self.decoder = ctc_decoding.CtcDecoder(model, variables, tokenizer, lexicon_search)
 
   def __call__(self, examples: Sequence[Example]) -> Dict:
     """Sets metadata["ctc_hypothesis"] (and "ctc_lm_hypothesis") of each single-chunk example;
     returns their error rates ("lm": those of the LM search)."""
     single = [ex for ex in examples if len(ex.items) == 1]
-    lm_seconds = 0.0
     for group, batch in bucket_batches(single, self.config, self.batch_size):
-      tokens, log_probs, valid = self.decode_batch(batch)
-      tokens = np.asarray(tokens)[:len(group)]
-      for ex, text in zip(group, decoding.decode_batch_text(tokens, self.tokenizer)):
-        ex.metadata["ctc_hypothesis"] = text
-      if self.lexicon_search is not None:
-        start = time.perf_counter()
-        log_probs, valid = np.asarray(log_probs), np.asarray(valid)
-        for row, ex in enumerate(group):
-          ex.metadata["ctc_lm_hypothesis"] = self.lexicon_search(log_probs[valid[row], row])
-        lm_seconds += time.perf_counter() - start
+      best_path, with_lm = self.decoder.texts(batch, len(group))
+      for row, ex in enumerate(group):
+        ex.metadata["ctc_hypothesis"] = best_path[row]
+        if with_lm is not None:
+          ex.metadata["ctc_lm_hypothesis"] = with_lm[row]
     out = {"examples": len(single), "skipped": len(examples) - len(single)}
     if single:
       references = [ex.reference for ex in single]
@@ -195,7 +177,7 @@ class CtcGreedy:
                                 [ex.metadata["ctc_lm_hypothesis"] for ex in single])
         out["lm"].update(dataclasses.asdict(self.lexicon_search.options),
                          path=self.lexicon_search.path, lexicon_words=self.lexicon_search.num_words,
-                         seconds=round(lm_seconds, 2))
+                         seconds=round(self.decoder.search_seconds, 2))
     return out
 
 
@@ -332,22 +314,6 @@ def add_measured_f0(example: Example) -> None:
     example.metadata["f0_band"] = band
 
 
-def lexicon_search(config, tokenizer) -> Optional[ctc_lexicon.LexiconSearch]:
-  """The word-LM CTC search decode.lm_path asks for ("": none; "auto": the corpus LM, built on
-  first use), with decode.lm_weight / lm_word_score / lm_beam_size."""
-  path = lm_build.resolve(config, str(config.decode.get("lm_path", "")))
-  if not path:
-    return None
-  if not config.model.get("ctc_head", False):
-    raise UserError("decode.lm_path: LM decoding searches the CTC head's output and this run's "
-                    "model has none (trained without model.ctc_head=True); use --lm ''")
-  defaults = ctc_lexicon.LexiconSearchOptions()
-  return ctc_lexicon.LexiconSearch.from_arpa(
-      tokenizer, path, lm_weight=float(config.decode.get("lm_weight", defaults.lm_weight)),
-      word_score=float(config.decode.get("lm_word_score", defaults.word_score)),
-      beam_size=int(config.decode.get("lm_beam_size", defaults.beam_size)))
-
-
 class Evaluator:
   """The jitted decoder and teacher-forced pass for one run (reuse it across example sets)."""
 
@@ -357,8 +323,8 @@ class Evaluator:
     self.transcriber = transcribe.BatchTranscriber(config, model, variables, tokenizer, beam_size,
                                                    batch_size)
     self.teacher_forcing = TeacherForcing(config, model, variables, tokenizer, batch_size)
-    self.ctc_greedy = (CtcGreedy(config, model, variables, tokenizer, batch_size,
-                                 lexicon_search(config, tokenizer))
+    search = ctc_decoding.lexicon_search(config, tokenizer)  # an LM without a CTC head: error
+    self.ctc_greedy = (CtcGreedy(config, model, variables, tokenizer, batch_size, search)
                        if config.model.get("ctc_head", False) else None)
 
   def __call__(self, examples: Sequence[Example]) -> Dict:
@@ -436,21 +402,6 @@ def breakdown_table(summary: Dict) -> str:
   return error_breakdown.format_table(summary.get("breakdown", {}), overall)
 
 
-def apply_lm_flags(config, args):
-  """config with the --lm* flags given set in decode (the others keep the run's values)."""
-  given = {"lm_path": args.lm, "lm_weight": args.lm_weight, "lm_word_score": args.lm_word_score,
-           "lm_beam_size": args.lm_beam_size}
-  given = {k: v for k, v in given.items() if v is not None}
-  if not given:
-    return config
-  if given.get("lm_beam_size", 1) < 1:
-    raise UserError(f"--lm_beam_size={args.lm_beam_size} is invalid: use 1 or more")
-  config = ml_collections.ConfigDict(config.to_dict())
-  for key, value in given.items():
-    config.decode[key] = "" if key == "lm_path" and value.lower() == "none" else value
-  return config
-
-
 def parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m echo_jax.evaluate",
                                    description=__doc__.split("\n")[0])
@@ -472,17 +423,7 @@ def parse_args(argv):
   parser.add_argument("--ctc_weight", type=float, default=None,
                       help="weight of the CTC prefix score in joint CTC/attention decoding "
                            "(needs a CTC head; default: config.decode.ctc_weight)")
-  parser.add_argument("--lm", default=None,
-                      help="word language model for a CTC lexicon search (a third hypothesis, "
-                           "needs a CTC head and character targets): an ARPA file, 'auto' (the "
-                           "corpus LM of `python -m echo_jax.lm.build`, built when missing) or "
-                           "'' for none (default: config.decode.lm_path)")
-  parser.add_argument("--lm_weight", type=float, default=None,
-                      help="weight of the LM's log10 probability (default: config.decode.lm_weight)")
-  parser.add_argument("--lm_word_score", type=float, default=None,
-                      help="score added per word (default: config.decode.lm_word_score)")
-  parser.add_argument("--lm_beam_size", type=int, default=None,
-                      help="LM search beam (default: config.decode.lm_beam_size)")
+  ctc_decoding.add_lm_arguments(parser)
   parser.add_argument("--out", default=None, help="output directory")
   parser.add_argument("--json", action="store_true",
                       help="print only the summary JSON (no breakdown table after it)")
@@ -499,7 +440,7 @@ def main(argv=None) -> int:
   # stdout carries only the summary: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
     run = loading.load_run(args.workdir, args.checkpoint)
-    config = apply_lm_flags(transcribe.apply_ctc_weight(run.config, args.ctc_weight), args)
+    config = ctc_decoding.apply_lm_flags(transcribe.apply_ctc_weight(run.config, args.ctc_weight), args)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None
                   else pipeline.global_batch_sizes(config.data, 1).eval)  # decodes on one device

@@ -1,16 +1,23 @@
 """Transcribe audio files with a trained run.
 
   python -m echo_jax.transcribe --workdir runs/default [--checkpoint STEP] FILE_OR_DIR ... \
-      [--json] [--beam_size N] [--batch_size N]
+      [--json] [--hypothesis attention|ctc|ctc_lm] [--lm auto|FILE|none] [--beam_size N] \
+      [--batch_size N]
 
 Reads wav/flac/ogg/mp3 (directories are searched recursively for those), downmixes and resamples
 to the model's rate, computes the same log-mel and F0 as training, batches chunks padded to the
 config's bucket edges (one compile per bucket), decodes, and prints `path<TAB>text` per file (or
 one JSON object per line with --json). Audio longer than the largest bucket (or than
 config.decode.chunk_seconds) is cut into overlapping chunks whose transcripts are stitched
-(echo_jax.inference.longform). A file that cannot be used (unreadable, empty, silent, non-finite) is reported
-with its reason on stderr (and as {"path", "error", "detail"} with --json); the others still
-complete. Exit status: 0 if every file was transcribed, 1 if any failed.
+(echo_jax.inference.longform). A file that cannot be used (unreadable, empty, silent, non-finite)
+is reported with its reason on stderr (and as {"path", "error", "detail"} with --json); the others
+still complete. Exit status: 0 if every file was transcribed, 1 if any failed.
+
+Which transcript (--hypothesis): `attention`, the decoder's (greedy, or beam search with
+--beam_size > 1, joint with the CTC prefix score when decode.ctc_weight > 0); `ctc`, the CTC
+head's best path; `ctc_lm`, the CTC head's lexicon search with a word LM (--lm, default the run's
+decode.lm_path). Default: ctc_lm when an LM is set (configs/default.py sets one: it is that
+run's most accurate transcript), else attention. `evaluate` reports all three side by side.
 """
 
 import argparse
@@ -28,6 +35,7 @@ from echo_jax.data import pipeline  # the default batch: data.eval_batch_size re
 from echo_jax.data.audio import AudioError, load_audio
 from echo_jax.data.features import compute_features
 from echo_jax.errors import UserError, run_cli
+from echo_jax.inference import ctc_decoding
 from echo_jax.inference import decoding
 from echo_jax.inference import loading
 from echo_jax.inference import longform
@@ -43,12 +51,16 @@ class FileResult:
   num_chunks: int = 0
   error: Optional[str] = None  # an AudioError reason: unreadable, empty, silent, non_finite
   detail: str = ""
+  hypothesis: str = ""  # which decoder wrote text (BatchTranscriber.hypothesis)
 
   def to_json(self) -> Dict:
     if self.error is not None:
       return {"path": self.path, "error": self.error, "detail": self.detail}
-    return {"path": self.path, "text": self.text, "duration_s": round(self.duration_s, 3),
-            "chunks": self.num_chunks}
+    out = {"path": self.path, "text": self.text, "duration_s": round(self.duration_s, 3),
+           "chunks": self.num_chunks}
+    if self.hypothesis:
+      out["hypothesis"] = self.hypothesis
+    return out
 
 
 def expand_inputs(inputs: Sequence[str]) -> List[str]:
@@ -124,19 +136,56 @@ def pad_batch(items: Sequence[Dict[str, np.ndarray]], edge: int, batch_size: int
   return batch
 
 
-class BatchTranscriber:
-  """Decodes lists of feature dicts with one jitted decoder per (bucket, batch size)."""
+HYPOTHESES = ("attention", "ctc", "ctc_lm")  # decoder, CTC best path, CTC + word-LM search
 
-  def __init__(self, config, model, variables, tokenizer, beam_size: int, batch_size: int):
+
+def default_hypothesis(config) -> str:
+  """The run's best transcript by default: the word-LM CTC search when decode.lm_path is set,
+  else the attention decoder."""
+  return "ctc_lm" if config.decode.get("lm_path", "") else "attention"
+
+
+class BatchTranscriber:
+  """Decodes lists of feature dicts with one jitted decoder per (bucket, batch size).
+
+  hypothesis: "attention" (greedy or beam search to EOS, joint with the CTC prefix score when
+  decode.ctc_weight > 0), "ctc" (the CTC head's best path) or "ctc_lm" (the CTC lexicon search
+  with decode.lm_path's word LM)."""
+
+  def __init__(self, config, model, variables, tokenizer, beam_size: int, batch_size: int,
+               hypothesis: str = "attention"):
+    if hypothesis not in HYPOTHESES:
+      raise UserError(f"hypothesis {hypothesis!r} is unknown: use one of {', '.join(HYPOTHESES)}")
+    if hypothesis != "attention" and not config.model.get("ctc_head", False):
+      default = (" (the default when an LM is set; --lm none unsets it)"
+                 if hypothesis == "ctc_lm" else "")
+      raise UserError(f"--hypothesis {hypothesis}{default} reads the CTC head and this run's "
+                      "model has none (trained without model.ctc_head=True); use --hypothesis "
+                      "attention")
     self.config = config
     self.model = model
     self.variables = variables
     self.tokenizer = tokenizer
     self.batch_size = int(batch_size)
-    ctc_weight = float(config.decode.get("ctc_weight", 0.0))
-    self.decoder = decoding.make_decode_fn(model, int(config.decode.max_length), int(beam_size),
-                                           float(config.decode.length_penalty),
-                                           ctc_weight=ctc_weight)
+    self.hypothesis = hypothesis
+    if hypothesis == "attention":
+      ctc_weight = float(config.decode.get("ctc_weight", 0.0))
+      self.decoder = decoding.make_decode_fn(model, int(config.decode.max_length),
+                                             int(beam_size), float(config.decode.length_penalty),
+                                             ctc_weight=ctc_weight)
+    else:
+      search = ctc_decoding.lexicon_search(config, tokenizer) if hypothesis == "ctc_lm" else None
+      if hypothesis == "ctc_lm" and search is None:
+        raise UserError("--hypothesis ctc_lm needs a word LM: this run's decode.lm_path is ''; "
+                        "give --lm auto (the corpus LM) or --lm FILE.arpa")
+      self.decoder = ctc_decoding.CtcDecoder(model, variables, tokenizer, search)
+
+  def _texts(self, batch: Dict, num_rows: int) -> List[str]:
+    if self.hypothesis == "attention":
+      tokens = np.asarray(self.decoder.fn(self.variables, batch))
+      return decoding.decode_batch_text(tokens[:num_rows], self.tokenizer)
+    best_path, with_lm = self.decoder.texts(batch, num_rows)
+    return with_lm if self.hypothesis == "ctc_lm" else best_path
 
   def __call__(self, items: Sequence[Dict[str, np.ndarray]]) -> List[str]:
     texts: List[Optional[str]] = [None] * len(items)
@@ -148,8 +197,7 @@ class BatchTranscriber:
       for start in range(0, len(indices), self.batch_size):
         group = indices[start:start + self.batch_size]
         batch = pad_batch([items[i] for i in group], edge, self.batch_size, self.config)
-        tokens = np.asarray(self.decoder.fn(self.variables, batch))
-        for i, text in zip(group, decoding.decode_batch_text(tokens[:len(group)], self.tokenizer)):
+        for i, text in zip(group, self._texts(batch, len(group))):
           texts[i] = text
     return texts
 
@@ -195,14 +243,16 @@ def transcribe_prepared(prepared: Sequence[PreparedFile], transcriber: "BatchTra
     chunk_texts.setdefault(owner, []).append(text)
   for owner, parts in chunk_texts.items():
     prepared[owner].result.text = longform.stitch_texts(parts, prepared[owner].bounds, sample_rate)
+    prepared[owner].result.hypothesis = transcriber.hypothesis
   return [entry.result for entry in prepared]
 
 
 def transcribe_files(paths: Iterable[str], config, model, variables, tokenizer, beam_size: int = 1,
-                     batch_size: int = 8) -> List[FileResult]:
+                     batch_size: int = 8, hypothesis: str = "attention") -> List[FileResult]:
   """Transcribes every path; unusable files get `error` set and do not stop the others."""
   prepared = [prepare_file(path, config) for path in paths]
-  transcriber = BatchTranscriber(config, model, variables, tokenizer, beam_size, batch_size)
+  transcriber = BatchTranscriber(config, model, variables, tokenizer, beam_size, batch_size,
+                                 hypothesis)
   return transcribe_prepared(prepared, transcriber, int(config.data.sample_rate))
 
 
@@ -227,6 +277,11 @@ def parse_args(argv):
   parser.add_argument("--ctc_weight", type=float, default=None,
                       help="weight of the CTC prefix score in joint CTC/attention decoding "
                            "(needs a CTC head; default: config.decode.ctc_weight)")
+  parser.add_argument("--hypothesis", choices=HYPOTHESES, default=None,
+                      help="which transcript: the attention decoder's, the CTC head's best path, "
+                           "or the CTC head's word-LM search (default: ctc_lm when the run's "
+                           "decode.lm_path (or --lm) names an LM, else attention)")
+  ctc_decoding.add_lm_arguments(parser)
   return parser.parse_args(argv)
 
 
@@ -255,12 +310,14 @@ def main(argv=None) -> int:
   # stdout carries only the transcripts: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
     run = loading.load_run(args.workdir, args.checkpoint)
-    config = apply_ctc_weight(run.config, args.ctc_weight)
+    config = ctc_decoding.apply_lm_flags(apply_ctc_weight(run.config, args.ctc_weight), args)
+    hypothesis = args.hypothesis or default_hypothesis(config)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None
                   else pipeline.global_batch_sizes(config.data, 1).eval)  # decodes on one device
     results = transcribe_files(paths, config, run.model, run.variables, run.tokenizer,
-                               beam_size=beam_size, batch_size=batch_size)
+                               beam_size=beam_size, batch_size=batch_size,
+                               hypothesis=hypothesis)
   failed = 0
   for result in results:
     if result.error is not None:

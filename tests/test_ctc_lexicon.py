@@ -72,6 +72,25 @@ def test_clear_acoustics_outweigh_a_light_lm(chars, tmp_path):
   assert heavy(emissions) == "the cat sat"
 
 
+def test_with_options_searches_like_a_fresh_load_and_loading_is_quiet(chars, tmp_path, capfd):
+  """with_options reuses the loaded LM and trie: its transcripts equal those of a search loaded
+  with the same options, it leaves the original's options alone, and loading writes nothing to
+  the process's stderr (KenLM's loading bar is silenced)."""
+  lm = _arpa(tmp_path, ["the cat sat"] * 20 + ["a cot"])
+  emissions = _emissions(chars, "the cot sat", confidence=0.95)
+  capfd.readouterr()
+  light = ctc_lexicon.LexiconSearch.from_arpa(chars, lm, lm_weight=0.1)
+  assert capfd.readouterr().err == ""
+  heavy = light.with_options(lm_weight=3.0)
+  assert (light.options.lm_weight, heavy.options.lm_weight) == (0.1, 3.0)
+  assert light(emissions) == "the cot sat" and heavy(emissions) == "the cat sat"
+  for weight, score in [(0.1, 0.0), (1.0, -2.0), (3.0, 2.0)]:
+    fresh = ctc_lexicon.LexiconSearch.from_arpa(chars, lm, lm_weight=weight, word_score=score)
+    reused = light.with_options(lm_weight=weight, word_score=score)
+    for spelled in ("the cot sat", "a cat", "the cat sat"):
+      assert reused(_emissions(chars, spelled)) == fresh(_emissions(chars, spelled))
+
+
 def test_only_lexicon_words_come_out(chars, tmp_path):
   """Speech of a word the LM does not know yields known words or nothing, never the word."""
   lm = _arpa(tmp_path, ["the cat sat", "a dog"])

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from echo_jax import evaluate
+from echo_jax import transcribe
+from echo_jax.errors import UserError
 from echo_jax.inference import ctc_lexicon
 from echo_jax.lm import build as lm_build
 from echo_jax.lm import tune as lm_tune
@@ -258,6 +260,22 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
   assert summary["ctc_greedy"]["cer"] == pytest.approx(jiwer.cer(refs, hyps))
   lm_hyps = [normalise_transcript(expected_lm[k]) for k in sorted(rows)]
   assert summary["ctc_greedy"]["lm"]["wer"] == pytest.approx(jiwer.wer(refs, lm_hyps))
+  # transcribe's CTC hypotheses (--hypothesis ctc / ctc_lm) are the same transcripts.
+  examples = evaluate.split_examples(config, "test")
+  items = [ex.items[0] for ex in examples]
+  keys = [ex.key for ex in examples]
+  best_path = transcribe.BatchTranscriber(config, model, {"params": params}, tokenizer, 1, 4,
+                                          hypothesis="ctc")
+  assert dict(zip(keys, best_path(items))) == expected
+  with_lm_config = ml_collections.ConfigDict(config.to_dict())
+  with_lm_config.decode.update(lm_path=lm, lm_weight=0.5, lm_word_score=5.0, lm_beam_size=8)
+  with_lm = transcribe.BatchTranscriber(with_lm_config, model, {"params": params}, tokenizer, 1,
+                                        3, hypothesis="ctc_lm")  # other batches, same texts
+  assert dict(zip(keys, with_lm(items))) == expected_lm
+  assert transcribe.default_hypothesis(with_lm_config) == "ctc_lm"
+  assert transcribe.default_hypothesis(config) == "attention"
+  with pytest.raises(UserError, match="--lm auto"):  # no LM set: say how to give one
+    transcribe.BatchTranscriber(config, model, {"params": params}, tokenizer, 1, 4, "ctc_lm")
   assert summary["ctc_greedy"]["lm"]["lm_weight"] == 0.5
   assert summary["ctc_greedy"]["lm"]["path"] == lm
   # The tuning grid decodes the same posteriors: its point at these weights is evaluate's figure.

@@ -367,3 +367,26 @@ def test_transcribe_cli_plain_and_json(tiny_run, audio_files, capsys):
   lines = out.rstrip("\n").split("\n")
   assert [line.split("\t")[0] for line in lines] == [files["a"], files["d"]]
   assert lines[0].split("\t", 1)[1] == rows[0]["text"]
+
+
+def test_ctc_hypotheses_and_lm_on_a_run_without_ctc_head_name_the_fix(tiny_run, audio_files,
+                                                                     tmp_path):
+  """--hypothesis ctc/ctc_lm and --lm read the CTC head: on a run without one, transcribe and
+  evaluate stop with the fix instead of silently printing the attention transcript."""
+  from echo_jax import evaluate
+  from echo_jax import transcribe
+  from echo_jax.errors import UserError
+  workdir = str(tiny_run[0])
+  _, files, _ = audio_files
+  assert not tiny_run[1].model.get("ctc_head", False)
+  lm = tmp_path / "words.arpa"
+  lm.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1 <s>\n-0.5 </s>\n-0.5 cat\n\n\\end\\\n")
+  for hypothesis in ("ctc", "ctc_lm"):
+    with pytest.raises(UserError, match="--hypothesis attention"):
+      transcribe.main(["--workdir", workdir, "--hypothesis", hypothesis, files["a"]])
+  with pytest.raises(UserError, match="--lm none"):  # an LM makes ctc_lm the default
+    transcribe.main(["--workdir", workdir, "--lm", str(lm), files["a"]])
+  manifest = tmp_path / "m.tsv"
+  manifest.write_text(f"{files['a']}\tthe cat\n")
+  with pytest.raises(UserError, match="--lm none"):
+    evaluate.main(["--workdir", workdir, "--manifest", str(manifest), "--lm", str(lm)])

@@ -12,8 +12,12 @@ is -inf). Needs a character tokenizer whose alphabet has the space (echo_jax.dat
 Scores are log10 in KenLM (so lm_weight multiplies log10 P, as in torchaudio's ctc_decoder).
 """
 
+import contextlib
+import copy
 import dataclasses
 import math
+import os
+import sys
 from typing import List, Sequence
 
 import numpy as np
@@ -64,7 +68,7 @@ class LexiconSearch:
     if getattr(tokenizer, "kind", None) != "char":
       raise UserError("LM decoding spells words with single characters: the run needs "
                       f"data.tokenizer = 'char' (this one is {tokenizer!r})")
-    (separator,) = tokenizer.encode(WORD_SEPARATOR)
+    (self._separator,) = tokenizer.encode(WORD_SEPARATOR)
     spellings = {w: _spelling(tokenizer, w) for w in words}
     spellable = [w for w in words if spellings[w] is not None]
     if not spellable:
@@ -72,26 +76,41 @@ class LexiconSearch:
     self.options = options
     self.path = lm_path
     self._word_dict = Dictionary(list(spellable) + ["<unk>"])
-    self._lm = KenLM(lm_path, self._word_dict)
-    trie = fl.Trie(int(tokenizer.vocab_size), separator)
+    with _quiet_stderr():  # KenLM draws a loading bar on the process's stderr
+      self._lm = KenLM(lm_path, self._word_dict)
+    self._trie = fl.Trie(int(tokenizer.vocab_size), self._separator)
     start = self._lm.start(False)
     for word in spellable:
       index = self._word_dict.get_index(word)
       _, unigram = self._lm.score(start, index)
-      trie.insert(spellings[word], index, unigram)
-    trie.smear(fl.SmearingMode.MAX)
+      self._trie.insert(spellings[word], index, unigram)
+    self._trie.smear(fl.SmearingMode.MAX)
+    self._vocab_size = int(tokenizer.vocab_size)
+    self._decoder = self._make_decoder()
+    self.num_words = len(spellable)
+
+  def _make_decoder(self):
+    from flashlight.lib.text import decoder as fl
+    options = self.options
     flashlight_options = fl.LexiconDecoderOptions(
-        beam_size=int(options.beam_size), beam_size_token=int(tokenizer.vocab_size),
+        beam_size=int(options.beam_size), beam_size_token=self._vocab_size,
         beam_threshold=float(options.beam_threshold), lm_weight=float(options.lm_weight),
         word_score=float(options.word_score), unk_score=-math.inf, sil_score=0.0,
         log_add=False, criterion_type=fl.CriterionType.CTC)
-    self._decoder = fl.LexiconDecoder(flashlight_options, trie, self._lm, separator, PAD_ID,
-                                      self._word_dict.get_index("<unk>"), [], False)
-    self.num_words = len(spellable)
+    return fl.LexiconDecoder(flashlight_options, self._trie, self._lm, self._separator, PAD_ID,
+                             self._word_dict.get_index("<unk>"), [], False)
 
   @classmethod
   def from_arpa(cls, tokenizer, lm_path: str, **options) -> "LexiconSearch":
     return cls(tokenizer, arpa_unigrams(lm_path), lm_path, LexiconSearchOptions(**options))
+
+  def with_options(self, **changes) -> "LexiconSearch":
+    """The same lexicon and loaded LM searched with other options (no reloading: a weight grid
+    builds the trie once)."""
+    other = copy.copy(self)
+    other.options = dataclasses.replace(self.options, **changes)
+    other._decoder = other._make_decoder()
+    return other
 
   def __call__(self, log_probs: np.ndarray) -> str:
     """The best word sequence for one utterance's CTC log posteriors [frames, vocab] (valid
@@ -101,6 +120,21 @@ class LexiconSearch:
       return ""
     best = self._decoder.decode(emissions.ctypes.data, emissions.shape[0], emissions.shape[1])[0]
     return WORD_SEPARATOR.join(self._word_dict.get_entry(i) for i in best.words if i >= 0)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+  """Sends file descriptor 2 to /dev/null for the block (C++ writes bypass sys.stderr); errors
+  still arrive as Python exceptions."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as devnull:
+      os.dup2(devnull.fileno(), 2)
+      yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
 
 
 def _spelling(tokenizer, word: str):

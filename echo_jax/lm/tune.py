@@ -36,11 +36,12 @@ def _floats(text: str, flag: str) -> List[float]:
 def split_log_probs(run, split: str, max_examples: int, batch_size: int):
   """(references, [valid frames, vocab] log posteriors) of a split's single-chunk examples."""
   from echo_jax import evaluate
+  from echo_jax.inference import ctc_decoding
   examples = [ex for ex in evaluate.split_examples(run.config, split, max_examples)
               if len(ex.items) == 1]
   if not examples:
     raise UserError(f"split {split!r} has no example to tune on")
-  ctc = evaluate.CtcGreedy(run.config, run.model, run.variables, run.tokenizer, batch_size)
+  ctc = ctc_decoding.CtcDecoder(run.model, run.variables, run.tokenizer)
   references, log_probs = [], []
   for group, batch in evaluate.bucket_batches(examples, run.config, batch_size):
     _, posteriors, valid = ctc.decode_batch(batch)
@@ -57,9 +58,9 @@ def grid(tokenizer, lm_path: str, references: Sequence[str], log_probs: Sequence
   from echo_jax.inference import ctc_lexicon
   from echo_jax.inference.scoring import error_rates
   rows = []
+  loaded = ctc_lexicon.LexiconSearch.from_arpa(tokenizer, lm_path, beam_size=beam_size)
   for weight, score in itertools.product(lm_weights, word_scores):
-    search = ctc_lexicon.LexiconSearch.from_arpa(tokenizer, lm_path, lm_weight=weight,
-                                                 word_score=score, beam_size=beam_size)
+    search = loaded.with_options(lm_weight=weight, word_score=score)
     start = time.perf_counter()
     rates = error_rates(references, [search(p) for p in log_probs])
     rows.append({"lm_weight": weight, "word_score": score, "wer": rates["wer"],
