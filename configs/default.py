@@ -20,7 +20,8 @@ greedy attention WER 110.7 %, CER 63.7 % (previous recipe with the reference fro
 42.8 % and 113.1 % / 66.3 %; old default: WER 106 %, CER 85 %). Retrained with the per-bucket
 padding on a 2-core AVX2-only CPU (93 min of training, the first 25 min shared with other work;
 ~81 min idle): CTC best path 86.7 % / 38.4 %, and with the corpus's word 3-gram LM in the CTC
-search (decode.lm_*, `evaluate`'s ctc_greedy.lm) WER 63.9 %, CER 39.9 %. The bar (WER <= 15 %,
+search (decode.lm_*, `evaluate`'s ctc_greedy.lm; the transcript `transcribe` prints by default)
+WER 63.9 %, CER 39.9 %. The bar (WER <= 15 %,
 CER <= 6 %) is not reached: the model is short of epochs; docs/accuracy.md has the diagnosis, the
 curves and the LM (section 6).
 """
