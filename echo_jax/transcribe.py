@@ -243,7 +243,6 @@ def transcribe_prepared(prepared: Sequence[PreparedFile], transcriber: "BatchTra
     chunk_texts.setdefault(owner, []).append(text)
   for owner, parts in chunk_texts.items():
     prepared[owner].result.text = longform.stitch_texts(parts, prepared[owner].bounds, sample_rate)
-    prepared[owner].result.hypothesis = transcriber.hypothesis
   return [entry.result for entry in prepared]
 
 
@@ -253,7 +252,10 @@ def transcribe_files(paths: Iterable[str], config, model, variables, tokenizer, 
   prepared = [prepare_file(path, config) for path in paths]
   transcriber = BatchTranscriber(config, model, variables, tokenizer, beam_size, batch_size,
                                  hypothesis)
-  return transcribe_prepared(prepared, transcriber, int(config.data.sample_rate))
+  results = transcribe_prepared(prepared, transcriber, int(config.data.sample_rate))
+  for result in results:
+    result.hypothesis = hypothesis if result.error is None else ""
+  return results
 
 
 def format_result(result: FileResult, as_json: bool) -> str:

@@ -359,6 +359,8 @@ def test_transcribe_cli_plain_and_json(tiny_run, audio_files, capsys):
                                        files["missing"]]
   assert rows[1]["error"] == "silent" and rows[4]["error"] == "unreadable"
   assert all(isinstance(r["text"], str) and r["chunks"] == 1 for r in (rows[0], rows[2], rows[3]))
+  # No LM in this run: the attention decoder's transcript, and the rows say so.
+  assert [r.get("hypothesis") for r in rows] == ["attention", None, "attention", "attention", None]
   assert f"{files['silent']}: silent" in err and f"{files['missing']}: unreadable" in err
   assert "2 of 5 files failed" in err
   code = transcribe.main(["--workdir", workdir, "--checkpoint", "5", files["a"], files["d"]])
