@@ -173,6 +173,26 @@ def test_conclusion_flags_a_baseline_above_100_percent_and_a_partial_study():
   assert "Caution" not in text and "Partial study" not in text
 
 
+def test_multiple_comparisons_count_the_flagged_intervals_against_chance():
+  """6 variants x 2 metrics = 12 intervals, 3 of them excluding 0: the line counts them, names
+  them, and says ~0.6 would by chance at 95 %; a study with one interval gets no such line."""
+  diffs = {v: (0.001, -0.01, 0.012) for v in ("a", "b", "c", "d", "e")}
+  diffs["seed"] = (-0.031, -0.05, -0.012)  # WER and CER both flagged
+  synthetic = _synthetic_report(diffs)
+  synthetic["differences"]["attention"]["test"]["a"]["cer"] = {
+      "difference": 0.02, "low": 0.005, "high": 0.035, "verdict": report.verdict(
+          (0.02, 0.005, 0.035), "fixed")}
+  line = report.multiple_comparisons(synthetic, 0.95)
+  assert line.startswith("Multiple comparisons: 3 of the 12 paired intervals above exclude 0 ")
+  assert ("(a worse by CER (attention, test); seed better by WER (attention, test); seed better "
+          "by CER (attention, test))" in line)
+  assert "about 0.6 would at 95 % by chance alone" in line
+  assert line in report.conclusion(synthetic)
+  one = _synthetic_report({"seed": (-0.031, -0.05, -0.012)})
+  del one["differences"]["attention"]["test"]["seed"]["cer"]
+  assert report.multiple_comparisons(one) is None
+
+
 def test_placebo_wording():
   synthetic = _synthetic_report({"seed": (-0.03, -0.05, -0.01)})
   synthetic["placebo"] = {"attention": {"test": {"seed": {

@@ -9,7 +9,8 @@ lets stats.paired_difference_interval pair them.
 A verdict reads only the paired 95 % interval of (variant - baseline): entirely below 0 is
 "better than <baseline>" (fewer errors), entirely above 0 "worse than <baseline>", an interval
 that contains 0 "no measurable difference". The conclusion is generated from these verdicts, so
-it never says more than the intervals do.
+it never says more than the intervals do, and it counts how many intervals exclude 0 against the
+~5 % that would by chance alone (many variants x conditions x metrics x decoders are read).
 """
 
 import math
@@ -302,6 +303,9 @@ def conclusion(report: Mapping[str, Any]) -> List[str]:
                      "above 100 %: its hypotheses hold more errors than the references have "
                      "words, so differences here measure how much a variant inserts rather than "
                      "how well it transcribes.")
+  multiple = multiple_comparisons(report, level)
+  if multiple:
+    lines.append(multiple)
   planned = len(settings.get("variants", ())) * len(settings.get("seeds", ()))
   if report.get("runs") is not None and 0 < len(report["runs"]) < planned:
     lines.append(f"Partial study: {len(report['runs'])} of the {planned} planned runs (variants x "
@@ -314,6 +318,34 @@ def conclusion(report: Mapping[str, Any]) -> List[str]:
   if not report["differences"]:
     lines.append("Nothing to compare: no run of the baseline and another variant was evaluated.")
   return lines
+
+
+def multiple_comparisons(report: Mapping[str, Any], level: float = 0.95) -> Optional[str]:
+  """How many of the paired intervals exclude 0, against how many would by chance alone.
+
+  Each interval excludes 0 with probability 1 - level when there is no effect, so among N of
+  them about N (1 - level) do by chance (the intervals share runs and utterances, so they are not
+  independent: the count is a yardstick, not a test). None with fewer than two intervals."""
+  flagged, total = [], 0
+  for decoder, by_condition in report["differences"].items():
+    for condition, by_variant in by_condition.items():
+      for variant, diff in by_variant.items():
+        for metric in METRICS:
+          if metric not in diff or diff[metric]["verdict"] == UNKNOWN:
+            continue
+          total += 1
+          said = diff[metric]["verdict"]
+          if said.startswith(BETTER) or said.startswith(WORSE):
+            flagged.append(f"{variant} {said.split()[0]} by {metric.upper()} ({decoder}, "
+                           f"{condition})")
+  if total < 2:
+    return None
+  expected = total * (1.0 - level)
+  listed = "; ".join(flagged) if flagged else "none"
+  return (f"Multiple comparisons: {len(flagged)} of the {total} paired intervals above exclude 0 "
+          f"({listed}); with no effect anywhere about {expected:.1f} would at "
+          f"{100 * level:g} % by chance alone. A verdict that the other decoder, metric, pitch "
+          "shifts and seeds do not repeat is what chance produces.")
 
 
 # ----------------------------------------------------------------------------------------------
