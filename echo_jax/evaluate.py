@@ -315,15 +315,18 @@ def add_measured_f0(example: Example) -> None:
 
 
 class Evaluator:
-  """The jitted decoder and teacher-forced pass for one run (reuse it across example sets)."""
+  """The jitted decoder and teacher-forced pass for one run (reuse it across example sets);
+  workdir: the run's folder, where decode.lm_path = "auto" keeps its copy of the corpus LM."""
 
-  def __init__(self, config, model, variables, tokenizer, beam_size: int, batch_size: int):
+  def __init__(self, config, model, variables, tokenizer, beam_size: int, batch_size: int,
+               workdir: str = ""):
     self.config = config
     self.beam_size = int(beam_size)
     self.transcriber = transcribe.BatchTranscriber(config, model, variables, tokenizer, beam_size,
                                                    batch_size)
     self.teacher_forcing = TeacherForcing(config, model, variables, tokenizer, batch_size)
-    search = ctc_decoding.lexicon_search(config, tokenizer)  # an LM without a CTC head: error
+    # an LM without a CTC head is an error
+    search = ctc_decoding.lexicon_search(config, tokenizer, workdir)
     self.ctc_greedy = (CtcGreedy(config, model, variables, tokenizer, batch_size, search)
                        if config.model.get("ctc_head", False) else None)
 
@@ -458,7 +461,8 @@ def main(argv=None) -> int:
       raise UserError(f"nothing to evaluate: {args.manifest or 'split ' + repr(args.split)} has no "
                       "usable example; check the manifest's paths and split column or the split "
                       "name (train, validation, test)")
-    evaluator = Evaluator(config, run.model, run.variables, run.tokenizer, beam_size, batch_size)
+    evaluator = Evaluator(config, run.model, run.variables, run.tokenizer, beam_size, batch_size,
+                          args.workdir)
     summary = evaluator(examples)
     summary.update(workdir=os.path.abspath(args.workdir), checkpoint_step=run.step,
                    source=args.manifest or f"split:{args.split}")

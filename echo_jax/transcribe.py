@@ -150,10 +150,10 @@ class BatchTranscriber:
 
   hypothesis: "attention" (greedy or beam search to EOS, joint with the CTC prefix score when
   decode.ctc_weight > 0), "ctc" (the CTC head's best path) or "ctc_lm" (the CTC lexicon search
-  with decode.lm_path's word LM)."""
+  with decode.lm_path's word LM; workdir: the run whose kept LM copy "auto" may use)."""
 
   def __init__(self, config, model, variables, tokenizer, beam_size: int, batch_size: int,
-               hypothesis: str = "attention"):
+               hypothesis: str = "attention", workdir: str = ""):
     if hypothesis not in HYPOTHESES:
       raise UserError(f"hypothesis {hypothesis!r} is unknown: use one of {', '.join(HYPOTHESES)}")
     if hypothesis != "attention" and not config.model.get("ctc_head", False):
@@ -174,7 +174,8 @@ class BatchTranscriber:
                                              int(beam_size), float(config.decode.length_penalty),
                                              ctc_weight=ctc_weight)
     else:
-      search = ctc_decoding.lexicon_search(config, tokenizer) if hypothesis == "ctc_lm" else None
+      search = (ctc_decoding.lexicon_search(config, tokenizer, workdir)
+                if hypothesis == "ctc_lm" else None)
       if hypothesis == "ctc_lm" and search is None:
         raise UserError("--hypothesis ctc_lm needs a word LM: this run's decode.lm_path is ''; "
                         "give --lm auto (the corpus LM) or --lm FILE.arpa")
@@ -247,11 +248,12 @@ def transcribe_prepared(prepared: Sequence[PreparedFile], transcriber: "BatchTra
 
 
 def transcribe_files(paths: Iterable[str], config, model, variables, tokenizer, beam_size: int = 1,
-                     batch_size: int = 8, hypothesis: str = "attention") -> List[FileResult]:
+                     batch_size: int = 8, hypothesis: str = "attention",
+                     workdir: str = "") -> List[FileResult]:
   """Transcribes every path; unusable files get `error` set and do not stop the others."""
   prepared = [prepare_file(path, config) for path in paths]
   transcriber = BatchTranscriber(config, model, variables, tokenizer, beam_size, batch_size,
-                                 hypothesis)
+                                 hypothesis, workdir)
   results = transcribe_prepared(prepared, transcriber, int(config.data.sample_rate))
   for result in results:
     result.hypothesis = hypothesis if result.error is None else ""
@@ -319,7 +321,7 @@ def main(argv=None) -> int:
                   else pipeline.global_batch_sizes(config.data, 1).eval)  # decodes on one device
     results = transcribe_files(paths, config, run.model, run.variables, run.tokenizer,
                                beam_size=beam_size, batch_size=batch_size,
-                               hypothesis=hypothesis)
+                               hypothesis=hypothesis, workdir=args.workdir)
   failed = 0
   for result in results:
     if result.error is not None:

@@ -3,6 +3,7 @@
 import collections
 import json
 import math
+import os
 import random
 
 import pytest
@@ -150,3 +151,29 @@ def test_lm_path_resolution(tiny_data_config, tmp_path):
   assert auto.startswith(str(tmp_path / "data")) and auto.endswith("words_3gram.arpa")
   ngram.write_arpa(ngram.estimate([["a", "b"]], 3), auto)  # built before: used, not rebuilt
   assert lm_build.resolve(tiny_data_config, lm_build.AUTO) == auto
+
+
+def test_auto_lm_is_kept_in_the_run_and_used_where_the_corpus_is_absent(tiny_data_config,
+                                                                       tmp_path):
+  """With a workdir, "auto" copies the corpus LM (and its record) into <workdir>/lm once; on a
+  machine without the corpus or its LM that copy is used; with neither, the error names --lm."""
+  from echo_jax.errors import MissingInputError
+
+  config = tiny_data_config
+  config.data.root = str(tmp_path / "data")
+  auto = lm_build.default_path(config)
+  ngram.write_arpa(ngram.estimate([["a", "b"], ["b", "c"]], 3), auto)
+  with open(auto + ".json", "w") as handle:
+    handle.write('{"sentences": 2}')
+  workdir = str(tmp_path / "run")
+  kept = lm_build.kept_path(config, workdir)
+  assert kept == os.path.join(workdir, "lm", "words_3gram.arpa")
+  assert lm_build.resolve(config, lm_build.AUTO, workdir) == auto
+  assert open(kept).read() == open(auto).read()
+  assert open(kept + ".json").read() == '{"sentences": 2}'
+  # The run moved to a machine without the corpus: its kept copy is the LM.
+  config.data.root = str(tmp_path / "elsewhere")
+  config.data.corpus_dir = str(tmp_path / "no_corpus")
+  assert lm_build.resolve(config, lm_build.AUTO, workdir) == kept
+  with pytest.raises(MissingInputError, match="--lm none"):
+    lm_build.resolve(config, lm_build.AUTO, str(tmp_path / "another_run"))

@@ -23,11 +23,12 @@ from echo_jax.inference import ctc_prefix
 from echo_jax.inference import decoding
 
 
-def lexicon_search(config, tokenizer) -> Optional[ctc_lexicon.LexiconSearch]:
+def lexicon_search(config, tokenizer, workdir: str = "") -> Optional[ctc_lexicon.LexiconSearch]:
   """The word-LM CTC search decode.lm_path asks for ("": none; "auto": the corpus LM, built on
-  first use), with decode.lm_weight / lm_word_score / lm_beam_size."""
+  first use, or the copy kept in the run's workdir), with decode.lm_weight / lm_word_score /
+  lm_beam_size."""
   from echo_jax.lm import build as lm_build  # builds the corpus LM on first use
-  path = lm_build.resolve(config, str(config.decode.get("lm_path", "")))
+  path = lm_build.resolve(config, str(config.decode.get("lm_path", "")), workdir)
   if not path:
     return None
   if not config.model.get("ctc_head", False):

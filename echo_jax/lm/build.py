@@ -14,6 +14,7 @@ transcripts. `decode.lm_path = "auto"` makes `evaluate` build this file on first
 
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Dict, Iterable, List, Sequence, Tuple
@@ -132,18 +133,50 @@ def build(config, order: int = DEFAULT_ORDER, text_files: Sequence[str] = (), ou
   return out
 
 
-def resolve(config, lm_path: str) -> str:
-  """An ARPA path from decode.lm_path: "" -> "" (no LM), "auto" -> the corpus LM (built when
-  missing), else the file, which must exist."""
+def kept_path(config, workdir: str) -> str:
+  """Where a run keeps its copy of the corpus LM: <workdir>/lm/<the default file name>."""
+  return os.path.join(workdir, "lm", os.path.basename(default_path(config)))
+
+
+def keep_copy(path: str, kept: str) -> None:
+  """Copies the ARPA file (and its .json record) to `kept`, each through a temporary file, so a
+  run's folder holds the LM it was decoded with and transcribes where the corpus is absent."""
+  os.makedirs(os.path.dirname(kept), exist_ok=True)
+  for source, target in ((path, kept), (path + ".json", kept + ".json")):
+    if os.path.exists(source):
+      shutil.copyfile(source, target + ".tmp")
+      os.replace(target + ".tmp", target)
+
+
+def resolve(config, lm_path: str, workdir: str = "") -> str:
+  """An ARPA path from decode.lm_path: "" -> "" (no LM), "auto" -> the corpus LM, else the file,
+  which must exist.
+
+  "auto" takes <data.root>/lm/words_3gram.arpa; where that is missing, the copy a run keeps in
+  <workdir>/lm/ (workdir given), else it builds the corpus LM. With a workdir, the LM found or
+  built is copied there once, so the run's folder can be moved to a machine without the corpus."""
   if not lm_path:
     return ""
-  if lm_path == AUTO:
-    path = default_path(config)
-    return path if os.path.exists(path) else build(config)
-  if not os.path.isfile(lm_path):
-    raise MissingInputError(f"language model {lm_path} not found: build one with `python -m "
-                            "echo_jax.lm.build --config CONFIG --out FILE`, or use --lm auto")
-  return os.path.abspath(lm_path)
+  if lm_path != AUTO:
+    if not os.path.isfile(lm_path):
+      raise MissingInputError(f"language model {lm_path} not found: build one with `python -m "
+                              "echo_jax.lm.build --config CONFIG --out FILE`, or use --lm auto")
+    return os.path.abspath(lm_path)
+  path = default_path(config)
+  kept = kept_path(config, workdir) if workdir else ""
+  if not os.path.exists(path):
+    if kept and os.path.exists(kept):
+      return kept
+    try:
+      path = build(config)
+    except MissingInputError as error:
+      raise MissingInputError(
+          f"decode.lm_path='auto': the corpus word LM {path} is missing and cannot be built here "
+          f"({error}); pass --lm FILE.arpa (a run decoded by `evaluate` keeps its copy in "
+          "<workdir>/lm/), or --lm none for no LM") from None
+  if kept and not os.path.exists(kept):
+    keep_copy(path, kept)
+  return path
 
 
 HELP = __doc__

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     run = loading.load_run(args.workdir, args.checkpoint)
     if not run.config.model.get("ctc_head", False):
       raise UserError(f"{args.workdir}: the model has no CTC head; the LM search decodes it")
-    lm_path = lm_build.resolve(run.config, args.lm)
+    lm_path = lm_build.resolve(run.config, args.lm, args.workdir)
     references, log_probs = split_log_probs(run, args.split, args.max_examples, args.batch_size)
   rows = grid(run.tokenizer, lm_path, references, log_probs, weights, scores, args.lm_beam_size)
   best = min(rows, key=lambda r: (r["wer"], r["cer"]))
