@@ -12,7 +12,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from echo_jax import evaluate, transcribe
+from echo_jax import transcribe
+from echo_jax.inference import examples as examples_lib
 from echo_jax import checkpointing
 from echo_jax.config import check as config_check
 from echo_jax.data import f0_source, pipeline
@@ -87,13 +88,13 @@ def test_shuffled_f0_feeds_another_utterances_track_in_training_and_evaluation(
 def test_manifest_evaluation_of_a_shuffled_run_feeds_another_rows_f0(tiny_corpus,
                                                                      tiny_data_config):
   config = tiny_data_config
-  rows = evaluate.read_manifest(os.path.join(tiny_corpus, "manifest.jsonl"), "validation")
-  rows += evaluate.read_manifest(os.path.join(tiny_corpus, "manifest.jsonl"), "test")
+  rows = examples_lib.read_manifest(os.path.join(tiny_corpus, "manifest.jsonl"), "validation")
+  rows += examples_lib.read_manifest(os.path.join(tiny_corpus, "manifest.jsonl"), "test")
   assert len(rows) >= 3
-  own = evaluate.manifest_examples(rows, config)
+  own = examples_lib.manifest_examples(rows, config)
   config.data.f0_source = "shuffled"
   files = [transcribe.prepare_file(row["path"], config) for row in rows]
-  shuffled = evaluate.examples_from_files(rows, files, config)
+  shuffled = examples_lib.examples_from_files(rows, files, config)
   for i, example in enumerate(shuffled):
     donor = own[f0_source.donor_position(i, len(own))].items[0]["f0"]
     np.testing.assert_array_equal(example.items[0]["f0"],

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from echo_jax import evaluate
+from echo_jax.inference import examples as examples_lib
 from echo_jax import transcribe
 from echo_jax.errors import UserError
 from echo_jax.inference import ctc_lexicon
@@ -39,19 +40,19 @@ def test_read_manifest_layouts_relative_paths_and_split(tmp_path):
       {"id": "u1", "path": "a/1.wav", "text": "one", "split": "test"},
       {"id": "u2", "path": "/abs/2.wav", "transcript": "two", "split": "train"},
       {"id": "u3", "path": "a/3.wav", "text": "three", "split": "dev"}]) + "\n")
-  rows = evaluate.read_manifest(str(jsonl))
+  rows = examples_lib.read_manifest(str(jsonl))
   assert {r["id"]: (r["path"], r["text"], r["split"]) for r in rows} == {
       "u1": (str(tmp_path / "a" / "1.wav"), "one", "test"),
       "u2": ("/abs/2.wav", "two", "train"),
       "u3": (str(tmp_path / "a" / "3.wav"), "three", "validation")}
-  assert [r["id"] for r in evaluate.read_manifest(str(jsonl), "test")] == ["u1"]
+  assert [r["id"] for r in examples_lib.read_manifest(str(jsonl), "test")] == ["u1"]
   tsv = tmp_path / "m.tsv"
   tsv.write_text("path\ttext\tsplit\na/1.wav\tone\ttest\na/2.wav\ttwo\ttest\n")
-  assert [r["text"] for r in evaluate.read_manifest(str(tsv), "test")] == ["one", "two"]
+  assert [r["text"] for r in examples_lib.read_manifest(str(tsv), "test")] == ["one", "two"]
   bad = tmp_path / "bad.jsonl"
   bad.write_text(json.dumps({"text": "no path"}) + "\n")
   with pytest.raises(ValueError, match="bad.jsonl:1"):
-    evaluate.read_manifest(str(bad))
+    examples_lib.read_manifest(str(bad))
 
 
 @pytest.fixture(scope="session")
@@ -150,15 +151,15 @@ def check_breakdown(summary, rows, config, table):
 
 def test_manifest_mode_agrees_with_split_mode_and_reports_bad_files(eval_run, tmp_path):
   workdir, config, prepared, tokenizer, model, params = eval_run
-  split = evaluate.split_examples(config, "test")
+  split = examples_lib.split_examples(config, "test")
   corpus = config.data.corpus_dir
-  rows = [r for r in evaluate.read_manifest(os.path.join(corpus, "manifest.jsonl"), "test")]
+  rows = [r for r in examples_lib.read_manifest(os.path.join(corpus, "manifest.jsonl"), "test")]
   assert sorted(r["id"] for r in rows) == sorted(ex.key for ex in split)
   manifest = tmp_path / "test.tsv"
   lines = ["path\ttext\tid"] + [f"{r['path']}\t{r['text']}\t{r['id']}" for r in rows]
   lines.append(f"{tmp_path / 'missing.wav'}\tnothing here\tmissing")
   manifest.write_text("\n".join(lines) + "\n")
-  from_manifest = evaluate.manifest_examples(evaluate.read_manifest(str(manifest)), config)
+  from_manifest = examples_lib.manifest_examples(examples_lib.read_manifest(str(manifest)), config)
   evaluator = evaluate.Evaluator(config, model, {"params": params}, tokenizer, beam_size=1,
                                  batch_size=4)
   split_summary = evaluator(split)
@@ -191,7 +192,7 @@ def test_manifest_mode_agrees_with_split_mode_and_reports_bad_files(eval_run, tm
       row = dict(corpus_rows[r["id"]], path=r["path"], augment=kinds[i],
                  text_source=("fortunes", "wordnet")[i % 2])
       handle.write(json.dumps(row) + "\n")
-  jsonl_examples = evaluate.manifest_examples(evaluate.read_manifest(str(jsonl)), config)
+  jsonl_examples = examples_lib.manifest_examples(examples_lib.read_manifest(str(jsonl)), config)
   jsonl_summary = evaluator(jsonl_examples)
   breakdown = jsonl_summary["breakdown"]
   assert breakdown["engine"] == split_summary["breakdown"]["engine"]
@@ -261,7 +262,7 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
   lm_hyps = [normalise_transcript(expected_lm[k]) for k in sorted(rows)]
   assert summary["ctc_greedy"]["lm"]["wer"] == pytest.approx(jiwer.wer(refs, lm_hyps))
   # transcribe's CTC hypotheses (--hypothesis ctc / ctc_lm) are the same transcripts.
-  examples = evaluate.split_examples(config, "test")
+  examples = examples_lib.split_examples(config, "test")
   items = [ex.items[0] for ex in examples]
   keys = [ex.key for ex in examples]
   best_path = transcribe.BatchTranscriber(config, model, {"params": params}, tokenizer, 1, 4,

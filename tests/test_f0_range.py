@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from echo_jax import evaluate
+from echo_jax.inference import examples as examples_lib
 from echo_jax.config import check as config_check
 from echo_jax.data import f0_range, pipeline
 from echo_jax.experiments import conditions
@@ -75,7 +75,7 @@ def test_every_evaluation_path_scores_the_same_high_utterances(tiny_data_config,
                                          max_examples=max_examples)
     scored = sorted(int(i) for b in batches for i in b["example_index"][b["valid"]])
     assert scored == sorted(index[expected].tolist())
-    ids = [e.key for e in evaluate.split_examples(config, split, max_examples)]
+    ids = [e.key for e in examples_lib.split_examples(config, split, max_examples)]
     assert ids == conditions.split_ids(config, split, max_examples)
     assert len(ids) == len(expected)
 

@@ -51,6 +51,7 @@ from echo_jax.config import check as config_check
 from echo_jax import errors
 from echo_jax import evaluate
 from echo_jax.inference import error_breakdown
+from echo_jax.inference import examples as examples_lib
 from echo_jax.inference import loading
 from echo_jax.training import trainer
 from echo_jax import transcribe
@@ -195,17 +196,17 @@ class ExampleCache:
 
   def examples(self, condition: conditions_lib.Condition, config, max_examples: int):
     if condition.manifest is None:
-      return evaluate.split_examples(config, conditions_lib.TEST, max_examples)
+      return examples_lib.split_examples(config, conditions_lib.TEST, max_examples)
     key = (condition.manifest, json.dumps(features_lib.FeatureParams.from_config(
         config.data).as_dict(), sort_keys=True), float(config.decode.chunk_seconds),
            float(config.decode.chunk_overlap_seconds), tuple(config.model.features))
     if key not in self._files:
-      rows = evaluate.read_manifest(condition.manifest, conditions_lib.TEST)
+      rows = examples_lib.read_manifest(condition.manifest, conditions_lib.TEST)
       if max_examples >= 0:
         rows = rows[:max_examples]
       self._files[key] = rows, [transcribe.prepare_file(row["path"], config) for row in rows]
     rows, files = self._files[key]
-    return evaluate.examples_from_files(rows, files, config)
+    return examples_lib.examples_from_files(rows, files, config)
 
 
 def eval_dir(spec: RunSpec, condition: str) -> str:

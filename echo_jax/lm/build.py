@@ -34,15 +34,15 @@ def default_path(config, order: int = DEFAULT_ORDER) -> str:
 
 def manifest_transcripts(config) -> Dict[str, List[str]]:
   """{split: normalised transcripts} of the manifest the config's data was prepared from."""
-  from echo_jax import evaluate  # the manifest readers
-  manifest = evaluate.source_manifest(config)
+  from echo_jax.inference import examples as examples_lib  # the manifest readers
+  manifest = examples_lib.source_manifest(config)
   if manifest is None or not os.path.exists(manifest):
     raise MissingInputError(
         f"no transcript manifest for data.dataset={config.data.dataset!r} (looked for "
         f"{manifest}); prepare the data first (`python -m echo_jax.data.prepare --config ...`) "
         "or build from text files with --text")
   out: Dict[str, List[str]] = {}
-  for row in evaluate.read_manifest(manifest):
+  for row in examples_lib.read_manifest(manifest):
     out.setdefault(row["split"], []).append(text_lib.normalise_transcript(row["text"]))
   return out
 

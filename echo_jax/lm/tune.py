@@ -35,15 +35,15 @@ def _floats(text: str, flag: str) -> List[float]:
 
 def split_log_probs(run, split: str, max_examples: int, batch_size: int):
   """(references, [valid frames, vocab] log posteriors) of a split's single-chunk examples."""
-  from echo_jax import evaluate
   from echo_jax.inference import ctc_decoding
-  examples = [ex for ex in evaluate.split_examples(run.config, split, max_examples)
+  from echo_jax.inference import examples as examples_lib
+  examples = [ex for ex in examples_lib.split_examples(run.config, split, max_examples)
               if len(ex.items) == 1]
   if not examples:
     raise UserError(f"split {split!r} has no example to tune on")
   ctc = ctc_decoding.CtcDecoder(run.model, run.variables, run.tokenizer)
   references, log_probs = [], []
-  for group, batch in evaluate.bucket_batches(examples, run.config, batch_size):
+  for group, batch in examples_lib.bucket_batches(examples, run.config, batch_size):
     _, posteriors, valid = ctc.decode_batch(batch)
     posteriors, valid = np.asarray(posteriors), np.asarray(valid)
     for row, ex in enumerate(group):
