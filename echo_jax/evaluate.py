@@ -249,6 +249,9 @@ def parse_args(argv):
                       help="JSONL ({path, text[, split, id]}), TSV (path<TAB>transcript, or a "
                            "header naming path/text/split columns), or a LibriSpeech / Common "
                            "Voice folder; relative audio paths are relative to the manifest")
+  parser.add_argument("--average", type=int, default=1,
+                      help="evaluate the mean parameters of the K newest checkpoints (up to "
+                           "--checkpoint when given); 1: no averaging")
   parser.add_argument("--max_examples", type=int, default=-1, help="-1: all")
   parser.add_argument("--beam_size", type=int, default=None,
                       help="default: config.decode.beam_size")
@@ -273,8 +276,9 @@ def main(argv=None) -> int:
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices are not for users
   # stdout carries only the summary: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
-    run = loading.load_run(args.workdir, args.checkpoint)
-    config = ctc_decoding.apply_lm_flags(transcribe.apply_ctc_weight(run.config, args.ctc_weight), args)
+    run = loading.load_run(args.workdir, args.checkpoint, args.average)
+    config = ctc_decoding.apply_lm_flags(transcribe.apply_ctc_weight(run.config, args.ctc_weight),
+                                         args)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None
                   else pipeline.global_batch_sizes(config.data, 1).eval)  # decodes on one device
@@ -297,7 +301,11 @@ def main(argv=None) -> int:
     summary = evaluator(examples)
     summary.update(workdir=os.path.abspath(args.workdir), checkpoint_step=run.step,
                    source=args.manifest or f"split:{args.split}")
-    out_dir = args.out or os.path.join(args.workdir, "eval", f"{name}_step{run.step}")
+    suffix = ""
+    if run.averaged_steps:
+      summary["averaged_steps"] = list(run.averaged_steps)
+      suffix = f"_avg{len(run.averaged_steps)}"
+    out_dir = args.out or os.path.join(args.workdir, "eval", f"{name}_step{run.step}{suffix}")
     write_outputs(out_dir, examples, summary)
     summary["outputs"] = os.path.abspath(out_dir)
   print(json.dumps(summary, indent=2, sort_keys=True))

@@ -273,6 +273,9 @@ def parse_args(argv):
   parser.add_argument("--workdir", required=True, help="training run directory")
   parser.add_argument("--checkpoint", type=int, default=None,
                       help="checkpoint step (default: best by WER, else latest)")
+  parser.add_argument("--average", type=int, default=1,
+                      help="transcribe with the mean parameters of the K newest checkpoints (up "
+                           "to --checkpoint when given); 1: no averaging")
   parser.add_argument("--json", action="store_true", help="one JSON object per line")
   parser.add_argument("--beam_size", type=int, default=None,
                       help="default: config.decode.beam_size")
@@ -313,7 +316,7 @@ def main(argv=None) -> int:
                     "mp3, ogg, ...) or folders that contain them")
   # stdout carries only the transcripts: progress printed while loading goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
-    run = loading.load_run(args.workdir, args.checkpoint)
+    run = loading.load_run(args.workdir, args.checkpoint, args.average)
     config = ctc_decoding.apply_lm_flags(apply_ctc_weight(run.config, args.ctc_weight), args)
     hypothesis = args.hypothesis or default_hypothesis(config)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)

@@ -2,6 +2,7 @@
 
   run = load_run("runs/default")            # best-by-WER checkpoint, else the latest
   run = load_run("runs/default", step=2000)
+  run = load_run("runs/default", average=3)  # the mean of the 3 newest checkpoints' parameters
   run.model, run.variables, run.tokenizer, run.config, run.step
 
 The run's workdir holds the resolved config (`config.py`/`config.json`, written by the trainer),
@@ -38,6 +39,7 @@ class Run:
   variables: dict
   tokenizer: Any
   step: int
+  averaged_steps: tuple = ()  # the checkpoints whose parameters were averaged (load_run average)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -140,14 +142,50 @@ def abstract_params(model, config):
   return shapes["params"]
 
 
-def load_run(workdir: str, step: Optional[int] = None) -> Run:
+def averaged_steps(workdir: str, count: int, step: Optional[int] = None) -> list:
+  """The `count` newest checkpoint steps up to `step` (default: the newest), newest first."""
+  if int(count) < 1:
+    raise UserError(f"--average={count} is invalid: use 1 (no averaging) or more checkpoints")
+  steps = sorted(candidate_steps(workdir), reverse=True)
+  if step is not None:
+    if int(step) not in steps:
+      raise UserError(f"checkpoint step {step} not in {workdir!r}; pick one of {sorted(steps)}")
+    steps = [s for s in steps if s <= int(step)]
+  if len(steps) < int(count):
+    raise UserError(f"--average={count}: {workdir} keeps {len(steps)} checkpoint(s) up to step "
+                    f"{steps[0]} ({sorted(steps)}); average fewer, or train with more kept "
+                    "(config.train.keep_checkpoints)")
+  return steps[:int(count)]
+
+
+def average_params(trees: list) -> Any:
+  """Element-wise mean of parameter trees of one structure, accumulated in float32 (a float16
+  or bfloat16 parameter keeps its dtype)."""
+  def mean(*leaves):
+    total = sum(np.asarray(leaf, np.float32) for leaf in leaves)
+    return (total / len(leaves)).astype(np.asarray(leaves[0]).dtype)
+  return jax.tree_util.tree_map(mean, *trees)
+
+
+def load_run(workdir: str, step: Optional[int] = None, average: int = 1) -> Run:
+  """The run's model and parameters: of `step`, else the best-by-WER checkpoint, else the latest;
+  with average = K > 1 the mean of the K newest checkpoints (up to `step` when given), the
+  checkpoint averaging of speech recipes (ESPnet's average_checkpoints, icefall's --avg)."""
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   config = load_config(workdir)
-  steps = candidate_steps(workdir, step)  # before the tokenizer: a wrong step fails fast
+  if int(average) != 1:
+    steps = averaged_steps(workdir, average, step)
+  else:
+    steps = candidate_steps(workdir, step)  # before the tokenizer: a wrong step fails fast
   tokenizer = load_tokenizer(workdir, config)
   model = build_model(config)
   like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
                                 abstract_params(model, config))
+  if int(average) != 1:
+    trees = [restore_first_usable(workdir, like, [s], explicit=True)[1] for s in steps]
+    return Run(workdir=workdir, config=config, model=model,
+               variables={"params": average_params(trees)}, tokenizer=tokenizer, step=steps[0],
+               averaged_steps=tuple(steps))
   chosen, params = restore_first_usable(workdir, like, steps, explicit=step is not None)
   return Run(workdir=workdir, config=config, model=model, variables={"params": params},
              tokenizer=tokenizer, step=chosen)

@@ -76,6 +76,8 @@ def main(argv=None) -> int:
   parser.add_argument("--workdir", required=True, help="training run directory (CTC head)")
   parser.add_argument("--split", default="validation")
   parser.add_argument("--checkpoint", type=int, default=None)
+  parser.add_argument("--average", type=int, default=1,
+                      help="the mean parameters of the K newest checkpoints (as evaluate)")
   parser.add_argument("--lm", default="auto", help="ARPA file, or 'auto' (the corpus LM)")
   parser.add_argument("--lm_weights", default="0.5,1,1.5,2")
   parser.add_argument("--word_scores", default="-2,-1,0,1")
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
   from echo_jax.lm import build as lm_build
   absl_logging.set_verbosity(absl_logging.ERROR)
   with contextlib.redirect_stdout(sys.stderr):  # stdout: the grid lines only
-    run = loading.load_run(args.workdir, args.checkpoint)
+    run = loading.load_run(args.workdir, args.checkpoint, args.average)
     if not run.config.model.get("ctc_head", False):
       raise UserError(f"{args.workdir}: the model has no CTC head; the LM search decodes it")
     lm_path = lm_build.resolve(run.config, args.lm, args.workdir)
@@ -108,7 +110,8 @@ def main(argv=None) -> int:
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out + ".tmp", "w", encoding="utf-8") as handle:
     json.dump({"lm": lm_path, "split": args.split, "examples": len(references),
-               "checkpoint_step": run.step, "beam_size": args.lm_beam_size, "grid": rows,
+               "checkpoint_step": run.step, "averaged_steps": list(run.averaged_steps),
+               "beam_size": args.lm_beam_size, "grid": rows,
                "best": best}, handle, indent=2)
   os.replace(out + ".tmp", out)
   return 0
