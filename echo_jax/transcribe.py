@@ -278,7 +278,8 @@ def parse_args(argv):
                            "to --checkpoint when given); 1: no averaging")
   parser.add_argument("--json", action="store_true", help="one JSON object per line")
   parser.add_argument("--beam_size", type=int, default=None,
-                      help="default: config.decode.beam_size")
+                      help="the attention decoder's beam (--lm_beam_size is the LM search's; "
+                           "default: config.decode.beam_size)")
   parser.add_argument("--batch_size", type=int, default=None,
                       help="chunks per decode batch (default: config.data.eval_batch_size)")
   parser.add_argument("--ctc_weight", type=float, default=None,
