@@ -24,18 +24,22 @@ on the faster CPU. Fewer seeds:
 --config.ablation.seeds="(0,)".
 Finished runs are archived in docs/ablation/runs/ (experiments/archive.py): the study continues
 on any checkout where it stopped and `--publish` rebuilds docs/ablation.md from the archive.
-Result: docs/ablation.md (interim until the runs are complete: `--report_only --publish`).
-Archived so far (21 of 21 runs; seeds per variant: fixed 0,1,2, seed 0,1,2, per_frame 0,1,2,
-pitch_bias 0,1,2, seed+pitch_bias 0,1,2, radius_f0 0,1,2, shuffled_f0 0,1,2). Test-split CTC
-best-path CER per seed: fixed 46.9 / 46.5 / 46.2 %, seed 46.6 / 45.8 / 46.0 %, per_frame 46.8 / 46.1
-/ 45.8 %, pitch_bias 47.3 / 47.0 / 47.0 %, seed+pitch_bias 47.1 / 46.7 / 47.3 %, radius_f0 47.1 /
-47.3 / 46.7 %, shuffled_f0 46.4 / 46.6 / 46.3 %. Paired CTC CER differences against fixed over the
-seeds both have, points (95 % interval): seed -0.4 (-0.9 to +0.1), per_frame -0.3 (-0.8 to +0.3),
-pitch_bias +0.6 (+0.0 to +1.1), seed+pitch_bias +0.5 (-0.2 to +1.2), radius_f0 +0.5 (-0.1 to +1.1),
-shuffled_f0 -0.1 (-0.6 to +0.5): no measurable difference; worse than fixed; at the pitch shifts: no
-measurable difference; worse than fixed. The attention decoder's test WER is 122-126 % (it still
-inserts at 900 steps), so its differences measure insertions; of all 120 paired intervals 15 exclude
-0, against ~6 by chance alone. docs/ablation.md has the tables, curves and plots.
+Result (complete, 21 of 21 runs, AVX2 CPU; docs/ablation.md, rebuilt from the archive with
+`--report_only --publish`): test-split CTC best-path CER per seed: fixed 46.9 / 46.5 / 46.2 %, seed
+46.6 / 45.8 / 46.0 %, per_frame 46.8 / 46.1 / 45.8 %, pitch_bias 47.3 / 47.0 / 47.0 %,
+seed+pitch_bias 47.1 / 46.7 / 47.3 %, radius_f0 47.1 / 47.3 / 46.7 %, shuffled_f0 46.4 / 46.6 / 46.3
+%. Paired CTC CER differences against fixed, points (95 % interval over utterances and seeds): seed
+-0.4 (-0.9 to +0.1), per_frame -0.3 (-0.8 to +0.3), pitch_bias +0.6 (+0.0 to +1.1), seed+pitch_bias
++0.5 (-0.2 to +1.2), radius_f0 +0.5 (-0.1 to +1.1), shuffled_f0 (the placebo) -0.1 (-0.6 to +0.5).
+The seed's pitch-conditioned rotary (seed, per_frame) shows no measurable difference from fixed
+rotary in any condition (test split and -6 / -3 / +3 / +6 semitones), by either decoder, and does no
+better than the placebo fed another utterance's F0; the pitch-similarity bias costs the encoder ~0.6
+CER points at the edge of measurability (test, -6 and -3 semitones). With the attention decoder
+(test WER 122-126 %, insertion-dominated) radius_f0 trades a lower CER for a higher WER at most
+shifts, a change in how its decoder loops, not in what the encoder hears. Of the 120 paired
+intervals 15 exclude 0 against ~6 by chance alone: 11 of the 15 are the attention decoder's
+insertion-driven rates. The data support no benefit of pitch conditioning at this budget (900 steps,
+CTC CER ~46 %).
 """
 
 import os
