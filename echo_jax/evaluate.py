@@ -64,6 +64,7 @@ import numpy as np
 from echo_jax import transcribe
 from echo_jax.data import pipeline  # the default batch: data.eval_batch_size resolved
 from echo_jax.errors import UserError, run_cli
+from echo_jax.inference import audio_input
 from echo_jax.inference import ctc_decoding
 from echo_jax.inference import ctc_lexicon
 from echo_jax.inference import decoding
@@ -168,7 +169,7 @@ class Evaluator:
 def evaluate_examples(examples: Sequence[Example], evaluator: Evaluator) -> Dict:
   """Decodes (filling each example's result.text) and returns the summary dict."""
   config, beam_size = evaluator.config, evaluator.beam_size
-  prepared = [transcribe.PreparedFile(ex.result, ex.items, ex.bounds) for ex in examples]
+  prepared = [audio_input.PreparedFile(ex.result, ex.items, ex.bounds) for ex in examples]
   transcriber = evaluator.transcriber
   start = time.perf_counter()
   transcribe.transcribe_prepared(prepared, transcriber, int(config.data.sample_rate))

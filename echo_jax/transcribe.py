@@ -22,7 +22,6 @@ run's most accurate transcript), else attention. `evaluate` reports all three si
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -32,35 +31,15 @@ import ml_collections
 import numpy as np
 
 from echo_jax.data import pipeline  # the default batch: data.eval_batch_size resolved
-from echo_jax.data.audio import AudioError, load_audio
-from echo_jax.data.features import compute_features
 from echo_jax.errors import UserError, run_cli
 from echo_jax.inference import ctc_decoding
 from echo_jax.inference import decoding
 from echo_jax.inference import loading
+from echo_jax.inference.audio_input import (FileResult, PreparedFile, bucket_edge, pad_batch,
+                                            prepare_file)
 from echo_jax.inference import longform
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-
-
-@dataclasses.dataclass
-class FileResult:
-  path: str
-  text: Optional[str] = None
-  duration_s: float = 0.0
-  num_chunks: int = 0
-  error: Optional[str] = None  # an AudioError reason: unreadable, empty, silent, non_finite
-  detail: str = ""
-  hypothesis: str = ""  # which decoder wrote text (BatchTranscriber.hypothesis)
-
-  def to_json(self) -> Dict:
-    if self.error is not None:
-      return {"path": self.path, "error": self.error, "detail": self.detail}
-    out = {"path": self.path, "text": self.text, "duration_s": round(self.duration_s, 3),
-           "chunks": self.num_chunks}
-    if self.hypothesis:
-      out["hypothesis"] = self.hypothesis
-    return out
 
 
 def expand_inputs(inputs: Sequence[str]) -> List[str]:
@@ -75,65 +54,6 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
     else:
       paths.append(item)
   return paths
-
-
-def bucket_edge(num_frames: int, edges: Sequence[int]) -> int:
-  """Smallest bucket edge holding num_frames frames."""
-  for edge in sorted(edges):
-    if num_frames <= edge:
-      return int(edge)
-  raise ValueError(f"{num_frames} frames exceed the largest bucket edge {max(edges)}; "
-                   "chunking should have prevented this (check config.data.bucket_frames)")
-
-
-def max_chunk_samples(config) -> int:
-  """Longest chunk whose frame count (samples // hop + 1) fits the largest bucket edge."""
-  data = config.data
-  by_bucket = (max(data.bucket_frames) - 1) * data.hop_length
-  by_config = int(round(config.decode.chunk_seconds * data.sample_rate))
-  return int(min(by_bucket, by_config) if by_config > 0 else by_bucket)
-
-
-def overlap_samples(config, chunk_samples: int) -> int:
-  wanted = int(round(config.decode.chunk_overlap_seconds * config.data.sample_rate))
-  return int(min(max(wanted, 0), chunk_samples // 2))
-
-
-def features_of(wave: np.ndarray, config) -> Dict[str, np.ndarray]:
-  """The training features of one waveform (echo_jax.data.features)."""
-  features = compute_features(wave, config.data)
-  out = {"mel": np.asarray(features["mel"], np.float32),
-         "f0": np.asarray(features["f0"], np.float32)}
-  if "waveform" in tuple(config.model.features):
-    out["waveform"] = np.asarray(wave, np.float32)
-  return out
-
-
-def pad_batch(items: Sequence[Dict[str, np.ndarray]], edge: int, batch_size: int, config) -> Dict:
-  """Pads items to `edge` frames and the batch to `batch_size` rows (repeating row 0, whose
-  outputs are discarded, so every batch of a bucket has one shape)."""
-  n_mels = config.data.n_mels
-  hop = config.data.hop_length
-  rows = list(items) + [items[0]] * (batch_size - len(items))
-  batch = {
-      "mel": np.zeros((batch_size, edge, n_mels), np.float32),
-      "f0": np.zeros((batch_size, edge), np.float32),
-      "num_frames": np.zeros((batch_size,), np.int32),
-  }
-  with_wave = "waveform" in rows[0]
-  if with_wave:
-    batch["waveform"] = np.zeros((batch_size, edge * hop), np.float32)
-    batch["num_samples"] = np.zeros((batch_size,), np.int32)
-  for i, item in enumerate(rows):
-    frames = item["mel"].shape[0]
-    batch["mel"][i, :frames] = item["mel"]
-    batch["f0"][i, :frames] = item["f0"]
-    batch["num_frames"][i] = frames
-    if with_wave:
-      samples = min(item["waveform"].shape[0], edge * hop)
-      batch["waveform"][i, :samples] = item["waveform"][:samples]
-      batch["num_samples"][i] = samples
-  return batch
 
 
 HYPOTHESES = ("attention", "ctc", "ctc_lm")  # decoder, CTC best path, CTC + word-LM search
@@ -201,34 +121,6 @@ class BatchTranscriber:
         for i, text in zip(group, self._texts(batch, len(group))):
           texts[i] = text
     return texts
-
-
-@dataclasses.dataclass
-class PreparedFile:
-  """One input file read and cut into chunk feature dicts (empty when result.error is set)."""
-  result: FileResult
-  items: List[Dict[str, np.ndarray]]
-  bounds: List[tuple]
-
-
-def prepare_file(path: str, config) -> PreparedFile:
-  """Loads, checks and chunks one file; an unusable file sets result.error instead of raising."""
-  sample_rate = int(config.data.sample_rate)
-  result = FileResult(path=path)
-  try:
-    wave = load_audio(path, sample_rate)
-  except AudioError as error:
-    result.error, result.detail = error.reason, error.detail
-    return PreparedFile(result, [], [])
-  except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
-    result.error, result.detail = "unreadable", f"{type(error).__name__}: {error}"
-    return PreparedFile(result, [], [])
-  chunk = max_chunk_samples(config)
-  bounds = longform.chunk_bounds(len(wave), chunk, overlap_samples(config, chunk))
-  result.duration_s = len(wave) / sample_rate
-  result.num_chunks = len(bounds)
-  items = [features_of(wave[start:end], config) for start, end in bounds]
-  return PreparedFile(result, items, bounds)
 
 
 def transcribe_prepared(prepared: Sequence[PreparedFile], transcriber: "BatchTranscriber",

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from echo_jax import transcribe
+from echo_jax.inference import audio_input
 from echo_jax.inference import examples as examples_lib
 from echo_jax import checkpointing
 from echo_jax.config import check as config_check
@@ -93,7 +93,7 @@ def test_manifest_evaluation_of_a_shuffled_run_feeds_another_rows_f0(tiny_corpus
   assert len(rows) >= 3
   own = examples_lib.manifest_examples(rows, config)
   config.data.f0_source = "shuffled"
-  files = [transcribe.prepare_file(row["path"], config) for row in rows]
+  files = [audio_input.prepare_file(row["path"], config) for row in rows]
   shuffled = examples_lib.examples_from_files(rows, files, config)
   for i, example in enumerate(shuffled):
     donor = own[f0_source.donor_position(i, len(own))].items[0]["f0"]

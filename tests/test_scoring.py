@@ -12,7 +12,7 @@ import pytest
 
 from echo_jax import evaluate
 from echo_jax.inference import examples as examples_lib
-from echo_jax import transcribe
+from echo_jax.inference import audio_input
 from echo_jax.data.tokenizer import Tokenizer, ids_to_text
 from echo_jax.inference import scoring
 from echo_jax.parallel import sharding
@@ -81,7 +81,7 @@ def _evaluate_summary(references, hypotheses):
       "data": {"sample_rate": 16000},
       "decode": {"max_length": 24, "ctc_weight": 0.0, "length_penalty": 0.6}})
   examples = [examples_lib.Example(key=str(i), reference=ref, items=[{"hypothesis": hyp}],
-                               bounds=[(0, 16000)], result=transcribe.FileResult(path=str(i)))
+                               bounds=[(0, 16000)], result=audio_input.FileResult(path=str(i)))
               for i, (ref, hyp) in enumerate(zip(references, hypotheses))]
   evaluator = types.SimpleNamespace(
       config=config, beam_size=1, ctc_greedy=None,

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from echo_jax.inference import audio_input
 from echo_jax.inference import longform
 from random_runs import save_random_run, tiny_config
 
@@ -288,12 +289,11 @@ def test_load_run_restores_what_was_saved(tiny_run):
 
 
 def test_prepare_file_downmixes_resamples_and_computes_training_features(tiny_run, audio_files):
-  from echo_jax import transcribe
   from echo_jax.data.features import compute_features
   _, config, *_ = tiny_run
   _, files, waves = audio_files
-  mono = transcribe.prepare_file(files["b"], config)
-  stereo = transcribe.prepare_file(files["b_stereo_44k"], config)
+  mono = audio_input.prepare_file(files["b"], config)
+  stereo = audio_input.prepare_file(files["b_stereo_44k"], config)
   assert mono.result.error is None and stereo.result.error is None
   expected = compute_features(waves["b"], config.data)
   np.testing.assert_allclose(mono.items[0]["mel"], expected["mel"], atol=1e-6)
@@ -305,7 +305,7 @@ def test_prepare_file_downmixes_resamples_and_computes_training_features(tiny_ru
   assert both.mean() > 0.5
   np.testing.assert_allclose(stereo.items[0]["f0"][both], mono.items[0]["f0"][both], rtol=0.02)
   # Long audio: chunks are the features of the overlapping slices (1 s chunks, 0.25 s overlap).
-  long = transcribe.prepare_file(files["long"], config)
+  long = audio_input.prepare_file(files["long"], config)
   assert long.bounds == longform.chunk_bounds(len(waves["long"]), 16000, 4000)
   assert long.result.num_chunks == len(long.bounds) == 4  # 2.9 s: starts 0, .75, 1.5, 1.9 s
   for (start, end), item in zip(long.bounds, long.items):
@@ -319,7 +319,7 @@ def test_transcribe_reports_bad_files_and_completes_the_others(tiny_run, audio_f
   _, config, *_ = tiny_run
   folder, files, _ = audio_files
   order = ["a", "empty", "b_stereo_44k", "silent", "garbage", "c", "missing", "d", "long"]
-  prepared = [transcribe.prepare_file(files[name], config) for name in order]
+  prepared = [audio_input.prepare_file(files[name], config) for name in order]
   results = transcribe.transcribe_prepared(prepared, transcriber, SAMPLE_RATE)
   by_name = dict(zip(order, results))
   assert by_name["empty"].error == "empty"
@@ -333,11 +333,11 @@ def test_transcribe_reports_bad_files_and_completes_the_others(tiny_run, audio_f
   assert by_name["long"].num_chunks == 4 and by_name["a"].num_chunks == 1
   # Batching must not change any transcript: each file alone gives the same text.
   for name in ("a", "c", "long"):
-    alone = transcribe.transcribe_prepared([transcribe.prepare_file(files[name], config)],
+    alone = transcribe.transcribe_prepared([audio_input.prepare_file(files[name], config)],
                                            transcriber, SAMPLE_RATE)[0]
     assert alone.text == by_name[name].text
   # The long file's text is the stitched transcripts of its chunks.
-  long = transcribe.prepare_file(files["long"], config)
+  long = audio_input.prepare_file(files["long"], config)
   chunk_texts = transcriber(long.items)
   assert by_name["long"].text == longform.stitch_texts(chunk_texts, long.bounds, SAMPLE_RATE)
   # Every batch had one shape (one bucket, padded to the batch size): compiled once.

@@ -50,11 +50,11 @@ from ml_collections import config_flags
 from echo_jax.config import check as config_check
 from echo_jax import errors
 from echo_jax import evaluate
+from echo_jax.inference import audio_input
 from echo_jax.inference import error_breakdown
 from echo_jax.inference import examples as examples_lib
 from echo_jax.inference import loading
 from echo_jax.training import trainer
-from echo_jax import transcribe
 from echo_jax.data import features as features_lib
 from echo_jax.data import prepare
 from echo_jax.experiments import archive as archive_lib
@@ -204,7 +204,7 @@ class ExampleCache:
       rows = examples_lib.read_manifest(condition.manifest, conditions_lib.TEST)
       if max_examples >= 0:
         rows = rows[:max_examples]
-      self._files[key] = rows, [transcribe.prepare_file(row["path"], config) for row in rows]
+      self._files[key] = rows, [audio_input.prepare_file(row["path"], config) for row in rows]
     rows, files = self._files[key]
     return examples_lib.examples_from_files(rows, files, config)
 

@@ -18,11 +18,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from echo_jax import transcribe
 from echo_jax.data import f0_source
 from echo_jax.data import pipeline
 from echo_jax.data import prepare
 from echo_jax.data.builders import sources
+from echo_jax.inference import audio_input
 from echo_jax.inference import error_breakdown
 from echo_jax.inference.scoring import normalise
 
@@ -33,7 +33,7 @@ class Example:
   reference: str  # the transcript as stored
   items: List[Dict[str, np.ndarray]]  # chunk features (one item unless long manifest audio)
   bounds: List[tuple]  # chunk sample bounds (for stitching)
-  result: Optional[transcribe.FileResult] = None
+  result: Optional[audio_input.FileResult] = None
   token_ids: Optional[np.ndarray] = None  # stored target ids (prepared splits); else encoded
   # engine, speaker, augment, ... (error_breakdown.MANIFEST_FIELDS) and, once evaluated, the
   # measured f0_median_hz and f0_band
@@ -55,11 +55,11 @@ def bucket_batches(single: Sequence[Example], config, batch_size: int):
   edges = config.data.bucket_frames
   by_edge: Dict[int, List[Example]] = {}
   for ex in single:
-    by_edge.setdefault(transcribe.bucket_edge(ex.items[0]["mel"].shape[0], edges), []).append(ex)
+    by_edge.setdefault(audio_input.bucket_edge(ex.items[0]["mel"].shape[0], edges), []).append(ex)
   for edge, group_all in sorted(by_edge.items()):
     for start in range(0, len(group_all), batch_size):
       group = group_all[start:start + batch_size]
-      yield group, transcribe.pad_batch([ex.items[0] for ex in group], edge, batch_size, config)
+      yield group, audio_input.pad_batch([ex.items[0] for ex in group], edge, batch_size, config)
 
 
 def read_manifest(path: str, split: Optional[str] = None) -> List[Dict[str, Any]]:
@@ -123,12 +123,12 @@ def source_manifest(config) -> Optional[str]:
 def manifest_examples(rows: Sequence[Dict[str, Any]], config) -> List[Example]:
   """Features of each row's audio; with data.f0_source = "shuffled" (a run trained on another
   utterance's F0) each example then gets another row's F0 (shuffle_f0)."""
-  return examples_from_files(rows, [transcribe.prepare_file(row["path"], config) for row in rows],
+  return examples_from_files(rows, [audio_input.prepare_file(row["path"], config) for row in rows],
                              config)
 
 
 def examples_from_files(rows: Sequence[Dict[str, Any]],
-                        files: Sequence[transcribe.PreparedFile], config) -> List[Example]:
+                        files: Sequence[audio_input.PreparedFile], config) -> List[Example]:
   """Examples of manifest rows from their already prepared files (copied, so the same files can
   be evaluated by several runs), F0 shuffled for a data.f0_source = "shuffled" run."""
   examples = [Example(row["id"], row["text"], [dict(item) for item in prepared.items],
@@ -178,7 +178,7 @@ def split_examples(config, split: str, max_examples: int = -1) -> List[Example]:
     metadata = {"speaker": speaker} if speaker else {}
     metadata.update(by_id.get(key, {}))
     examples.append(Example(key, text, [item], [(0, 0)],
-                            transcribe.FileResult(path=key, num_chunks=1, duration_s=seconds),
+                            audio_input.FileResult(path=key, num_chunks=1, duration_s=seconds),
                             token_ids=np.asarray(record["tokens"], np.int32), metadata=metadata))
   return examples
 
