@@ -27,7 +27,7 @@ class FileResult:
   num_chunks: int = 0
   error: Optional[str] = None  # an AudioError reason: unreadable, empty, silent, non_finite
   detail: str = ""
-  hypothesis: str = ""  # which decoder wrote text (BatchTranscriber.hypothesis)
+  hypothesis: str = ""  # which decoder wrote text (transcribe --hypothesis)
 
   def to_json(self) -> Dict:
     if self.error is not None:
