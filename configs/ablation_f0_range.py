@@ -10,9 +10,14 @@ above it (data.eval_min_f0_hz; ~190 of the 1,000, from voices never heard in tra
 pitch-shifted copies of those (-3 and +3 semitones). If pitch-conditioned rotary lets the model
 generalise over pitch, it should show here first.
 Hardware: one 2-core x86-64 CPU (no accelerator), 24 GiB.
-Wall time: not measured; estimated from configs/ablation.py: 9 runs x ~14 min = ~2 h, plus the
-one-off median-F0 scan of the prepared splits (cached beside the records).
-Result: not yet measured.
+Wall time, measured on the AVX2 CPU on a fast day: ~8 min of training per run (1.9 steps/s; the
+1,583 s recorded for fixed/seed0 include an 18-min pause) and ~1 min for the three evaluations
+(177 utterances), plus once ~1 min to pitch-shift them; so 9 runs take ~1.5-2 h (twice that on a
+slow day). The median-F0 scan of the prepared splits is cached beside the records.
+Result (interim, 1 of 9 runs; docs/ablation_f0_range.md, `--report_only --publish`): on the 177
+test utterances of unseen voices above 170 Hz, fixed/seed0 reaches CTC best-path CER 50.7 % (the
+ordinary test split: ~46 %), 51.7 % at -3 and 57.3 % at +3 semitones (further out of the trained
+range); attention WER 140 %. The verdicts wait for seed and pitch_bias.
 """
 
 import os
