@@ -28,12 +28,13 @@ def lexicon_search(config, tokenizer, workdir: str = "") -> Optional[ctc_lexicon
   first use, or the copy kept in the run's workdir), with decode.lm_weight / lm_word_score /
   lm_beam_size."""
   from echo_jax.lm import build as lm_build  # builds the corpus LM on first use
-  path = lm_build.resolve(config, str(config.decode.get("lm_path", "")), workdir)
-  if not path:
-    return None
-  if not config.model.get("ctc_head", False):
+  lm_path = str(config.decode.get("lm_path", ""))
+  if lm_path and not config.model.get("ctc_head", False):  # before building an LM for nothing
     raise UserError("--lm: LM decoding searches the CTC head's output and this run's model has "
                     "none (trained without model.ctc_head=True); use --lm none")
+  path = lm_build.resolve(config, lm_path, workdir)
+  if not path:
+    return None
   defaults = ctc_lexicon.LexiconSearchOptions()
   return ctc_lexicon.LexiconSearch.from_arpa(
       tokenizer, path, lm_weight=float(config.decode.get("lm_weight", defaults.lm_weight)),

@@ -148,8 +148,7 @@ def averaged_steps(workdir: str, count: int, step: Optional[int] = None) -> list
     raise UserError(f"--average={count} is invalid: use 1 (no averaging) or more checkpoints")
   steps = sorted(candidate_steps(workdir), reverse=True)
   if step is not None:
-    if int(step) not in steps:
-      raise UserError(f"checkpoint step {step} not in {workdir!r}; pick one of {sorted(steps)}")
+    candidate_steps(workdir, step)  # a step the run does not have: its error
     steps = [s for s in steps if s <= int(step)]
   if len(steps) < int(count):
     raise UserError(f"--average={count}: {workdir} keeps {len(steps)} checkpoint(s) up to step "
@@ -173,15 +172,14 @@ def load_run(workdir: str, step: Optional[int] = None, average: int = 1) -> Run:
   checkpoint averaging of speech recipes (ESPnet's average_checkpoints, icefall's --avg)."""
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   config = load_config(workdir)
-  if int(average) != 1:
-    steps = averaged_steps(workdir, average, step)
-  else:
-    steps = candidate_steps(workdir, step)  # before the tokenizer: a wrong step fails fast
+  averaging = int(average) != 1
+  # before the tokenizer: a wrong step or count fails fast
+  steps = averaged_steps(workdir, average, step) if averaging else candidate_steps(workdir, step)
   tokenizer = load_tokenizer(workdir, config)
   model = build_model(config)
   like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
                                 abstract_params(model, config))
-  if int(average) != 1:
+  if averaging:
     trees = [restore_first_usable(workdir, like, [s], explicit=True)[1] for s in steps]
     return Run(workdir=workdir, config=config, model=model,
                variables={"params": average_params(trees)}, tokenizer=tokenizer, step=steps[0],
