@@ -35,7 +35,7 @@ from echo_jax.errors import UserError, run_cli
 from echo_jax.inference import ctc_decoding
 from echo_jax.inference import decoding
 from echo_jax.inference import loading
-from echo_jax.inference.audio_input import (FileResult, PreparedFile, bucket_edge, pad_batch,
+from echo_jax.inference.audio_input import (FileResult, PreparedFile, padded_batches,
                                             prepare_file)
 from echo_jax.inference import longform
 
@@ -110,16 +110,9 @@ class BatchTranscriber:
 
   def __call__(self, items: Sequence[Dict[str, np.ndarray]]) -> List[str]:
     texts: List[Optional[str]] = [None] * len(items)
-    edges = self.config.data.bucket_frames
-    by_edge: Dict[int, List[int]] = {}
-    for index, item in enumerate(items):
-      by_edge.setdefault(bucket_edge(item["mel"].shape[0], edges), []).append(index)
-    for edge, indices in sorted(by_edge.items()):
-      for start in range(0, len(indices), self.batch_size):
-        group = indices[start:start + self.batch_size]
-        batch = pad_batch([items[i] for i in group], edge, self.batch_size, self.config)
-        for i, text in zip(group, self._texts(batch, len(group))):
-          texts[i] = text
+    for group, batch in padded_batches(items, self.config, self.batch_size):
+      for i, text in zip(group, self._texts(batch, len(group))):
+        texts[i] = text
     return texts
 
 

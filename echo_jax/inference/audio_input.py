@@ -48,6 +48,19 @@ def bucket_edge(num_frames: int, edges: Sequence[int]) -> int:
                    "chunking should have prevented this (check config.data.bucket_frames)")
 
 
+def padded_batches(items: Sequence[Dict[str, np.ndarray]], config, batch_size: int):
+  """(indices into items, padded batch) per `batch_size` feature dicts of one length bucket, each
+  batch padded to its bucket edge and to `batch_size` rows, so each bucket compiles once."""
+  by_edge: Dict[int, List[int]] = {}
+  for index, item in enumerate(items):
+    by_edge.setdefault(bucket_edge(item["mel"].shape[0], config.data.bucket_frames),
+                       []).append(index)
+  for edge, indices in sorted(by_edge.items()):
+    for start in range(0, len(indices), batch_size):
+      group = indices[start:start + batch_size]
+      yield group, pad_batch([items[i] for i in group], edge, batch_size, config)
+
+
 def max_chunk_samples(config) -> int:
   """Longest chunk whose frame count (samples // hop + 1) fits the largest bucket edge."""
   data = config.data

@@ -52,14 +52,9 @@ def example_tokens(example: Example, tokenizer, max_length: int):
 def bucket_batches(single: Sequence[Example], config, batch_size: int):
   """(examples, padded batch) per `batch_size` single-chunk examples of one length bucket, each
   batch padded to its bucket edge and to `batch_size` rows (one compile per bucket)."""
-  edges = config.data.bucket_frames
-  by_edge: Dict[int, List[Example]] = {}
-  for ex in single:
-    by_edge.setdefault(audio_input.bucket_edge(ex.items[0]["mel"].shape[0], edges), []).append(ex)
-  for edge, group_all in sorted(by_edge.items()):
-    for start in range(0, len(group_all), batch_size):
-      group = group_all[start:start + batch_size]
-      yield group, audio_input.pad_batch([ex.items[0] for ex in group], edge, batch_size, config)
+  items = [ex.items[0] for ex in single]
+  for group, batch in audio_input.padded_batches(items, config, batch_size):
+    yield [single[i] for i in group], batch
 
 
 def read_manifest(path: str, split: Optional[str] = None) -> List[Dict[str, Any]]:
