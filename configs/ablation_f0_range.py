@@ -14,15 +14,17 @@ Wall time, measured on the AVX2 CPU on a fast day: ~8 min of training per run (1
 1,583 s recorded for fixed/seed0 include an 18-min pause) and ~1 min for the three evaluations
 (177 utterances), plus once ~1 min to pitch-shift them; so 9 runs take ~1.5-2 h (twice that on a
 slow day). The median-F0 scan of the prepared splits is cached beside the records.
-Result (interim, 4 of 9 runs: seed 0 of each variant, fixed seed 1 (CTC CER 50.1 / 51.3 / 57.2 %);
-docs/ablation_f0_range.md, `--report_only --publish`): on the 177 test utterances of unseen voices
-above 170 Hz, CTC best-path CER fixed 50.7 %, seed 50.1 %, pitch_bias 51.3 % (the ordinary test
-split: ~46 %); at -3 semitones 51.7 / 51.3 / 51.5 %, at +3 (further out of the trained range) 57.3 /
-55.5 / 57.0 %. Paired against fixed: seed -0.6 CER points on the test utterances (no measurable
-difference), -1.8 at +3 semitones (interval excluding 0, one seed only); pitch_bias no measurable
-CER difference. The attention decoder (WER 125-144 %, insertion-dominated) gives seed 10-13 WER
-points fewer errors at every condition, one seed. Verdicts wait for seeds 1 and 2: with one seed the
-intervals cover only the utterances drawn, not training noise.
+Result (all 9 runs; docs/ablation_f0_range.md, 2.5 h of training and evaluation here): on the 177
+test utterances of unseen voices above 170 Hz, CTC best-path CER (mean of 3 seeds) fixed 50.6 %,
+seed 50.5 %, pitch_bias 50.8 % (the ordinary test split: ~46 %); at -3 semitones 51.6 / 51.5 /
+51.7 %, at +3 (further out of the trained range) 57.4 / 56.8 / 57.1 %. Paired against fixed, no CER
+difference is measurable anywhere (seed -0.1 / -0.1 / -0.6 points, pitch_bias +0.2 / +0.1 / -0.3;
+every 95 % interval includes 0). By WER, seed is 2.0 points better at +3 semitones with the CTC head
+(interval -3.8 to -0.3) and 6-7.5 points better at both shifts with the attention decoder, whose WER
+of 125-135 % is mostly insertions: 3 of the 24 paired intervals exclude 0 where chance alone gives
+~1.2, none of them by CER. So the data do not show that pitch-conditioned rotary or the pitch bias
+helps a model reach voices above its training range at this budget; seed's WER-only edge at the
+shifted conditions is at the margin of what chance produces.
 """
 
 import os
