@@ -1,7 +1,8 @@
 """Audio files to padded model batches: read, check, chunk, featurise, bucket and pad.
 
   prepared = prepare_file("speech.flac", config)   # PreparedFile: result, chunk features, bounds
-  batch = pad_batch(prepared.items, bucket_edge(num_frames, config.data.bucket_frames), 8, config)
+  for indices, batch in padded_batches(prepared.items, config, batch_size=8):
+    ...  # batch: the items at `indices`, padded to their bucket edge and to 8 rows
 
 Shared by `transcribe` and `evaluate` (and the ablation's conditions): any sample rate and channel
 count is downmixed and resampled to data.sample_rate, the features are the training ones
