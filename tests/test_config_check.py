@@ -29,6 +29,7 @@ def test_shipped_configs_are_valid(name):
     ("data.bucket_target_lengths", (16, 32, 48), "must equal data.max_target_length=64"),
     ("data.bucket_frames", (256, 512, 4096), "exceeds config.model.audio_ctx=512"),
     ("data.tokenizer", "bytes", "config.data.tokenizer='bytes'"),
+    ("data.shortest_first_epochs", -1, "config.data.shortest_first_epochs=-1"),
     ("data.f0_source", "random", "config.data.f0_source='random' is invalid: use one of"),
     ("train.learning_rate", 0.0, "config.train.learning_rate=0.0"),
     ("train.param_sharding", "zero3", "config.train.param_sharding='zero3'"),

@@ -139,6 +139,42 @@ def test_shuffle_is_deterministic_by_seed_and_changes_by_epoch():
   assert sorted(sum(plan(0, 0), [])) != sum(plan(0, 0), [])  # shuffled, not sorted
 
 
+def test_shortest_first_epoch_sorts_the_same_batches_by_length():
+  num_frames = np.random.default_rng(5).integers(50, 1000, 64)
+  edges, sizes = (256, 512, 1024), (4, 4, 2)
+  sorted_plan = pipeline.epoch_plan(num_frames, edges, sizes, 0, 0, shortest_first=True)
+  shuffled_plan = pipeline.epoch_plan(num_frames, edges, sizes, 0, 0)
+  # The same examples in the same buckets and number of batches, each batch within its edge ...
+  assert len(sorted_plan) == len(shuffled_plan)
+  assert ({int(r) for _, p in sorted_plan for r in p}
+          == {int(r) for _, p in shuffled_plan for r in p})
+  assert sorted(b for b, _ in sorted_plan) == sorted(b for b, _ in shuffled_plan)
+  for bucket, rows in sorted_plan:
+    assert all(num_frames[r] <= edges[bucket] for r in rows)
+  # ... handed out shortest first: buckets in order, lengths never decreasing.
+  assert [b for b, _ in sorted_plan] == sorted(b for b, _ in sorted_plan)
+  lengths = np.concatenate([num_frames[p] for _, p in sorted_plan])
+  assert np.all(np.diff(lengths) >= 0)
+  assert [b for b, _ in shuffled_plan] != sorted(b for b, _ in shuffled_plan)
+
+
+def test_iterator_sorts_only_its_shortest_first_epochs(tiny_prepared, tiny_data_config):
+  config = tiny_data_config.copy_and_resolve_references()
+  config.data.shortest_first_epochs = 1
+  curriculum = pipeline.make_train_iterator(config, tiny_prepared)
+  plain = pipeline.make_train_iterator(tiny_data_config, tiny_prepared)
+  per_epoch = curriculum.per_epoch
+  assert curriculum.fingerprint != plain.fingerprint  # a resume notices the changed plan
+  frames = lambda batch: batch["num_frames"][batch["valid"]]  # noqa: E731
+  first = take(curriculum, per_epoch)
+  firsts = np.concatenate([frames(b) for b in first])
+  assert np.all(np.diff(firsts) >= 0)
+  # Epoch 1 onwards is the ordinary shuffled plan of the same seed.
+  take(plain, per_epoch)
+  for a, b in zip(take(curriculum, per_epoch), take(plain, per_epoch)):
+    assert_batches_equal(a, b)
+
+
 def test_examples_longer_than_the_last_edge_are_dropped_and_counted():
   num_frames = np.array([100, 300, 2000, 600, 5000])
   plan = pipeline.epoch_plan(num_frames, (256, 1024), (1, 1), seed=0, epoch=0)

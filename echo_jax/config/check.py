@@ -83,6 +83,7 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
             "(the cut-off for long transcripts); set both")
   _int_at_least("data.eval_batch_size", d.eval_batch_size, 1)
   _int_at_least("data.shuffle_buffer", d.shuffle_buffer, 1)
+  _int_at_least("data.shortest_first_epochs", d.get("shortest_first_epochs", 0), 0)
   _choice("data.f0_source", d.get("f0_source", "own"), F0_SOURCES)
   _number_in("data.train_max_f0_hz", d.get("train_max_f0_hz", 0.0), 0.0, float("inf"))
   _number_in("data.eval_min_f0_hz", d.get("eval_min_f0_hz", 0.0), 0.0, float("inf"))

@@ -69,6 +69,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   # with the padded length. An example goes to the first bucket that fits its frames and tokens.
   # Empty: every bucket pads to max_target_length.
   d.bucket_target_lengths = ()
+  # Curriculum (SortaGrad): the first N epochs hand out their batches shortest first, later ones
+  # shuffled. 0: every epoch shuffled.
+  d.shortest_first_epochs = 0
   d.shuffle_buffer = 2048
   d.seed = 0
   d.prefetch = 2

@@ -7,7 +7,8 @@ arrays assemble) and each host reads only its own contiguous rows of every globa
 - train: for epoch e, the split (examples longer than the last bucket edge dropped, counted) is
   permuted with rng(seed, e); each bucket's examples are cut into global batches of its size
   (the remainder moves up to the next bucket; the last bucket's is left for the next epoch), and
-  the batches of all buckets are permuted. Host p of P takes rows
+  the batches of all buckets are permuted (the first data.shortest_first_epochs epochs instead
+  hand them out shortest first: a SortaGrad curriculum). Host p of P takes rows
   [p*b, (p+1)*b) with b = global / P. Epochs repeat forever. The position is one number, the
   count of batches handed out, so `get_state()` / `make_train_iterator(..., state=...)` resume
   with exactly the batches an uninterrupted run would have seen next.
@@ -153,12 +154,14 @@ def batches_per_epoch(num_frames: np.ndarray, edges, global_sizes) -> int:
   return sum(n for n, _ in _bucket_counts(num_frames, edges, global_sizes))
 
 
-def epoch_plan(num_frames: np.ndarray, edges, global_sizes, seed: int, epoch: int
-               ) -> list[tuple[int, np.ndarray]]:
+def epoch_plan(num_frames: np.ndarray, edges, global_sizes, seed: int, epoch: int,
+               shortest_first: bool = False) -> list[tuple[int, np.ndarray]]:
   """[(bucket, record positions of one global batch)] of one training epoch, in order.
 
   The examples a bucket cannot fill a batch with move up to the next bucket (they fit its
   longer edge), so an epoch leaves out at most last-size - 1 examples, all of the last bucket.
+  shortest_first (SortaGrad, Deep Speech 2): the same epoch's examples in batches of
+  non-decreasing length (ties in the shuffled order) instead of shuffled batches.
   """
   rng = np.random.default_rng([int(seed), int(epoch)])
   ids = bucket_ids(num_frames, edges)
@@ -167,9 +170,13 @@ def epoch_plan(num_frames: np.ndarray, edges, global_sizes, seed: int, epoch: in
   carry = perm[:0]
   for b, size in enumerate(global_sizes):
     members = np.concatenate([carry, perm[ids[perm] == b]])
+    if shortest_first:  # the carry came from a shorter bucket, so it stays in front
+      members = members[np.argsort(num_frames[members], kind="stable")]
     full = len(members) // int(size)
     batches += [(b, members[i * size:(i + 1) * size]) for i in range(full)]
     carry = members[full * size:]
+  if shortest_first:
+    return batches
   order = rng.permutation(len(batches))
   return [batches[i] for i in order]
 
@@ -470,6 +477,9 @@ class TrainIterator:
                    self.seed, self.process_count]
     if per_bucket_lengths(data):  # (runs without it keep their fingerprint)
       plan_inputs.append(list(self.target_lengths))
+    self.shortest_first_epochs = int(data.get("shortest_first_epochs", 0))
+    if self.shortest_first_epochs:  # (likewise)
+      plan_inputs.append(["shortest_first_epochs", self.shortest_first_epochs])
     self.fingerprint = hashlib.sha256(json.dumps(plan_inputs).encode()).hexdigest()[:16]
     self.position = 0
     if state is not None:
@@ -488,7 +498,8 @@ class TrainIterator:
     self._batches = _Batches(self._dataset)
 
   def _epoch_plan(self, epoch: int):
-    return epoch_plan(self.num_frames, self.edges, self.global_sizes, self.seed, epoch)
+    return epoch_plan(self.num_frames, self.edges, self.global_sizes, self.seed, epoch,
+                      shortest_first=epoch < self.shortest_first_epochs)
 
   def batch_at(self, position: int) -> dict[str, np.ndarray]:
     """This host's batch number `position` (counted from the start of training)."""
