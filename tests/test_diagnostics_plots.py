@@ -11,6 +11,7 @@ import pytest
 
 from echo_jax.diagnostics import __main__ as cli
 from echo_jax.diagnostics import attention_maps, plots
+from echo_jax.errors import UserError
 from echo_jax.models import testing
 from echo_jax.models.echo import EchoModel
 from echo_jax.training import diagnostics_dump as dump
@@ -169,3 +170,41 @@ def test_curves_plot_draws_the_logged_values(tmp_path, capsys):
   with pytest.raises(ValueError, match="no loss/wer/cer/lr keys"):
     (tmp_path / "empty.jsonl").write_text('{"step": 1, "train/grad_norm": 1.0}\n')
     plots.plot_curves(str(tmp_path / "x.png"), str(tmp_path / "empty.jsonl"))
+
+
+def test_compare_plot_draws_each_run_and_lines_up_schedules(tmp_path, capsys):
+  def run(name, evals):
+    folder = tmp_path / name
+    folder.mkdir()
+    with open(folder / "metrics.jsonl", "w") as f:
+      for step, (loss, cer) in evals.items():
+        f.write(json.dumps({"step": step, "train/loss": loss + 0.1}) + "\n")
+        f.write(json.dumps({"step": step, "eval/loss": loss, "eval/ctc_cer": cer}) + "\n")
+    return folder
+
+  short = run("short", {100: (2.0, 0.5), 200: (1.5, 0.4)})
+  long_ = run("long", {200: (1.8, 0.45), 400: (1.4, 0.35)})  # twice the steps, same schedule
+  runs = {name: plots.read_metrics(str(folder / "metrics.jsonl"))
+          for name, folder in (("short", short), ("long", long_))}
+  assert plots.compare_keys(runs) == ["eval/loss", "eval/ctc_cer"]  # eval only, losses first
+  fig = plots.compare_figure(runs, ["eval/ctc_cer"], x_axis="fraction")
+  lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+  np.testing.assert_allclose(lines["short"].get_xdata(), [0.5, 1.0])
+  np.testing.assert_allclose(lines["long"].get_xdata(), [0.5, 1.0])
+  np.testing.assert_allclose(lines["long"].get_ydata(), [0.45, 0.35])
+  plots.plt.close(fig)
+  fig = plots.compare_figure(runs, ["eval/loss"])
+  np.testing.assert_array_equal(
+      {ln.get_label(): ln for ln in fig.axes[0].get_lines()}["long"].get_xdata(), [200, 400])
+  plots.plt.close(fig)
+  with pytest.raises(ValueError, match="no run logged 'eval/wer'"):
+    plots.compare_figure(runs, ["eval/wer"])
+
+  assert cli.main(["plot", "compare", str(short), str(long_), "--x_axis", "fraction",
+                   "--out", str(tmp_path / "cmp.png")]) == 0
+  assert capsys.readouterr().out.strip() == str(tmp_path / "cmp.png")
+  _png(tmp_path / "cmp.png")
+  with pytest.raises(UserError, match="two or more RUNs"):
+    cli.main(["plot", "compare", str(short), "--out", str(tmp_path / "one.png")])
+  with pytest.raises(SystemExit):  # curves draws one run
+    cli.main(["plot", "curves", str(short), str(long_)])

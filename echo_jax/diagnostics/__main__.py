@@ -5,6 +5,8 @@
   python -m echo_jax.diagnostics plot features --wav FILE [--config CFG] --out DIR
   python -m echo_jax.diagnostics plot attention --wav FILE [--config CFG] [--workdir RUN] --out DIR
   python -m echo_jax.diagnostics plot curves RUN [--out FILE.png]   (default RUN/curves.png)
+  python -m echo_jax.diagnostics plot compare RUN RUN... --out FILE.png [--keys eval/ctc_cer,...]
+      [--x_axis step|fraction]
   python -m echo_jax.diagnostics plot theta RUN [--steps A:B] [--config CFG] --out DIR
 """
 
@@ -72,6 +74,20 @@ def _out_path(args) -> str:
   return args.out if args.out.endswith(".png") else os.path.join(args.out, f"{args.what}.png")
 
 
+def _compared_metrics(runs) -> dict:
+  """{name: metrics.jsonl path} of `plot compare`'s runs; a run is named by its folder."""
+  if len(runs) < 2:
+    raise UserError("plot compare needs two or more RUNs (workdirs with metrics.jsonl)")
+  paths = [r if r.endswith(".jsonl") else os.path.join(r, "metrics.jsonl") for r in runs]
+  for path in paths:
+    if not os.path.exists(path):
+      raise UserError(f"plot compare: {path} does not exist; give training workdirs")
+  names = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
+  if len(set(names)) < len(names):  # same folder names under different parents
+    names = [os.path.dirname(p) for p in paths]
+  return dict(zip(names, paths))
+
+
 def _plot(args) -> int:
   # imports matplotlib (and jax): `report` and --help start without them
   from echo_jax.diagnostics import plots
@@ -82,6 +98,9 @@ def _plot(args) -> int:
                              head_dim=args.head_dim)
   elif args.what == "features":
     path = _plot_features(args, out)
+  elif args.what == "compare":
+    path = plots.plot_compare(out, _compared_metrics(args.runs),
+                              [k for k in (args.keys or "").split(",") if k], args.x_axis)
   elif args.what == "curves":
     if not args.run:
       raise UserError("plot curves needs RUN (a workdir with metrics.jsonl)")
@@ -157,9 +176,15 @@ def main(argv=None) -> int:
   rep.set_defaults(func=_report)
 
   plot = sub.add_parser("plot", help="write a PNG")
-  plot.add_argument("what", choices=["rotary", "features", "attention", "curves", "theta"])
-  plot.add_argument("run", nargs="?", default=None,
-                    help="workdir (curves: its metrics.jsonl, or that file; theta: its dumps)")
+  plot.add_argument("what",
+                    choices=["rotary", "features", "attention", "curves", "compare", "theta"])
+  plot.add_argument("run", nargs="*", default=[],
+                    help="workdir (curves: its metrics.jsonl, or that file; theta: its dumps); "
+                    "compare: two or more")
+  plot.add_argument("--keys", default=None,
+                    help="compare: comma list of metrics (default: every eval loss and error rate)")
+  plot.add_argument("--x_axis", choices=["step", "fraction"], default="step",
+                    help="compare: steps, or the fraction of each run's steps")
   plot.add_argument("--out", default=None,
                     help="output folder (or a .png path); curves default to RUN/curves.png")
   plot.add_argument("--config", default=None,
@@ -178,6 +203,11 @@ def main(argv=None) -> int:
   plot.add_argument("--head_dim", type=int, default=128)
   plot.set_defaults(func=_plot)
   args = parser.parse_args(argv)
+  if args.command == "plot":
+    args.runs = list(args.run)
+    if args.what != "compare" and len(args.runs) > 1:
+      parser.error(f"plot {args.what} takes one RUN, got {len(args.runs)}")
+    args.run = args.runs[0] if args.runs else None
   return args.func(args)
 
 

@@ -257,6 +257,51 @@ def plot_curves(out_path: str, metrics_path: str) -> str:
   return _save(fig, out_path)
 
 
+def compare_keys(runs: Mapping[str, Sequence[Mapping[str, float]]]) -> List[str]:
+  """The evaluation loss and error rates any of the runs logged: what runs are compared by."""
+  keys = sorted({k for records in runs.values() for r in records for k in r
+                 if k.startswith("eval/") and (_is_loss(k) or _is_error_rate(k))})
+  return sorted(keys, key=lambda k: not _is_loss(k))  # losses first, as in curves_figure
+
+
+def compare_figure(runs: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str],
+                   x_axis: str = "step"):
+  """Runs side by side: one panel per metric key, one line per run (label = the run's name).
+  x_axis "fraction" draws each run against step / its last logged step, so runs of the same
+  schedule in different step counts (other batch sizes) line up; "step" draws the steps."""
+  if x_axis not in ("step", "fraction"):
+    raise ValueError(f"x_axis={x_axis!r}: use 'step' or 'fraction'")
+  if not keys:
+    raise ValueError(f"the runs {sorted(runs)} logged no evaluation loss or error rate")
+  fig, axes = plt.subplots(1, len(keys), squeeze=False, figsize=(4.2 * len(keys), 3.2))
+  for ax, key in zip(axes[0], keys):
+    drawn = 0
+    for name, records in runs.items():
+      pts = metric_series(records, key)
+      if not len(pts):
+        continue  # e.g. a run without a CTC head has no eval/ctc_cer
+      last = max(int(r["step"]) for r in records)
+      xs = pts[:, 0] / last if x_axis == "fraction" else pts[:, 0]
+      ax.plot(xs, pts[:, 1], marker="o" if len(pts) < 30 else None, ms=3, label=name)
+      drawn += 1
+    if not drawn:
+      raise ValueError(f"no run logged {key!r} (runs: {sorted(runs)})")
+    ax.set_xlabel("fraction of the run's steps" if x_axis == "fraction" else "step")
+    ax.set_title(key)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  return fig
+
+
+def plot_compare(out_path: str, metrics_paths: Mapping[str, str],
+                 keys: Sequence[str] | None = None, x_axis: str = "step") -> str:
+  """compare_figure of the runs' metrics.jsonl files ({name: path}); keys default to
+  compare_keys."""
+  runs = {name: read_metrics(path) for name, path in metrics_paths.items()}
+  return _save(compare_figure(runs, list(keys) if keys else compare_keys(runs), x_axis), out_path)
+
+
 # ---------------------------------------------------------------- 5. theta per utterance vs F0
 
 def plot_theta(out_path: str, f0_means: np.ndarray, thetas: np.ndarray, theta_mode: str,
