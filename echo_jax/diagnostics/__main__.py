@@ -74,11 +74,16 @@ def _out_path(args) -> str:
   return args.out if args.out.endswith(".png") else os.path.join(args.out, f"{args.what}.png")
 
 
+def _metrics_path(run: str) -> str:
+  """RUN as given to `plot curves` / `plot compare`: a workdir, or its metrics.jsonl itself."""
+  return run if run.endswith(".jsonl") else os.path.join(run, "metrics.jsonl")
+
+
 def _compared_metrics(runs) -> dict:
   """{name: metrics.jsonl path} of `plot compare`'s runs; a run is named by its folder."""
   if len(runs) < 2:
     raise UserError("plot compare needs two or more RUNs (workdirs with metrics.jsonl)")
-  paths = [r if r.endswith(".jsonl") else os.path.join(r, "metrics.jsonl") for r in runs]
+  paths = [_metrics_path(r) for r in runs]
   for path in paths:
     if not os.path.exists(path):
       raise UserError(f"plot compare: {path} does not exist; give training workdirs")
@@ -104,8 +109,7 @@ def _plot(args) -> int:
   elif args.what == "curves":
     if not args.run:
       raise UserError("plot curves needs RUN (a workdir with metrics.jsonl)")
-    metrics = args.run if args.run.endswith(".jsonl") else os.path.join(args.run, "metrics.jsonl")
-    path = plots.plot_curves(out, metrics)
+    path = plots.plot_curves(out, _metrics_path(args.run))
   elif args.what == "theta":
     path = _plot_theta(args, out)
   elif args.what == "attention":

@@ -273,6 +273,7 @@ def compare_figure(runs: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequ
     raise ValueError(f"x_axis={x_axis!r}: use 'step' or 'fraction'")
   if not keys:
     raise ValueError(f"the runs {sorted(runs)} logged no evaluation loss or error rate")
+  last_step = {name: max(int(r["step"]) for r in records) for name, records in runs.items()}
   fig, axes = plt.subplots(1, len(keys), squeeze=False, figsize=(4.2 * len(keys), 3.2))
   for ax, key in zip(axes[0], keys):
     drawn = 0
@@ -280,8 +281,7 @@ def compare_figure(runs: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequ
       pts = metric_series(records, key)
       if not len(pts):
         continue  # e.g. a run without a CTC head has no eval/ctc_cer
-      last = max(int(r["step"]) for r in records)
-      xs = pts[:, 0] / last if x_axis == "fraction" else pts[:, 0]
+      xs = pts[:, 0] / last_step[name] if x_axis == "fraction" else pts[:, 0]
       ax.plot(xs, pts[:, 1], marker="o" if len(pts) < 30 else None, ms=3, label=name)
       drawn += 1
     if not drawn:
