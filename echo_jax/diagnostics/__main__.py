@@ -8,6 +8,8 @@
   python -m echo_jax.diagnostics plot compare RUN RUN... --out FILE.png [--keys eval/ctc_cer,...]
       [--x_axis step|fraction]
   python -m echo_jax.diagnostics plot theta RUN [--steps A:B] [--config CFG] --out DIR
+  python -m echo_jax.diagnostics words PREDICTIONS.jsonl --train MANIFEST.jsonl|TEXT.txt
+      [--hypothesis ctc_hypothesis] [--json]   (word errors by the word's training count)
 """
 
 import argparse
@@ -23,6 +25,7 @@ from echo_jax.data.audio import load_audio
 from echo_jax.data.features import compute_features
 from echo_jax.diagnostics import report
 from echo_jax.errors import UserError, run_cli
+from echo_jax.inference import word_frequency
 from echo_jax.training import diagnostics_dump as dump
 
 
@@ -61,6 +64,20 @@ def _report(args) -> int:
     sys.stdout.write("\n")
   else:
     sys.stdout.write(report.format_report(summary, title=f"Diagnostics of {args.run}"))
+  return 0
+
+
+def _words(args) -> int:
+  pairs = word_frequency.read_predictions(args.predictions, args.hypothesis)
+  counts = word_frequency.word_counts(word_frequency.read_training_transcripts(args.train))
+  result = word_frequency.errors_by_frequency(pairs, counts)
+  result.update(predictions=args.predictions, hypothesis=args.hypothesis, train=args.train)
+  if args.json:
+    json.dump(_finite_or_null(result), sys.stdout, indent=1, allow_nan=False)
+    sys.stdout.write("\n")
+  else:
+    sys.stdout.write(f"{args.hypothesis} of {args.predictions}, words by their count in {args.train}\n")
+    sys.stdout.write(word_frequency.format_table(result))
   return 0
 
 
@@ -178,6 +195,17 @@ def main(argv=None) -> int:
   rep.add_argument("--steps", default=None, help="A:B, inclusive; either end may be empty")
   rep.add_argument("--json", action="store_true", help="every number as JSON")
   rep.set_defaults(func=_report)
+
+  words = sub.add_parser("words", help="word errors by how often the word is in training text")
+  words.add_argument("predictions", help="predictions.jsonl written by echo_jax.evaluate")
+  words.add_argument("--train", required=True,
+                     help="training transcripts: the corpus manifest (.jsonl, its train rows) or "
+                     "a text file with one transcript a line")
+  words.add_argument("--hypothesis", default="hypothesis",
+                     help="which hypothesis: hypothesis (attention), ctc_hypothesis, "
+                     "ctc_lm_hypothesis")
+  words.add_argument("--json", action="store_true", help="the numbers as JSON")
+  words.set_defaults(func=_words)
 
   plot = sub.add_parser("plot", help="write a PNG")
   plot.add_argument("what",
