@@ -126,6 +126,33 @@ def test_ctc_output_ignores_padding_and_other_rows(ctc_model):
                              atol=2e-5)
 
 
+def test_ctc_upsample_splits_each_encoder_frame_into_k_ctc_frames(ctc_model):
+  """With the k copies of a k=1 head's projection, the k=2 head's logits are the k=1 logits with
+  every frame repeated, and so is the validity; the extra parameters are counted."""
+  cfg, model, batch, variables = ctc_model
+  cfg2 = tiny_model_config(ctc_head=True, spectrogram_downsample=2, ctc_upsample=2)
+  model2 = EchoModel(cfg2)
+  params = dict(variables["params"])
+  head = params["ctc_projection"]
+  params["ctc_projection"] = {"kernel": jnp.concatenate([head["kernel"]] * 2, axis=-1),
+                              "bias": jnp.concatenate([head["bias"]] * 2, axis=-1)}
+  shapes = jax.eval_shape(model2.init, jax.random.PRNGKey(0), batch)["params"]
+  assert jax.tree.map(jnp.shape, shapes) == jax.tree.map(jnp.shape, params)
+  assert expected_param_count(cfg2) - expected_param_count(cfg) == 32 * 24 + 24
+  forward = lambda m, p: m.apply({"params": p}, batch, method=EchoModel.forward)[1]
+  one, two = forward(model, variables["params"]), forward(model2, params)
+  assert two.logits.shape == (3, 2 * one.logits.shape[1], 24)
+  np.testing.assert_array_equal(np.asarray(two.valid), np.repeat(np.asarray(one.valid), 2, axis=1))
+  np.testing.assert_allclose(np.asarray(two.logits), np.repeat(np.asarray(one.logits), 2, axis=1),
+                             atol=2e-5)
+  # Two CTC frames per encoder frame: "aa" (needs a blank between) fits where it did not.
+  labels = jnp.asarray([[5, 5, 5, 0]])
+  def loss(ctc, frames):
+    valid = jnp.arange(ctc.logits.shape[1])[None] < frames
+    return float(losses.ctc_sums(jnp.zeros_like(ctc.logits[:1]), valid, labels)["ctc_loss_sum"])
+  assert loss(one, 4) > 1e4 and loss(two, 8) < 1e3  # 3 repeated labels need 5 frames
+
+
 def test_model_without_ctc_head_says_how_to_get_one():
   cfg = tiny_model_config()
   model = EchoModel(cfg)

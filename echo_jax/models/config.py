@@ -72,6 +72,10 @@ class ModelSettings:
   dropout_rate: float = 0.0
   dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params always float32)
   ctc_head: bool = False  # a CTC projection on the encoder output (needed by train.ctc_weight > 0)
+  # CTC outputs per encoder frame: k > 1 projects each encoder frame to k CTC frames (one d x kV
+  # projection), so CTC has k times the frames to place characters and blanks in, at the
+  # encoder's cost (measured: no gain; docs/accuracy.md, section 8).
+  ctc_upsample: int = 1
   mel_normalization: str = "none"  # none | utterance: per-utterance, per-bin mean/variance (CMVN)
   # conv1d: the reference front-end (mel bins as channels); conv2d: two 3x3 convs over time and
   # frequency (stride 2 in frequency, the time strides of spectrogram_downsample) with
@@ -101,7 +105,7 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(ModelSettings))
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSettings)}
 # Fields added after runs were saved: an older run's config lacks them and means their default.
 _ADDED_LATER = ("ctc_head", "mel_normalization", "spectrogram_frontend", "frontend_channels",
-                "encoder_conv_kernel", "attention_query_chunk")
+                "encoder_conv_kernel", "attention_query_chunk", "ctc_upsample")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -237,6 +241,7 @@ def validate_model_config(cfg: Any) -> ModelSettings:
     fail("model.encoder_conv_kernel", v["encoder_conv_kernel"],
          "use an odd kernel (centred, so valid frames never read padding) or 0 for none")
   check_int("model.attention_query_chunk", v["attention_query_chunk"], 0)
+  check_int("model.ctc_upsample", v["ctc_upsample"], 1)
   # Plain Python values: the settings are hashed as a static attribute of jitted modules.
   for f in dataclasses.fields(ModelSettings):
     if f.type is int:

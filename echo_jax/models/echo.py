@@ -72,7 +72,8 @@ class EchoModel(nn.Module):
     self.decoder = TextDecoder(self.settings)
     if self.settings.ctc_head:
       self.ctc_norm = RMSNorm(jnp.float32)
-      self.ctc_projection = dense(self.settings.vocab_size, "ctc_projection", jnp.float32)
+      self.ctc_projection = dense(self.settings.vocab_size * self.settings.ctc_upsample,
+                                  "ctc_projection", jnp.float32)
 
   def encode(self, batch: Dict[str, jax.Array], train: bool = False) -> EncoderOutput:
     s = self.settings
@@ -104,7 +105,13 @@ class EchoModel(nn.Module):
       raise ValueError("this model has no CTC head; set config.model.ctc_head=True (and retrain)")
     feature = self.settings.ctc_feature
     x = self.ctc_norm(encoded.encodings[feature])
-    return CtcOutput(logits=self.ctc_projection(x), valid=encoded.key_masks[feature])
+    logits, valid = self.ctc_projection(x), encoded.key_masks[feature]
+    k = self.settings.ctc_upsample
+    if k > 1:  # [B, T, k*V] -> [B, k*T, V]: encoder frame t owns CTC frames k*t .. k*t + k - 1
+      batch, frames = logits.shape[:2]
+      logits = logits.reshape(batch, frames * k, self.settings.vocab_size)
+      valid = jnp.repeat(valid, k, axis=1)
+    return CtcOutput(logits=logits, valid=valid)
 
   def forward(self, batch: Dict[str, jax.Array],
               train: bool = False) -> Tuple[jax.Array, Optional[CtcOutput]]:
@@ -206,5 +213,5 @@ def expected_param_count(model_cfg) -> int:
   decoder = s.vocab_size * d + s.text_ctx * d + norm
   decoder += s.decoder_layers * residual(False, s.decoder_rotary)
   decoder += len(s.features) * (s.decoder_layers * residual(True, s.decoder_rotary) + 1)
-  ctc = (norm + d * s.vocab_size + s.vocab_size) if s.ctc_head else 0
+  ctc = (norm + (d + 1) * s.vocab_size * s.ctc_upsample) if s.ctc_head else 0
   return encoder + decoder + ctc
