@@ -174,8 +174,24 @@ def parse_args(argv):
                       help="which transcript: the attention decoder's, the CTC head's best path, "
                            "or the CTC head's word-LM search (default: ctc_lm when the run's "
                            "decode.lm_path (or --lm) names an LM, else attention)")
+  parser.add_argument("--trim_silence_db", type=float, default=None,
+                      help="cut leading and trailing audio quieter than this many dB below the "
+                           "file's peak, keeping 0.1 s; 0: keep everything (default: "
+                           "config.decode.trim_silence_db, 40)")
   ctc_decoding.add_lm_arguments(parser)
   return parser.parse_args(argv)
+
+
+def apply_trim_silence(config, trim_silence_db):
+  """config with decode.trim_silence_db set from the command line (None: keep the run's)."""
+  if trim_silence_db is None:
+    return config
+  if not 0.0 <= trim_silence_db <= 120.0:
+    raise UserError(f"--trim_silence_db={trim_silence_db} is invalid: use a number in [0, 120] "
+                    "(0: no trimming)")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.decode.trim_silence_db = float(trim_silence_db)
+  return config
 
 
 def apply_ctc_weight(config, ctc_weight):
@@ -204,6 +220,7 @@ def main(argv=None) -> int:
   with contextlib.redirect_stdout(sys.stderr):
     run = loading.load_run(args.workdir, args.checkpoint, args.average)
     config = ctc_decoding.apply_lm_flags(apply_ctc_weight(run.config, args.ctc_weight), args)
+    config = apply_trim_silence(config, args.trim_silence_db)
     hypothesis = args.hypothesis or default_hypothesis(config)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None

@@ -70,3 +70,27 @@ def test_dithered_digital_silence_is_silent():
 def test_audio_error_pickles_for_worker_processes():
   err = pickle.loads(pickle.dumps(audio.AudioError("x.wav", audio.SILENT, "peak 0")))
   assert (err.path, err.reason, err.detail) == ("x.wav", audio.SILENT, "peak 0")
+
+
+def _quiet(seconds: float, db: float, seed: int) -> np.ndarray:
+  return (10 ** (db / 20) * np.random.default_rng(seed).standard_normal(int(seconds * SR))
+          ).astype(np.float32)
+
+
+def test_edge_silence_is_cut_to_the_margin_and_the_speech_kept_whole():
+  burst = tone(440.0, 1.0, SR)  # peak 0.4 (-8 dBFS)
+  wave = np.concatenate([_quiet(1.5, -70, 0), burst, _quiet(0.7, -70, 1)])
+  got = audio.trim_edge_silence(wave, SR, top_db=40)
+  lead = 0.1 * SR  # the margin kept at each end
+  # librosa's frames (1024 samples, hop 128) place the cut within a frame of the burst's edges
+  assert abs(len(got) - (len(burst) + 2 * lead)) <= 1024
+  start = int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(
+      got, 64) == burst[:64], axis=1))[0])
+  np.testing.assert_array_equal(got[start:start + len(burst)], burst)
+  assert abs(start - lead) <= 1024
+
+
+def test_a_noise_floor_within_top_db_of_the_peak_is_not_cut():
+  wave = np.concatenate([_quiet(1.0, -30, 0), tone(440.0, 1.0, SR), _quiet(1.0, -30, 1)])
+  assert len(audio.trim_edge_silence(wave, SR, top_db=40)) == len(wave)  # floor at -22 dB re peak
+  assert len(audio.trim_edge_silence(wave, SR, top_db=15)) < len(wave) - SR

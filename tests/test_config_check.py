@@ -40,6 +40,7 @@ def test_shipped_configs_are_valid(name):
     ("decode.lm_path", None, "use '' (no LM), 'auto' or the path of an ARPA file"),
     ("decode.lm_beam_size", 0, "config.decode.lm_beam_size=0"),
     ("decode.lm_weight", -1.0, "config.decode.lm_weight=-1.0"),
+    ("decode.trim_silence_db", -3.0, "config.decode.trim_silence_db=-3.0"),
     ("distributed.process_id", 2, "config.distributed.process_id=2"),
     ("init_from", "/nonexistent/run", "config.init_from='/nonexistent/run' is invalid: no such path"),
 ])

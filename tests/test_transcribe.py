@@ -1,8 +1,10 @@
 """Transcription: chunk boundaries on arrays, the stitching rule on words, and the file pipeline."""
 
+import ml_collections
 import numpy as np
 import pytest
 
+from echo_jax.errors import UserError
 from echo_jax.inference import audio_input
 from echo_jax.inference import longform
 from random_runs import save_random_run, tiny_config
@@ -312,6 +314,36 @@ def test_prepare_file_downmixes_resamples_and_computes_training_features(tiny_ru
     np.testing.assert_allclose(item["mel"],
                                compute_features(waves["long"][start:end], config.data)["mel"],
                                atol=1e-6)
+
+
+def test_prepare_file_cuts_edge_silence_as_configured(tiny_run, audio_files, tmp_path):
+  """A second of near silence around an utterance is cut to 0.1 s (decode.trim_silence_db), the
+  reported duration stays the file's, and 0 keeps every sample; so does a run saved before
+  the field existed, at the default of 40 dB."""
+  import soundfile as sf
+  from echo_jax import transcribe
+  from echo_jax.data.features import compute_features
+  _, config, *_ = tiny_run
+  _, _, waves = audio_files
+  quiet = lambda seed: (1e-4 * np.random.default_rng(seed).standard_normal(SAMPLE_RATE)
+                        ).astype(np.float32)
+  padded = np.concatenate([quiet(0), waves["b"], quiet(1)])
+  path = str(tmp_path / "padded.wav")
+  sf.write(path, padded, SAMPLE_RATE, subtype="FLOAT")
+  trimmed = audio_input.prepare_file(path, transcribe.apply_trim_silence(config, 40.0))
+  kept = audio_input.prepare_file(path, transcribe.apply_trim_silence(config, 0.0))
+  assert trimmed.result.duration_s == kept.result.duration_s == len(padded) / SAMPLE_RATE
+  # Chunk bounds index the audio the features were computed from (1 s chunks in this config).
+  assert kept.bounds[-1][1] == len(padded)
+  start, end = kept.bounds[0]
+  np.testing.assert_allclose(kept.items[0]["mel"],
+                             compute_features(padded[start:end], config.data)["mel"], atol=1e-6)
+  assert abs(trimmed.bounds[-1][1] - (len(waves["b"]) + 0.2 * SAMPLE_RATE)) <= 1024
+  old_run = ml_collections.ConfigDict(config.to_dict())
+  del old_run.decode["trim_silence_db"]
+  assert audio_input.prepare_file(path, old_run).bounds == trimmed.bounds
+  with pytest.raises(UserError, match="--trim_silence_db=-1"):
+    transcribe.apply_trim_silence(config, -1.0)
 
 
 def test_transcribe_reports_bad_files_and_completes_the_others(tiny_run, audio_files, transcriber):

@@ -155,6 +155,7 @@ def _validate_eval(config: ml_collections.ConfigDict) -> None:
     _fail("decode.max_length", dec.max_length,
           f"it must be <= config.model.text_ctx={config.model.text_ctx}")
   _int_at_least("decode.beam_size", dec.beam_size, 1)
+  _number_in("decode.trim_silence_db", dec.trim_silence_db, 0.0, 120.0)
   _validate_lm(config)
 
 

@@ -92,3 +92,21 @@ def load_audio(path, sample_rate: int, max_seconds: float | None = None) -> np.n
   """Reads `path` as float32 mono at `sample_rate` (downmixed, resampled); raises AudioError."""
   data, rate = _read(str(path))
   return condition_waveform(data, rate, sample_rate, name=str(path), max_seconds=max_seconds)
+
+
+# Speech kept on either side of the trimmed span: the synthetic corpus's utterances start within
+# ~0.2 s of their first sound and end within ~0.1-0.5 s of their last (median 0 and 0.07 s).
+TRIM_MARGIN_SECONDS = 0.1
+
+
+def trim_edge_silence(wave: np.ndarray, sample_rate: int, top_db: float,
+                      margin_seconds: float = TRIM_MARGIN_SECONDS) -> np.ndarray:
+  """`wave` without its leading and trailing stretches quieter than `top_db` below its peak
+  (librosa.effects.trim), keeping `margin_seconds` of them at each end. Recordings often open
+  and close on a second of room tone that the corpus's utterances never have."""
+  import librosa
+
+  _, (start, end) = librosa.effects.trim(wave, top_db=float(top_db), frame_length=1024,
+                                         hop_length=128)
+  margin = int(round(margin_seconds * sample_rate))
+  return wave[max(0, start - margin):min(len(wave), end + margin)]

@@ -204,7 +204,10 @@ class ExampleCache:
       rows = examples_lib.read_manifest(condition.manifest, conditions_lib.TEST)
       if max_examples >= 0:
         rows = rows[:max_examples]
-      self._files[key] = rows, [audio_input.prepare_file(row["path"], config) for row in rows]
+      # Untrimmed, like the stored features of the unshifted test condition they are compared to.
+      untrimmed = ml_collections.ConfigDict(config.to_dict())
+      untrimmed.decode.trim_silence_db = 0.0
+      self._files[key] = rows, [audio_input.prepare_file(row["path"], untrimmed) for row in rows]
     rows, files = self._files[key]
     return examples_lib.examples_from_files(rows, files, config)
 

@@ -5,7 +5,8 @@
     ...  # batch: the items at `indices`, padded to their bucket edge and to 8 rows
 
 Shared by `transcribe` and `evaluate` (and the ablation's conditions): any sample rate and channel
-count is downmixed and resampled to data.sample_rate, the features are the training ones
+count is downmixed and resampled to data.sample_rate, silence at either end is cut
+(decode.trim_silence_db), the features are the training ones
 (echo_jax.data.features), long audio is cut into overlapping chunks (echo_jax.inference.longform),
 and a file that cannot be used sets FileResult.error (an AudioError reason) instead of raising.
 """
@@ -15,9 +16,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from echo_jax.data.audio import AudioError, load_audio
+from echo_jax.config.defaults import default_config
+from echo_jax.data.audio import AudioError, load_audio, trim_edge_silence
 from echo_jax.data.features import compute_features
 from echo_jax.inference import longform
+
+
+_DEFAULT_TRIM_SILENCE_DB = float(default_config().decode.trim_silence_db)
 
 
 @dataclasses.dataclass
@@ -132,9 +137,13 @@ def prepare_file(path: str, config) -> PreparedFile:
   except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
     result.error, result.detail = "unreadable", f"{type(error).__name__}: {error}"
     return PreparedFile(result, [], [])
+  result.duration_s = len(wave) / sample_rate
+  # A run saved before the field existed trims as today's default does (training never trims).
+  trim_db = float(config.decode.get("trim_silence_db", _DEFAULT_TRIM_SILENCE_DB))
+  if trim_db > 0:
+    wave = trim_edge_silence(wave, sample_rate, trim_db)
   chunk = max_chunk_samples(config)
   bounds = longform.chunk_bounds(len(wave), chunk, overlap_samples(config, chunk))
-  result.duration_s = len(wave) / sample_rate
   result.num_chunks = len(bounds)
   items = [features_of(wave[start:end], config) for start, end in bounds]
   return PreparedFile(result, items, bounds)
