@@ -34,6 +34,8 @@ def test_shipped_configs_are_valid(name):
     ("train.learning_rate", 0.0, "config.train.learning_rate=0.0"),
     ("train.param_sharding", "zero3", "config.train.param_sharding='zero3'"),
     ("train.b2", 1.0, "config.train.b2=1.0"),
+    ("train.edge_silence.probability", 1.5, "config.train.edge_silence.probability=1.5"),
+    ("train.edge_silence.max_frames", -1, "config.train.edge_silence.max_frames=-1"),
     ("eval.split", "dev", "config.eval.split='dev'"),
     ("decode.max_length", 65, "config.decode.max_length=65"),
     ("decode.lm_path", "auto", "the LM search decodes the CTC head's output"),
@@ -47,7 +49,10 @@ def test_shipped_configs_are_valid(name):
 def test_bad_field_is_named(field, value, expect):
   config = _config()
   *parts, name = field.split(".")
-  setattr(config[parts[0]] if parts else config, name, value)
+  target = config
+  for part in parts:
+    target = target[part]
+  setattr(target, name, value)
   with pytest.raises(ConfigError) as err:
     config_check.validate_config(config)
   assert expect in str(err.value)

@@ -15,6 +15,7 @@ from echo_jax.training import losses
 from echo_jax.training import metrics
 from echo_jax.training import optim
 from echo_jax.parallel import sharding
+from echo_jax.training import edge_silence
 from echo_jax.training import spec_augment
 from echo_jax.models import building
 from echo_jax.training import setup as train_setup
@@ -165,10 +166,11 @@ def test_model_without_ctc_head_says_how_to_get_one():
     model.apply(variables, encoded, method=EchoModel.ctc)
 
 
-def _joint_loss_training():
+def _joint_loss_training(edge_probability: float = 0.0):
   """(config, model, one-device mesh, initial state, its shardings, train step) of the tiny model
-  with smoothed CE + CTC and SpecAugment. Both tests below build the same step, so the second
-  loads the first's compiled program from the session's compilation cache."""
+  with smoothed CE + CTC and SpecAugment (and edge silence with `edge_probability`). The tests
+  without edge silence build the same step, so later ones load the first's compiled program from
+  the session's compilation cache."""
   config = importlib.import_module("configs.tiny").get_config()
   config.model.vocab_size = 40
   config.model.ctc_head = True
@@ -178,6 +180,7 @@ def _joint_loss_training():
                              time_mask_max_fraction=0.2))
   t.warmup_steps = 0  # the first step moves the parameters by the full learning rate
   t.eps = 1e-3  # steps proportional to gradients: rounding-level ones stay rounding-level
+  t.edge_silence.probability, t.edge_silence.max_frames = edge_probability, 40
   model = building.build_model(config)
   tx = optim.make_optimizer(t)
   mesh = sharding.make_mesh(jax.devices()[:1])
@@ -219,6 +222,30 @@ def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
       float(sums["ctc_loss_sum"]),
       float(losses.ctc_sums(plain_ctc.logits, plain_ctc.valid, targets)["ctc_loss_sum"]),
       rtol=1e-4)
+
+
+def test_train_step_trains_on_the_edge_padded_batch():
+  """With train.edge_silence on, the step's loss is the joint loss of the batch padded with the
+  step RNG's quiet frames (then SpecAugmented over its new lengths)."""
+  config, model, mesh, state, shardings, step = _joint_loss_training(edge_probability=1.0)
+  t = config.train
+  params, rng = jax.device_get(state.params), jax.device_get(state.rng)
+  batch = ragged_batch(config, 4, 256, 40, 0)
+  _, step_metrics = step(state, sharding.global_batch(batch, mesh))
+
+  _, mask_rng = jax.random.split(jax.random.fold_in(rng, 0))
+  mel, f0, frames = edge_silence.apply(jax.random.fold_in(mask_rng, 1), batch["mel"], batch["f0"],
+                                       batch["num_frames"], 40, 1.0)
+  assert np.all(np.asarray(frames) > batch["num_frames"])  # every row of this batch has room
+  padded = dict(batch, f0=f0, num_frames=frames,
+                mel=spec_augment.apply(mask_rng, mel, frames, t.spec_augment))
+  logits, ctc = model.apply({"params": params}, padded, train=True, method=EchoModel.forward)
+  targets = jnp.asarray(batch["decoder_target_tokens"])
+  tokens = float(metrics.token_sums(logits, targets)["num_tokens"])
+  ce = float(losses.smoothed_token_loss_sum(logits, targets, 0.1)) / tokens
+  ctc_sums = losses.ctc_sums(ctc.logits, ctc.valid, targets)
+  ctc_loss = float(ctc_sums["ctc_loss_sum"]) / float(ctc_sums["num_labels"])
+  np.testing.assert_allclose(float(step_metrics["loss"]), 0.7 * ce + 0.3 * ctc_loss, rtol=1e-4)
 
 
 def test_train_step_is_the_same_at_any_token_padding():

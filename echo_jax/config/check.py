@@ -133,6 +133,14 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _fail("train.spec_augment.freq_mask_bins", sa.freq_mask_bins,
           f"use at most config.data.n_mels={config.data.n_mels}")
   _number_in("train.spec_augment.time_mask_max_fraction", sa.time_mask_max_fraction, 0.0, 1.0)
+  edges = t.get("edge_silence")
+  if edges is not None:
+    _number_in("train.edge_silence.probability", edges.probability, 0.0, 1.0)
+    _int_at_least("train.edge_silence.max_frames", edges.max_frames, 0)
+    if edges.probability > 0 and "waveform" in tuple(config.model.features):
+      _fail("train.edge_silence.probability", edges.probability,
+            "edge silence pads the log-mel and F0 frames, not a waveform input: use 0 with "
+            "model.features containing 'waveform'")
   _int_at_least("train.fsdp_min_size", t.get("fsdp_min_size", param_sharding.DEFAULT_MIN_SIZE), 0)
   _choice("train.param_sharding", t.param_sharding, sharding_lib.available_param_shardings())
 

@@ -114,6 +114,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.spec_augment.time_masks = 0
   c.train.spec_augment.time_mask_frames = 40
   c.train.spec_augment.time_mask_max_fraction = 0.05  # a time mask covers at most this share
+  # Quiet frames before and after an utterance (echo_jax.training.edge_silence), for recordings
+  # that open and close on room tone: per utterance with this probability, up to max_frames mel
+  # frames (8 ms) on each side, within the room its bucket leaves. 0 = off.
+  c.train.edge_silence = ml_collections.ConfigDict()
+  c.train.edge_silence.probability = 0.0
+  c.train.edge_silence.max_frames = 125
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 1000

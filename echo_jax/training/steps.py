@@ -17,6 +17,7 @@ from echo_jax.inference.decoding import ctc_greedy_decode, greedy_decode
 from echo_jax.parallel import sharding as sharding_lib
 from echo_jax.training import losses
 from echo_jax.training import metrics as metrics_lib
+from echo_jax.training import edge_silence
 from echo_jax.training import spec_augment
 from echo_jax.training.diagnostics_collect import diagnostics_from
 from echo_jax.training.setup import TrainState
@@ -30,8 +31,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   The loss is (1 - w) * CE + w * CTC with w = train.ctc_weight: the token cross-entropy (label
   smoothed by train.label_smoothing) summed over the global batch divided by the global count of
   real (non-pad) target tokens, and the CTC loss summed likewise divided by the global label count;
-  all in float32. SpecAugment (train.spec_augment) masks the log-mel batch first, from the step's
-  RNG. A step with a non-finite loss or gradient leaves the state unchanged and records its step in
+  all in float32. Edge silence (train.edge_silence) pads utterances with quiet frames and then
+  SpecAugment (train.spec_augment) masks the log-mel batch, both first and from the step's RNG. A step with a non-finite loss or gradient leaves the state unchanged and records its step in
   `first_bad_step`; every later step is then a no-op, so the state the host sees is the last good
   one. `train_config` None means plain cross-entropy (no CTC, smoothing or SpecAugment).
   """
@@ -39,10 +40,17 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   smoothing = float(train_config.label_smoothing) if train_config is not None else 0.0
   masking = (train_config.spec_augment if train_config is not None
              and spec_augment.enabled(train_config.spec_augment) else None)
+  edges = train_config.get("edge_silence") if train_config is not None else None
+  edges = edges if edges is not None and float(edges.probability) > 0 else None
 
   def step_fn(state: TrainState, batch: Dict[str, jax.Array]):
     rng = jax.random.fold_in(state.rng, state.step)
     dropout_rng, mask_rng = jax.random.split(rng)
+    if edges is not None:
+      mel, f0, frames = edge_silence.apply(jax.random.fold_in(mask_rng, 1), batch["mel"],
+                                           batch["f0"], batch["num_frames"],
+                                           int(edges.max_frames), float(edges.probability))
+      batch = {**batch, "mel": mel, "f0": f0, "num_frames": frames}
     if masking is not None:
       batch = {**batch, "mel": spec_augment.apply(mask_rng, batch["mel"], batch["num_frames"],
                                                   masking)}
