@@ -190,6 +190,19 @@ def _joint_loss_training(edge_probability: float = 0.0):
   return config, model, mesh, state, shardings, step
 
 
+def _joint_loss(model, params, batch):
+  """(0.7 * smoothed CE / tokens + 0.3 * CTC / labels, CTC / labels) of `batch` as the training
+  of _joint_loss_training computes them. Dropout is off in the tiny config, so the forward pass is
+  deterministic given the batch."""
+  logits, ctc = model.apply({"params": params}, batch, train=True, method=EchoModel.forward)
+  targets = jnp.asarray(batch["decoder_target_tokens"])
+  tokens = float(metrics.token_sums(logits, targets)["num_tokens"])
+  ce = float(losses.smoothed_token_loss_sum(logits, targets, 0.1)) / tokens
+  ctc_sums = losses.ctc_sums(ctc.logits, ctc.valid, targets)
+  ctc_loss = float(ctc_sums["ctc_loss_sum"]) / float(ctc_sums["num_labels"])
+  return 0.7 * ce + 0.3 * ctc_loss, ctc_loss
+
+
 def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
   """step loss == (1 - w) * smoothed CE / tokens + w * CTC / labels on the SpecAugmented batch,
   from the step's RNG; the eval step sees the batch unmasked."""
@@ -203,15 +216,10 @@ def test_train_step_loss_is_the_weighted_sum_and_spec_augment_only_trains():
   masked = dict(batch, mel=spec_augment.apply(mask_rng, batch["mel"], batch["num_frames"],
                                               t.spec_augment))
   assert not np.allclose(np.asarray(masked["mel"]), batch["mel"])
-  # Dropout is off in the tiny config, so the forward pass is deterministic given the batch.
-  logits, ctc = model.apply({"params": params}, masked, train=True, method=EchoModel.forward)
-  targets = jnp.asarray(batch["decoder_target_tokens"])
-  tokens = float(metrics.token_sums(logits, targets)["num_tokens"])
-  ce = float(losses.smoothed_token_loss_sum(logits, targets, 0.1)) / tokens
-  ctc_sums = losses.ctc_sums(ctc.logits, ctc.valid, targets)
-  ctc_loss = float(ctc_sums["ctc_loss_sum"]) / float(ctc_sums["num_labels"])
-  np.testing.assert_allclose(float(step_metrics["loss"]), 0.7 * ce + 0.3 * ctc_loss, rtol=1e-4)
+  loss, ctc_loss = _joint_loss(model, params, masked)
+  np.testing.assert_allclose(float(step_metrics["loss"]), loss, rtol=1e-4)
   np.testing.assert_allclose(float(step_metrics["ctc_loss"]), ctc_loss, rtol=1e-4)
+  targets = jnp.asarray(batch["decoder_target_tokens"])
 
   eval_step = steps.make_eval_step(model, mesh, shardings.params)
   sums = eval_step(jax.device_put(params, shardings.params), sharding.global_batch(batch, mesh))
@@ -239,13 +247,8 @@ def test_train_step_trains_on_the_edge_padded_batch():
   assert np.all(np.asarray(frames) > batch["num_frames"])  # every row of this batch has room
   padded = dict(batch, f0=f0, num_frames=frames,
                 mel=spec_augment.apply(mask_rng, mel, frames, t.spec_augment))
-  logits, ctc = model.apply({"params": params}, padded, train=True, method=EchoModel.forward)
-  targets = jnp.asarray(batch["decoder_target_tokens"])
-  tokens = float(metrics.token_sums(logits, targets)["num_tokens"])
-  ce = float(losses.smoothed_token_loss_sum(logits, targets, 0.1)) / tokens
-  ctc_sums = losses.ctc_sums(ctc.logits, ctc.valid, targets)
-  ctc_loss = float(ctc_sums["ctc_loss_sum"]) / float(ctc_sums["num_labels"])
-  np.testing.assert_allclose(float(step_metrics["loss"]), 0.7 * ce + 0.3 * ctc_loss, rtol=1e-4)
+  np.testing.assert_allclose(float(step_metrics["loss"]), _joint_loss(model, params, padded)[0],
+                             rtol=1e-4)
 
 
 def test_train_step_is_the_same_at_any_token_padding():
