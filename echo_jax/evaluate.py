@@ -261,6 +261,7 @@ def parse_args(argv):
   parser.add_argument("--ctc_weight", type=float, default=None,
                       help="weight of the CTC prefix score in joint CTC/attention decoding "
                            "(needs a CTC head; default: config.decode.ctc_weight)")
+  transcribe.add_trim_argument(parser)  # audio files (--manifest) only: a split has features
   ctc_decoding.add_lm_arguments(parser)
   parser.add_argument("--out", default=None, help="output directory")
   parser.add_argument("--json", action="store_true",
@@ -280,6 +281,7 @@ def main(argv=None) -> int:
     run = loading.load_run(args.workdir, args.checkpoint, args.average)
     config = ctc_decoding.apply_lm_flags(transcribe.apply_ctc_weight(run.config, args.ctc_weight),
                                          args)
+    config = transcribe.apply_trim_silence(config, args.trim_silence_db)
     beam_size = args.beam_size if args.beam_size is not None else int(config.decode.beam_size)
     batch_size = (args.batch_size if args.batch_size is not None
                   else pipeline.global_batch_sizes(config.data, 1).eval)  # decodes on one device

@@ -174,12 +174,16 @@ def parse_args(argv):
                       help="which transcript: the attention decoder's, the CTC head's best path, "
                            "or the CTC head's word-LM search (default: ctc_lm when the run's "
                            "decode.lm_path (or --lm) names an LM, else attention)")
+  add_trim_argument(parser)
+  ctc_decoding.add_lm_arguments(parser)
+  return parser.parse_args(argv)
+
+
+def add_trim_argument(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--trim_silence_db", type=float, default=None,
                       help="cut leading and trailing audio quieter than this many dB below the "
                            "file's peak, keeping 0.1 s; 0: keep everything (default: "
                            "config.decode.trim_silence_db, 40)")
-  ctc_decoding.add_lm_arguments(parser)
-  return parser.parse_args(argv)
 
 
 def apply_trim_silence(config, trim_silence_db):
