@@ -125,6 +125,12 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
   if t.ctc_weight > 0 and not config.model.get("ctc_head", False):
     _fail("train.ctc_weight", t.ctc_weight,
           "the CTC loss needs a CTC head: set config.model.ctc_head=True (or ctc_weight=0)")
+  inter = t.get("intermediate_ctc_weight", 0.0)
+  _number_in("train.intermediate_ctc_weight", inter, 0.0, 1.0)
+  if inter > 0 and not (t.ctc_weight > 0 and config.model.get("intermediate_ctc_layers", ())):
+    _fail("train.intermediate_ctc_weight", inter,
+          "it weighs intermediate CTC losses: set config.train.ctc_weight > 0 and "
+          "config.model.intermediate_ctc_layers (e.g. (2,)), or use 0")
   _number_in("train.label_smoothing", t.label_smoothing, 0.0, 1.0, high_open=True)
   sa = t.spec_augment
   for name in ("freq_masks", "time_masks", "freq_mask_bins", "time_mask_frames"):

@@ -106,6 +106,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.compilation_cache_dir = ""
   # Joint CTC/attention: loss = (1 - w) * CE + w * CTC (needs model.ctc_head); 0 = attention only.
   c.train.ctc_weight = 0.0
+  # With model.intermediate_ctc_layers: the CTC loss is (1 - u) * final + u * the mean of the
+  # intermediate layers' CTC losses.
+  c.train.intermediate_ctc_weight = 0.0
   c.train.label_smoothing = 0.0
   # SpecAugment in the train step (0 masks = off): widths in mel bins and in mel frames (8 ms).
   c.train.spec_augment = ml_collections.ConfigDict()

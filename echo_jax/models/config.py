@@ -76,6 +76,13 @@ class ModelSettings:
   # projection), so CTC has k times the frames to place characters and blanks in, at the
   # encoder's cost (measured: no gain; docs/accuracy.md, section 8).
   ctc_upsample: int = 1
+  # Intermediate CTC: after each of these encoder layers (1 .. encoder_layers - 1) the shared CTC
+  # head also reads the CTC stream, and train.intermediate_ctc_weight trains those predictions too.
+  # With self_conditioning each intermediate prediction (its softmax, through one shared d x V
+  # projection) is added back to the stream, so later layers condition on it (self-conditioned
+  # CTC, Nozaki and Komatsu 2021).
+  intermediate_ctc_layers: Tuple[int, ...] = ()
+  self_conditioning: bool = False
   mel_normalization: str = "none"  # none | utterance: per-utterance, per-bin mean/variance (CMVN)
   # conv1d: the reference front-end (mel bins as channels); conv2d: two 3x3 convs over time and
   # frequency (stride 2 in frequency, the time strides of spectrogram_downsample) with
@@ -105,7 +112,8 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(ModelSettings))
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSettings)}
 # Fields added after runs were saved: an older run's config lacks them and means their default.
 _ADDED_LATER = ("ctc_head", "mel_normalization", "spectrogram_frontend", "frontend_channels",
-                "encoder_conv_kernel", "attention_query_chunk", "ctc_upsample")
+                "encoder_conv_kernel", "attention_query_chunk", "ctc_upsample",
+                "intermediate_ctc_layers", "self_conditioning")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -221,7 +229,7 @@ def validate_model_config(cfg: Any) -> ModelSettings:
   check_choice("model.f0_mean_mode", v["f0_mean_mode"], F0_MEAN_MODES)
   check_choice("model.radius_mode", v["radius_mode"], RADIUS_MODES)
   for name in ("cross_attn_rotary", "decoder_rotary", "pitch_bias", "pitch_bias_learned",
-               "causal_decoder", "ctc_head"):
+               "causal_decoder", "ctc_head", "self_conditioning"):
     check_bool(f"model.{name}", v[name])
   check_positive("model.pitch_bias_scale", v["pitch_bias_scale"])
   check_choice("model.fzero", v["fzero"], FZERO_MODES)
@@ -242,6 +250,21 @@ def validate_model_config(cfg: Any) -> ModelSettings:
          "use an odd kernel (centred, so valid frames never read padding) or 0 for none")
   check_int("model.attention_query_chunk", v["attention_query_chunk"], 0)
   check_int("model.ctc_upsample", v["ctc_upsample"], 1)
+  layers = v["intermediate_ctc_layers"]
+  last = v["encoder_layers"] - 1
+  if (isinstance(layers, str) or not isinstance(layers, (tuple, list))
+      or not all(is_int(i) and 1 <= i <= last for i in layers)
+      or list(layers) != sorted(set(layers))):
+    fail("model.intermediate_ctc_layers", layers,
+         f"use increasing encoder layer numbers from 1 to encoder_layers - 1 = {last}, or ()")
+  if layers and not v["ctc_head"]:
+    fail("model.intermediate_ctc_layers", layers, "intermediate CTC reads the CTC head: set "
+         "model.ctc_head=True, or use ()")
+  if layers and v["ctc_upsample"] != 1:
+    fail("model.intermediate_ctc_layers", layers, "intermediate CTC needs model.ctc_upsample=1")
+  if v["self_conditioning"] and not layers:
+    fail("model.self_conditioning", True, "self-conditioning feeds back the intermediate CTC "
+         "predictions: set model.intermediate_ctc_layers, e.g. (2,)")
   # Plain Python values: the settings are hashed as a static attribute of jitted modules.
   for f in dataclasses.fields(ModelSettings):
     if f.type is int:
@@ -249,6 +272,7 @@ def validate_model_config(cfg: Any) -> ModelSettings:
     elif f.type is float:
       values[f.name] = float(values[f.name])
   values["features"] = tuple(feats)
+  values["intermediate_ctc_layers"] = tuple(int(i) for i in layers)
   return ModelSettings(**values)
 
 

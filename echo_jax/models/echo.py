@@ -35,7 +35,8 @@ class EncoderOutput:
 
   encodings[f] [B, T_f, d]; key_masks[f] [B, T_f] bool (valid frames); key_rotary[f] the rotation
   of stream f's frames (cross-attention keys); theta [B] and f0_mean [B] per utterance;
-  token_inv_freq [B, hd/2] rotary frequencies of text tokens; token_radius [B, 1, 1] or None.
+  token_inv_freq [B, hd/2] rotary frequencies of text tokens; token_radius [B, 1, 1] or None;
+  intermediate_ctc: the CTC head's logits [B, T, V] after each of intermediate_ctc_layers.
   """
   encodings: Dict[str, jax.Array]
   key_masks: Dict[str, jax.Array]
@@ -44,13 +45,16 @@ class EncoderOutput:
   f0_mean: jax.Array
   token_inv_freq: jax.Array
   token_radius: Optional[jax.Array] = None
+  intermediate_ctc: Tuple[jax.Array, ...] = ()
 
 
 @flax.struct.dataclass
 class CtcOutput:
-  """Per-frame CTC log-probabilities' logits [B, T, V] float32 and frame validity [B, T] bool."""
+  """Per-frame CTC log-probabilities' logits [B, T, V] float32 and frame validity [B, T] bool;
+  intermediate_logits: the same head after each of intermediate_ctc_layers (same validity)."""
   logits: jax.Array
   valid: jax.Array
+  intermediate_logits: Tuple[jax.Array, ...] = ()
 
 
 def _batch_f0(batch: Dict[str, jax.Array], settings: ModelSettings) -> jax.Array:
@@ -83,14 +87,15 @@ class EchoModel(nn.Module):
     theta = rotary_lib.utterance_theta(mean, s.theta_mode, s.theta)
     self.sow("intermediates", "rotary_theta", theta)
     voiced_mean, voiced_std = pitch_lib.voiced_statistics(f0, num_frames)
-    encodings, key_masks, key_rotary = self.encoder(batch, f0, theta, voiced_mean, voiced_std,
-                                                    deterministic=not train)
+    ctc_logits = self._ctc_logits if s.intermediate_ctc_layers else None
+    encodings, key_masks, key_rotary, intermediate = self.encoder(
+        batch, f0, theta, voiced_mean, voiced_std, deterministic=not train, ctc_logits=ctc_logits)
     token_radius = rotary_lib.f0_radius(mean)[:, None] if s.radius_mode == "f0" else None
     return EncoderOutput(
         encodings=encodings, key_masks=key_masks, key_rotary=key_rotary, theta=theta,
         f0_mean=mean,
         token_inv_freq=rotary_lib.inverse_frequencies(theta, s.head_dim, s.theta_mode),
-        token_radius=token_radius)
+        token_radius=token_radius, intermediate_ctc=intermediate)
 
   def decode(self, encoded: EncoderOutput, decoder_input_tokens: jax.Array, decode: bool = False,
              train: bool = False) -> jax.Array:
@@ -104,14 +109,18 @@ class EchoModel(nn.Module):
     if not self.settings.ctc_head:
       raise ValueError("this model has no CTC head; set config.model.ctc_head=True (and retrain)")
     feature = self.settings.ctc_feature
-    x = self.ctc_norm(encoded.encodings[feature])
-    logits, valid = self.ctc_projection(x), encoded.key_masks[feature]
+    logits = self._ctc_logits(encoded.encodings[feature])
+    valid = encoded.key_masks[feature]
     k = self.settings.ctc_upsample
     if k > 1:  # [B, T, k*V] -> [B, k*T, V]: encoder frame t owns CTC frames k*t .. k*t + k - 1
       batch, frames = logits.shape[:2]
       logits = logits.reshape(batch, frames * k, self.settings.vocab_size)
       valid = jnp.repeat(valid, k, axis=1)
-    return CtcOutput(logits=logits, valid=valid)
+    return CtcOutput(logits=logits, valid=valid, intermediate_logits=encoded.intermediate_ctc)
+
+  def _ctc_logits(self, x: jax.Array) -> jax.Array:
+    """The shared CTC head: [B, T, d] -> [B, T, ctc_upsample * V] float32."""
+    return self.ctc_projection(self.ctc_norm(x))
 
   def forward(self, batch: Dict[str, jax.Array],
               train: bool = False) -> Tuple[jax.Array, Optional[CtcOutput]]:
@@ -214,4 +223,5 @@ def expected_param_count(model_cfg) -> int:
   decoder += s.decoder_layers * residual(False, s.decoder_rotary)
   decoder += len(s.features) * (s.decoder_layers * residual(True, s.decoder_rotary) + 1)
   ctc = (norm + (d + 1) * s.vocab_size * s.ctc_upsample) if s.ctc_head else 0
+  ctc += (s.vocab_size + 1) * d if s.self_conditioning else 0
   return encoder + decoder + ctc

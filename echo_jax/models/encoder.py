@@ -12,7 +12,7 @@ Each stream has its own frame count (ceil(n / stride)) and its own F0, resampled
 """
 
 import math
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -159,15 +159,23 @@ class WaveformFrontend(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-  """Returns, per feature: encodings [B, T_f, d], key validity [B, T_f], rotary of its frames."""
+  """Returns, per feature: encodings [B, T_f, d], key validity [B, T_f], rotary of its frames;
+  and the intermediate CTC logits of the CTC stream (one [B, T, V] per
+  settings.intermediate_ctc_layers, from `ctc_logits`, the model's shared CTC head)."""
   settings: ModelSettings
 
   @nn.compact
   def __call__(self, batch: Dict[str, jax.Array], f0: jax.Array, theta_per_utt: jax.Array,
-               voiced_mean: jax.Array, voiced_std: jax.Array, deterministic: bool = True):
+               voiced_mean: jax.Array, voiced_std: jax.Array, deterministic: bool = True,
+               ctc_logits: Optional[Callable[[jax.Array], jax.Array]] = None):
     s = self.settings
     num_frames = jnp.asarray(batch["num_frames"], jnp.int32)
     encodings, valid, rotaries = {}, {}, {}
+    intermediate_logits = []
+    if s.intermediate_ctc_layers and ctc_logits is None:
+      raise ValueError("intermediate_ctc_layers needs the model's CTC head (ctc_logits)")
+    conditioning = (dense(s.d_model, "self_conditioning", compute_dtype(s))
+                    if s.self_conditioning else None)
     for feature in s.features:
       factor = stream_factor(s, feature)
       if feature == "spectrogram":
@@ -206,5 +214,10 @@ class AudioEncoder(nn.Module):
         x = Residual(s, s.encoder_act, cross_attention=False,
                      conv_module=s.encoder_conv_kernel > 0, name=f"blocks_{feature}_{i}")(
             x, key_valid=frame_valid, rotary=rotary, pitch_z=z)
+        if feature == s.ctc_feature and i + 1 in s.intermediate_ctc_layers:
+          logits = ctc_logits(x)
+          intermediate_logits.append(logits)
+          if conditioning is not None:  # padded frames stay as they were
+            x = x + _zero_padding(conditioning(jax.nn.softmax(logits).astype(x.dtype)), n)
       encodings[feature], valid[feature], rotaries[feature] = x, frame_valid, rotary
-    return encodings, valid, rotaries
+    return encodings, valid, rotaries, tuple(intermediate_logits)

@@ -4,7 +4,7 @@ All return sums over the batch (float32) with their counts, so that the caller d
 *global* count, as metrics.token_sums does for the cross-entropy.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,3 +48,13 @@ def ctc_sums(ctc_logits: jax.Array, frame_valid: jax.Array, targets: jax.Array,
     keep = keep & row_weights.astype(bool)
   return {"ctc_loss_sum": jnp.sum(jnp.where(keep, per_row, 0.0)),
           "num_labels": jnp.sum(jnp.where(keep, counts, 0.0))}
+
+
+def mean_ctc_loss(ctc_logits: Sequence[jax.Array], frame_valid: jax.Array,
+                  targets: jax.Array) -> jax.Array:
+  """The mean over `ctc_logits` (intermediate CTC heads) of each one's CTC loss per label."""
+  per_head = []
+  for logits in ctc_logits:
+    sums = ctc_sums(logits, frame_valid, targets)
+    per_head.append(sums["ctc_loss_sum"] / jnp.maximum(sums["num_labels"], 1.0))
+  return sum(per_head) / len(per_head)

@@ -31,12 +31,15 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   The loss is (1 - w) * CE + w * CTC with w = train.ctc_weight: the token cross-entropy (label
   smoothed by train.label_smoothing) summed over the global batch divided by the global count of
   real (non-pad) target tokens, and the CTC loss summed likewise divided by the global label count;
-  all in float32. Edge silence (train.edge_silence) pads utterances with quiet frames and then
+  all in float32. With intermediate CTC layers, CTC is (1 - u) * final + u * the mean of the
+  intermediate CTC losses, u = train.intermediate_ctc_weight. Edge silence (train.edge_silence) pads utterances with quiet frames and then
   SpecAugment (train.spec_augment) masks the log-mel batch, both first and from the step's RNG. A step with a non-finite loss or gradient leaves the state unchanged and records its step in
   `first_bad_step`; every later step is then a no-op, so the state the host sees is the last good
   one. `train_config` None means plain cross-entropy (no CTC, smoothing or SpecAugment).
   """
   ctc_weight = float(train_config.ctc_weight) if train_config is not None else 0.0
+  intermediate_weight = (float(train_config.get("intermediate_ctc_weight", 0.0))
+                         if train_config is not None else 0.0)
   smoothing = float(train_config.label_smoothing) if train_config is not None else 0.0
   masking = (train_config.spec_augment if train_config is not None
              and spec_augment.enabled(train_config.spec_augment) else None)
@@ -78,7 +81,13 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
         ctc_sums = losses.ctc_sums(ctc.logits, ctc.valid, targets)
         ctc_loss = ctc_sums["ctc_loss_sum"] / jnp.maximum(ctc_sums["num_labels"], 1.0)
         parts["ctc_loss"] = ctc_loss
-        loss = (1.0 - ctc_weight) * ce_train + ctc_weight * ctc_loss
+        ctc_train = ctc_loss
+        if intermediate_weight > 0 and ctc.intermediate_logits:
+          parts["intermediate_ctc_loss"] = losses.mean_ctc_loss(ctc.intermediate_logits,
+                                                                ctc.valid, targets)
+          ctc_train = ((1.0 - intermediate_weight) * ctc_loss
+                       + intermediate_weight * parts["intermediate_ctc_loss"])
+        loss = (1.0 - ctc_weight) * ce_train + ctc_weight * ctc_train
       return loss, (sums, parts, intermediates)
 
     (loss, (sums, parts, intermediates)), grads = jax.value_and_grad(
