@@ -120,3 +120,20 @@ def test_tune_names_a_bad_grid_before_loading_anything(tmp_path):
     tune.main(["--workdir", str(tmp_path / "none"), "--lm_weights", "a,b"])
   with pytest.raises(UserError, match="--lm_beam_size=0 is invalid"):
     tune.main(["--workdir", str(tmp_path / "none"), "--lm_beam_size", "0"])
+
+
+def test_blank_penalty_keeps_a_letter_the_head_half_hears(chars, tmp_path):
+  """The 'c' of "cat" gets a frame where blank (0.6) outweighs 'c' (0.35): the search spells "at"
+  (a lexicon word the LM likes as much) until the blank penalty makes the letter cheaper than
+  the blank; the caller's posteriors are left unchanged."""
+  lm = _arpa(tmp_path, ["the cat sat", "the at sat"])
+  emissions = _emissions(chars, "the cat sat", confidence=0.95)
+  (c_index,) = chars.encode("c")
+  c_frame = 2 * "the cat sat".index("c")
+  emissions[c_frame] = np.log(np.full(chars.vocab_size, 0.05 / (chars.vocab_size - 2)))
+  emissions[c_frame, PAD_ID], emissions[c_frame, c_index] = np.log(0.6), np.log(0.35)
+  before = emissions.copy()
+  plain = ctc_lexicon.LexiconSearch.from_arpa(chars, lm, lm_weight=0.5)
+  assert plain(emissions) == "the at sat"
+  assert plain.with_options(blank_penalty=1.0)(emissions) == "the cat sat"
+  np.testing.assert_array_equal(emissions, before)

@@ -187,6 +187,7 @@ def _validate_lm(config: ml_collections.ConfigDict) -> None:
   _number_in("decode.lm_weight", dec.lm_weight, 0.0, 100.0)
   _number_in("decode.lm_word_score", dec.lm_word_score, -100.0, 100.0)
   _int_at_least("decode.lm_beam_size", dec.lm_beam_size, 1)
+  _number_in("decode.lm_blank_penalty", dec.get("lm_blank_penalty", 0.0), -100.0, 100.0)
 
 
 def _validate_distributed(config: ml_collections.ConfigDict) -> None:

@@ -148,6 +148,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.decode.lm_weight = 1.0  # multiplies the LM's log10 probability per word
   c.decode.lm_word_score = 0.0  # added per word
   c.decode.lm_beam_size = 50
+  c.decode.lm_blank_penalty = 0.0  # subtracted from each frame's blank log posterior
 
   c.diagnostics = ml_collections.ConfigDict()
   c.diagnostics.every = 0  # 0: off

@@ -6,7 +6,7 @@
 One jitted pass per padded batch gives the CTC best path (repeats merged, blanks dropped) and the
 log posteriors the word-LM lexicon search (echo_jax.inference.ctc_lexicon) reads, so the head runs
 once for both. Also the --lm* command-line flags both commands take, and the config's
-decode.lm_path / lm_weight / lm_word_score / lm_beam_size turned into a search.
+decode.lm_path / lm_weight / lm_word_score / lm_beam_size / lm_blank_penalty turned into a search.
 """
 
 import argparse
@@ -39,7 +39,8 @@ def lexicon_search(config, tokenizer, workdir: str = "") -> Optional[ctc_lexicon
   return ctc_lexicon.LexiconSearch.from_arpa(
       tokenizer, path, lm_weight=float(config.decode.get("lm_weight", defaults.lm_weight)),
       word_score=float(config.decode.get("lm_word_score", defaults.word_score)),
-      beam_size=int(config.decode.get("lm_beam_size", defaults.beam_size)))
+      beam_size=int(config.decode.get("lm_beam_size", defaults.beam_size)),
+      blank_penalty=float(config.decode.get("lm_blank_penalty", defaults.blank_penalty)))
 
 
 class CtcDecoder:
@@ -88,12 +89,15 @@ def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
                       help="score added per word (default: config.decode.lm_word_score)")
   parser.add_argument("--lm_beam_size", type=int, default=None,
                       help="LM search beam (default: config.decode.lm_beam_size)")
+  parser.add_argument("--lm_blank_penalty", type=float, default=None,
+                      help="subtracted from each frame's CTC blank log posterior in the LM search "
+                           "(default: config.decode.lm_blank_penalty)")
 
 
 def apply_lm_flags(config, args) -> ml_collections.ConfigDict:
   """config with the --lm* flags given set in decode (the others keep the run's values)."""
   given = {"lm_path": args.lm, "lm_weight": args.lm_weight, "lm_word_score": args.lm_word_score,
-           "lm_beam_size": args.lm_beam_size}
+           "lm_beam_size": args.lm_beam_size, "lm_blank_penalty": args.lm_blank_penalty}
   given = {k: v for k, v in given.items() if v is not None}
   if not given:
     return config

@@ -6,7 +6,7 @@
 flashlight-text's LexiconDecoder (the wav2letter decoder torchaudio wraps) with its bundled KenLM:
 a hypothesis extends a word only along the spelling trie of the lexicon, the space token closes a
 word, and each finished word adds lm_weight * log P_LM(word | history) + word_score to the CTC
-score. The lexicon is the language model's vocabulary spelled with the tokenizer's characters, so
+score; blank_penalty is subtracted from each frame's blank log posterior first. The lexicon is the language model's vocabulary spelled with the tokenizer's characters, so
 every output word is one the LM knows (words outside it cannot be produced: the unknown-word score
 is -inf). Needs a character tokenizer whose alphabet has the space (echo_jax.data.tokenizer).
 Scores are log10 in KenLM (so lm_weight multiplies log10 P, as in torchaudio's ctc_decoder).
@@ -34,6 +34,9 @@ class LexiconSearchOptions:
   word_score: float = 0.0  # added per word: > 0 favours more words, < 0 fewer
   beam_size: int = 50  # hypotheses kept per frame
   beam_threshold: float = 25.0  # hypotheses this far below the best are dropped
+  # Subtracted from every frame's blank log posterior: > 0 makes the search emit characters where
+  # the CTC head is unsure between a letter and blank (it deletes far more than it inserts).
+  blank_penalty: float = 0.0
 
 
 def arpa_unigrams(path: str) -> List[str]:
@@ -115,9 +118,10 @@ class LexiconSearch:
   def __call__(self, log_probs: np.ndarray) -> str:
     """The best word sequence for one utterance's CTC log posteriors [frames, vocab] (valid
     frames only; blank = the pad id)."""
-    emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
+    emissions = np.array(log_probs, dtype=np.float32, order="C")  # a copy: the penalty edits it
     if emissions.ndim != 2 or emissions.shape[0] == 0:
       return ""
+    emissions[:, PAD_ID] -= float(self.options.blank_penalty)
     best = self._decoder.decode(emissions.ctypes.data, emissions.shape[0], emissions.shape[1])[0]
     return WORD_SEPARATOR.join(self._word_dict.get_entry(i) for i in best.words if i >= 0)
 

@@ -1,11 +1,12 @@
 """Choose the LM search's weights on a held-out split: one pass of the encoder, then a grid.
 
   python -m echo_jax.lm.tune --workdir runs/default --split validation [--lm auto] \
-      [--lm_weights=0.5,1,1.5,2] [--word_scores=-2,-1,0,1] [--max_examples 300]
+      [--lm_weights=0.5,1,1.5,2] [--word_scores=-2,-1,0,1] [--blank_penalties=0,0.5,1] \
+      [--max_examples 300]
 
 The run's CTC log posteriors of the split are computed once (as `evaluate` does, padded bucket
-batches under jit); then every (lm_weight, word_score) pair is decoded with the lexicon search
-and scored. Prints one line per pair and the best by WER (ties: lower CER), and writes the grid
+batches under jit); then every (lm_weight, word_score, blank_penalty) triple is decoded with the
+lexicon search and scored. Prints one line per triple and the best by WER (ties: lower CER), and writes the grid
 to <workdir>/eval/lm_tune_<split>_step<STEP>.json. Tune on validation, report on test.
 """
 
@@ -54,19 +55,21 @@ def split_log_probs(run, split: str, max_examples: int, batch_size: int):
 
 def grid(tokenizer, lm_path: str, references: Sequence[str], log_probs: Sequence[np.ndarray],
          lm_weights: Sequence[float], word_scores: Sequence[float], beam_size: int,
+         blank_penalties: Sequence[float] = (0.0,),
          log=lambda line: print(line, flush=True)) -> List[Dict]:
   from echo_jax.inference import ctc_lexicon
   from echo_jax.inference.scoring import error_rates
   rows = []
   loaded = ctc_lexicon.LexiconSearch.from_arpa(tokenizer, lm_path, beam_size=beam_size)
-  for weight, score in itertools.product(lm_weights, word_scores):
-    search = loaded.with_options(lm_weight=weight, word_score=score)
+  for weight, score, penalty in itertools.product(lm_weights, word_scores, blank_penalties):
+    search = loaded.with_options(lm_weight=weight, word_score=score, blank_penalty=penalty)
     start = time.perf_counter()
     rates = error_rates(references, [search(p) for p in log_probs])
-    rows.append({"lm_weight": weight, "word_score": score, "wer": rates["wer"],
-                 "cer": rates["cer"], "seconds": round(time.perf_counter() - start, 2)})
-    log(f"lm_weight {weight:g}  word_score {score:g}  WER {100 * rates['wer']:.1f} %  "
-        f"CER {100 * rates['cer']:.1f} %")
+    rows.append({"lm_weight": weight, "word_score": score, "blank_penalty": penalty,
+                 "wer": rates["wer"], "cer": rates["cer"],
+                 "seconds": round(time.perf_counter() - start, 2)})
+    log(f"lm_weight {weight:g}  word_score {score:g}  blank_penalty {penalty:g}  "
+        f"WER {100 * rates['wer']:.1f} %  CER {100 * rates['cer']:.1f} %")
   return rows
 
 
@@ -81,12 +84,15 @@ def main(argv=None) -> int:
   parser.add_argument("--lm", default="auto", help="ARPA file, or 'auto' (the corpus LM)")
   parser.add_argument("--lm_weights", default="0.5,1,1.5,2")
   parser.add_argument("--word_scores", default="-2,-1,0,1")
+  parser.add_argument("--blank_penalties", default="0",
+                      help="values subtracted from each frame's blank log posterior, e.g. 0,0.5,1")
   parser.add_argument("--lm_beam_size", type=int, default=50)
   parser.add_argument("--max_examples", type=int, default=300, help="-1: the whole split")
   parser.add_argument("--batch_size", type=int, default=8)
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   weights = _floats(args.lm_weights, "--lm_weights")
   scores = _floats(args.word_scores, "--word_scores")
+  penalties = _floats(args.blank_penalties, "--blank_penalties")
   if args.lm_beam_size < 1:
     raise UserError(f"--lm_beam_size={args.lm_beam_size} is invalid: use 1 or more")
 
@@ -101,10 +107,11 @@ def main(argv=None) -> int:
       raise UserError(f"{args.workdir}: the model has no CTC head; the LM search decodes it")
     lm_path = lm_build.resolve(run.config, args.lm, args.workdir)
     references, log_probs = split_log_probs(run, args.split, args.max_examples, args.batch_size)
-  rows = grid(run.tokenizer, lm_path, references, log_probs, weights, scores, args.lm_beam_size)
+  rows = grid(run.tokenizer, lm_path, references, log_probs, weights, scores, args.lm_beam_size,
+              penalties)
   best = min(rows, key=lambda r: (r["wer"], r["cer"]))
   print(f"best: --lm_weight {best['lm_weight']:g} --lm_word_score {best['word_score']:g} "
-        f"(WER {100 * best['wer']:.1f} %, CER {100 * best['cer']:.1f} % on {len(references)} "
+        f"--lm_blank_penalty {best['blank_penalty']:g} (WER {100 * best['wer']:.1f} %, CER {100 * best['cer']:.1f} % on {len(references)} "
         f"{args.split} utterances)")
   out = os.path.join(args.workdir, "eval", f"lm_tune_{args.split}_step{run.step}.json")
   os.makedirs(os.path.dirname(out), exist_ok=True)
