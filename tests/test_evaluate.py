@@ -228,13 +228,14 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
   lm = lm_build.build(config, order=2, out=str(tmp_path / "words.arpa"), corpus_sources=False,
                       log=lambda _: None)
   assert evaluate.main(["--workdir", workdir, "--split", "test", "--json", "--lm", lm,
-                        "--lm_weight", "0.5", "--lm_word_score", "5", "--lm_beam_size", "8"]) == 0
+                        "--lm_weight", "0.5", "--lm_word_score", "5", "--lm_beam_size", "8",
+                        "--lm_blank_penalty", "0.7"]) == 0
   summary = json.loads(capsys.readouterr().out)
   rows = {r["id"]: r for r in map(json.loads, open(os.path.join(
       workdir, "eval", "test_step2", "predictions.jsonl")))}
   # An untrained model: the word bonus makes the search put words out.
   search = ctc_lexicon.LexiconSearch.from_arpa(tokenizer, lm, lm_weight=0.5, word_score=5.0,
-                                               beam_size=8)
+                                               beam_size=8, blank_penalty=0.7)
   expected, expected_lm = {}, {}
   for record in pipeline.iterate_examples(config, "test"):
     frames = int(record["num_frames"])
@@ -269,7 +270,8 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
                                           hypothesis="ctc")
   assert dict(zip(keys, best_path(items))) == expected
   with_lm_config = ml_collections.ConfigDict(config.to_dict())
-  with_lm_config.decode.update(lm_path=lm, lm_weight=0.5, lm_word_score=5.0, lm_beam_size=8)
+  with_lm_config.decode.update(lm_path=lm, lm_weight=0.5, lm_word_score=5.0, lm_beam_size=8,
+                               lm_blank_penalty=0.7)
   with_lm = transcribe.BatchTranscriber(with_lm_config, model, {"params": params}, tokenizer, 1,
                                         3, hypothesis="ctc_lm")  # other batches, same texts
   assert dict(zip(keys, with_lm(items))) == expected_lm
@@ -278,12 +280,15 @@ def test_evaluate_ctc_best_path_equals_an_unbatched_numpy_best_path(tmp_path,
   with pytest.raises(UserError, match="--lm auto"):  # no LM set: say how to give one
     transcribe.BatchTranscriber(config, model, {"params": params}, tokenizer, 1, 4, "ctc_lm")
   assert summary["ctc_greedy"]["lm"]["lm_weight"] == 0.5
+  assert summary["ctc_greedy"]["lm"]["blank_penalty"] == 0.7
   assert summary["ctc_greedy"]["lm"]["path"] == lm
   # The tuning grid decodes the same posteriors: its point at these weights is evaluate's figure.
   assert lm_tune.main(["--workdir", workdir, "--split", "test", "--max_examples", "-1",
                        "--batch_size", "4", "--lm", lm, "--lm_weights", "0.5,2",
-                       "--word_scores", "5", "--lm_beam_size", "8"]) == 0
+                       "--word_scores", "5", "--blank_penalties", "0.7,0", "--lm_beam_size",
+                       "8"]) == 0
   tuned = json.load(open(os.path.join(workdir, "eval", "lm_tune_test_step2.json")))
-  assert [(r["lm_weight"], r["word_score"]) for r in tuned["grid"]] == [(0.5, 5.0), (2.0, 5.0)]
+  assert [(r["lm_weight"], r["word_score"], r["blank_penalty"]) for r in tuned["grid"]] == [
+      (0.5, 5.0, 0.7), (0.5, 5.0, 0.0), (2.0, 5.0, 0.7), (2.0, 5.0, 0.0)]
   assert tuned["grid"][0]["wer"] == pytest.approx(summary["ctc_greedy"]["lm"]["wer"])
   assert tuned["grid"][0]["cer"] == pytest.approx(summary["ctc_greedy"]["lm"]["cer"])
