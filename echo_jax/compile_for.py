@@ -288,7 +288,7 @@ def compile_steps(config, topology: str, param_sharding: Optional[str] = None,
     batch = abstract_batch(config, size, frames, mesh)
     if step == "train":
       jitted = steps_lib.make_train_step(model, run.tx, run.schedule, mesh, shardings,
-                                         train_config=config.train)
+                                         train_config=config.train, data_config=config.data)
       reports.append(_compile_into(r, jitted, run.state, batch))
     elif step == "eval":
       jitted = steps_lib.make_eval_step(model, mesh, shardings.params)

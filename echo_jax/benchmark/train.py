@@ -25,7 +25,8 @@ def train_state_and_step(config, with_diagnostics: bool = False):
   mesh = sharding_lib.make_mesh()
   run = setup_lib.create_training_setup(config, mesh)
   step = steps_lib.make_train_step(run.model, run.tx, run.schedule, mesh, run.shardings,
-                                   with_diagnostics=with_diagnostics, train_config=config.train)
+                                   with_diagnostics=with_diagnostics, train_config=config.train,
+                                   data_config=config.data)
   return mesh, run.model, run.state, step
 
 

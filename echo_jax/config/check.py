@@ -147,6 +147,14 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
       _fail("train.edge_silence.probability", edges.probability,
             "edge silence pads the log-mel and F0 frames, not a waveform input: use 0 with "
             "model.features containing 'waveform'")
+  warping = t.get("frequency_warp")
+  if warping is not None:
+    _number_in("train.frequency_warp.probability", warping.probability, 0.0, 1.0)
+    _number_in("train.frequency_warp.max_factor", warping.max_factor, 0.0, 0.5, high_open=True)
+    if warping.probability > 0 and "spectrogram" not in tuple(config.model.features):
+      _fail("train.frequency_warp.probability", warping.probability,
+            "the warp rescales the log-mel, which this model does not read: use 0 or add "
+            "'spectrogram' to model.features")
   _int_at_least("train.fsdp_min_size", t.get("fsdp_min_size", param_sharding.DEFAULT_MIN_SIZE), 0)
   _choice("train.param_sharding", t.param_sharding, sharding_lib.available_param_shardings())
 

@@ -123,6 +123,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.edge_silence = ml_collections.ConfigDict()
   c.train.edge_silence.probability = 0.0
   c.train.edge_silence.max_frames = 125
+  # Vocal tract length perturbation (echo_jax.training.frequency_warp): per utterance with this
+  # probability, its log-mel frequencies scaled by U(1 - max_factor, 1 + max_factor). 0 = off.
+  c.train.frequency_warp = ml_collections.ConfigDict()
+  c.train.frequency_warp.probability = 0.0
+  c.train.frequency_warp.max_factor = 0.1
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 1000

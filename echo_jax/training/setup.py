@@ -3,7 +3,7 @@
   s = create_training_setup(config, mesh)                 # the initial state, placed on the mesh
   s = create_training_setup(config, mesh, abstract=True)  # its shapes only: nothing allocated
   step = steps.make_train_step(s.model, s.tx, s.schedule, s.mesh, s.shardings,
-                               train_config=config.train)
+                               train_config=config.train, data_config=config.data)
 
 The trainer, the benchmark and `compile_for` all start here, so what compile_for measures is the
 state the trainer trains. The state is placed by the param-sharding rule `train.param_sharding`

@@ -18,6 +18,7 @@ from echo_jax.parallel import sharding as sharding_lib
 from echo_jax.training import losses
 from echo_jax.training import metrics as metrics_lib
 from echo_jax.training import edge_silence
+from echo_jax.training import frequency_warp
 from echo_jax.training import spec_augment
 from echo_jax.training.diagnostics_collect import diagnostics_from
 from echo_jax.training.setup import TrainState
@@ -25,7 +26,8 @@ from echo_jax.training.setup import TrainState
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh,
                     shardings: TrainState, with_diagnostics: bool = False,
-                    train_config: Optional[ml_collections.ConfigDict] = None) -> Callable:
+                    train_config: Optional[ml_collections.ConfigDict] = None,
+                    data_config: Optional[ml_collections.ConfigDict] = None) -> Callable:
   """jit-compiled `(state, global_batch) -> (state, step_metrics[, diagnostics])`, state donated.
 
   The loss is (1 - w) * CE + w * CTC with w = train.ctc_weight: the token cross-entropy (label
@@ -33,7 +35,9 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   real (non-pad) target tokens, and the CTC loss summed likewise divided by the global label count;
   all in float32. With intermediate CTC layers, CTC is (1 - u) * final + u * the mean of the
   intermediate CTC losses, u = train.intermediate_ctc_weight. Edge silence (train.edge_silence) pads utterances with quiet frames and then
-  SpecAugment (train.spec_augment) masks the log-mel batch, both first and from the step's RNG. A step with a non-finite loss or gradient leaves the state unchanged and records its step in
+  SpecAugment (train.spec_augment) masks the log-mel batch, both first and from the step's RNG;
+  between them train.frequency_warp (VTLP) rescales each utterance's frequencies (it reads the
+  mel scale from `data_config`). A step with a non-finite loss or gradient leaves the state unchanged and records its step in
   `first_bad_step`; every later step is then a no-op, so the state the host sees is the last good
   one. `train_config` None means plain cross-entropy (no CTC, smoothing or SpecAugment).
   """
@@ -45,6 +49,15 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
              and spec_augment.enabled(train_config.spec_augment) else None)
   edges = train_config.get("edge_silence") if train_config is not None else None
   edges = edges if edges is not None and float(edges.probability) > 0 else None
+  warping = train_config.get("frequency_warp") if train_config is not None else None
+  warping = warping if warping is not None and float(warping.probability) > 0 else None
+  if warping is not None:
+    if data_config is None:
+      raise ValueError("train.frequency_warp needs the features' mel scale: pass data_config")
+    centres_hz = frequency_warp.mel_centres_hz(int(data_config.sample_rate),
+                                               int(data_config.n_mels), float(data_config.fmin),
+                                               float(data_config.fmax))
+    nyquist = float(data_config.sample_rate) / 2
 
   def step_fn(state: TrainState, batch: Dict[str, jax.Array]):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -54,6 +67,11 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
                                            batch["f0"], batch["num_frames"],
                                            int(edges.max_frames), float(edges.probability))
       batch = {**batch, "mel": mel, "f0": f0, "num_frames": frames}
+    if warping is not None:
+      mel, _ = frequency_warp.apply(jax.random.fold_in(mask_rng, 2), batch["mel"],
+                                    batch["num_frames"], centres_hz, nyquist,
+                                    float(warping.max_factor), float(warping.probability))
+      batch = {**batch, "mel": mel}
     if masking is not None:
       batch = {**batch, "mel": spec_augment.apply(mask_rng, batch["mel"], batch["num_frames"],
                                                   masking)}

@@ -92,10 +92,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   model, tx, schedule, shardings, state = run.model, run.tx, run.schedule, run.shardings, run.state
   del run  # restoring replaces the initial state: nothing else may keep it alive
   train_step = CompiledPerSignature(steps.make_train_step(model, tx, schedule, mesh, shardings,
-                                                          train_config=config.train))
+                                                          train_config=config.train,
+                                                          data_config=config.data))
   diag_every = int(config.diagnostics.every)
   diag_step = (CompiledPerSignature(steps.make_train_step(
-      model, tx, schedule, mesh, shardings, with_diagnostics=True, train_config=config.train))
+      model, tx, schedule, mesh, shardings, with_diagnostics=True, train_config=config.train,
+      data_config=config.data))
                if diag_every > 0 else None)
   # Evaluation compiles ahead of time too: its executables' memory is not piled on top of what
   # the compiler just freed, mid-run, when the first evaluation comes.
