@@ -27,7 +27,9 @@ from echo_jax.errors import UserError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 ITEM_NAMES = ("params", "train", "pipeline")
-BEST_METRIC = "wer"  # lower is better
+BEST_METRIC = "wer"  # lower is better; the default of train.best_metric
+# The eval error rates a checkpoint records, any of which train.best_metric may select by.
+SELECTION_METRICS = ("wer", "cer", "ctc_wer", "ctc_cer")
 COMMIT_MARKER = "commit_success.txt"  # orbax writes it last, just before the atomic rename
 QUARANTINE_PREFIX = "corrupt_"  # damaged steps are moved to checkpoints/corrupt_<step>/
 
@@ -88,6 +90,11 @@ def _wer_of(metrics: Mapping[str, Any]) -> float:
   return float(metrics[BEST_METRIC])
 
 
+def _metric_reader(name: str):
+  """metrics -> the named error rate (inf where a checkpoint did not record it)."""
+  return lambda metrics: float(metrics.get(name, float("inf")))
+
+
 def _abstract(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings when present): the restore target for `tree`."""
   def leaf(x):
@@ -140,15 +147,20 @@ def _save_replicated_arrays_from_one_replica() -> None:
 class Checkpointer:
   """orbax CheckpointManager for a training run's `<workdir>/checkpoints`."""
 
-  def __init__(self, directory: str, keep_last: int, keep_best: int, async_save: bool = True):
+  def __init__(self, directory: str, keep_last: int, keep_best: int, async_save: bool = True,
+               best_metric: str = BEST_METRIC):
     _save_replicated_arrays_from_one_replica()
+    if best_metric not in SELECTION_METRICS:
+      raise ValueError(f"best_metric {best_metric!r}: use one of {', '.join(SELECTION_METRICS)}")
+    self.best_metric = best_metric
+    read = _metric_reader(best_metric)
     policies = [checkpoint_managers.LatestN(n=max(int(keep_last), 1))]
     if int(keep_best) > 0:
       policies.append(checkpoint_managers.BestN(
-          get_metric_fn=_wer_of, reverse=True, n=int(keep_best),
+          get_metric_fn=read, reverse=True, n=int(keep_best),
           keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
-        best_fn=_wer_of, best_mode="min",
+        best_fn=read, best_mode="min",
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save, create=True)
     self.directory = absolute(directory)
@@ -160,9 +172,17 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def best_step(self) -> Optional[int]:
-    """Step with the lowest WER among the kept checkpoints (latest when none has a WER)."""
-    best = self._manager.best_step()
-    return best if best is not None else self._manager.latest_step()
+    """Step with the lowest `best_metric` among the kept checkpoints; where none recorded it
+    (runs saved before it was chosen record only the WER), the lowest WER; else the latest."""
+    for name in dict.fromkeys((self.best_metric, BEST_METRIC)):
+      scored = {}
+      for step in self._manager.all_steps():
+        metrics = self._manager.metrics(step) or {}
+        if name in metrics:
+          scored[step] = float(metrics[name])
+      if scored:
+        return min(scored, key=lambda step: (scored[step], -step))  # ties: the newer
+    return self._manager.latest_step()
 
   def all_steps(self) -> List[int]:
     return list(self._manager.all_steps())

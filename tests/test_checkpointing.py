@@ -107,3 +107,30 @@ def test_relative_workdir_and_no_wer_metrics(tmp_path, monkeypatch):
   restored = checkpointing.restore_params("runs/rel", like_params)
   np.testing.assert_array_equal(np.asarray(restored["dense"]["kernel"]), 2.0)
   assert (tmp_path / "runs" / "rel" / "checkpoints" / "2" / "params").is_dir()
+
+
+def test_best_checkpoint_by_the_configured_metric(tmp_path):
+  """Each checkpoint records every eval error rate; best_step picks by the chosen one, falls back
+  to the WER where no checkpoint recorded it (runs saved before the choice existed), and
+  evaluate's step list (loading.candidate_steps) follows the same choice."""
+  from echo_jax.config.check import BEST_METRICS
+  from echo_jax.inference import loading
+  assert BEST_METRICS == checkpointing.SELECTION_METRICS
+  mesh = sharding.make_mesh()
+  directory = checkpointing.checkpoint_dir(str(tmp_path / "run"))
+  ckpt = checkpointing.Checkpointer(directory, keep_last=5, keep_best=1)
+  recorded = {1: {"wer": 1.10, "ctc_cer": 0.40}, 2: {"wer": 1.05, "ctc_cer": 0.38},
+              3: {"wer": 1.12, "ctc_cer": 0.34}, 4: {"wer": 1.20}}
+  for step, metrics in recorded.items():
+    params, train = _placed(_trees(float(step)), mesh)
+    ckpt.save(step, params, train, {"position": step}, metrics=metrics)
+  ckpt.wait()
+  assert ckpt.best_step() == 2
+  ckpt.close()
+  by_ctc = checkpointing.Checkpointer(directory, keep_last=5, keep_best=0, best_metric="ctc_cer")
+  assert by_ctc.best_step() == 3
+  assert checkpointing.Checkpointer(directory, 5, 0, best_metric="cer").best_step() == 2  # none
+  assert loading.candidate_steps(str(tmp_path / "run"), best_metric="ctc_cer")[0] == 3
+  assert loading.candidate_steps(str(tmp_path / "run"))[0] == 2
+  with pytest.raises(ValueError, match="best_metric 'loss'"):
+    checkpointing.Checkpointer(directory, 5, 0, best_metric="loss")

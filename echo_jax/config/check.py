@@ -26,6 +26,9 @@ from echo_jax.models.config import is_int as _is_int
 from echo_jax.parallel import param_sharding
 from echo_jax.parallel import sharding as sharding_lib
 
+# checkpointing.SELECTION_METRICS, named here without importing orbax (tests keep them equal)
+BEST_METRICS = ("wer", "cer", "ctc_wer", "ctc_cer")
+
 TOKENIZERS = ("sentencepiece", "char")
 SPM_MODEL_TYPES = ("bpe", "unigram")
 
@@ -121,6 +124,11 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
   _int_at_least("train.checkpoint_every", t.checkpoint_every, 1)
   _int_at_least("train.keep_checkpoints", t.keep_checkpoints, 1)
   _int_at_least("train.keep_best", t.keep_best, 0)
+  best_metric = t.get("best_metric", "wer")
+  _choice("train.best_metric", best_metric, BEST_METRICS)
+  if best_metric.startswith("ctc_") and not config.model.get("ctc_head", False):
+    _fail("train.best_metric", best_metric, "the CTC error rates need a CTC head: set "
+          "config.model.ctc_head=True, or use 'wer' or 'cer'")
   _number_in("train.ctc_weight", t.ctc_weight, 0.0, 1.0)
   if t.ctc_weight > 0 and not config.model.get("ctc_head", False):
     _fail("train.ctc_weight", t.ctc_weight,

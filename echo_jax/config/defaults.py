@@ -101,6 +101,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
   c.train.keep_best = 1
+  # The eval error rate that picks the best checkpoint (kept by keep_best, loaded by evaluate,
+  # transcribe and lm.tune when no --checkpoint is given): wer / cer of the attention decoder's
+  # greedy output, or ctc_wer / ctc_cer of the CTC best path (needs model.ctc_head).
+  c.train.best_metric = "wer"
   c.train.param_sharding = "replicated"  # replicated | fsdp
   c.train.fsdp_min_size = 1 << 14  # fsdp: parameters with fewer elements stay replicated
   c.train.compilation_cache_dir = ""

@@ -75,14 +75,17 @@ def load_tokenizer(workdir: str, config):
   return tokenizer
 
 
-def candidate_steps(workdir: str, step: Optional[int] = None) -> list:
+def candidate_steps(workdir: str, step: Optional[int] = None,
+                    best_metric: str = checkpointing.BEST_METRIC) -> list:
   """Checkpoint steps to load, in order of preference: `step` alone if given, else the best by
-  WER followed by the others, newest first (the fallbacks when the best is damaged)."""
+  `best_metric` (the run's train.best_metric) followed by the others, newest first (the
+  fallbacks when the best is damaged)."""
   directory = os.path.abspath(checkpointing.checkpoint_dir(workdir))
   if not os.path.isdir(directory):
     raise MissingInputError(f"no checkpoints in {directory!r}; train first or pass the right "
                             "--workdir")
-  checkpointer = checkpointing.Checkpointer(directory, keep_last=1, keep_best=0, async_save=False)
+  checkpointer = checkpointing.Checkpointer(directory, keep_last=1, keep_best=0, async_save=False,
+                                            best_metric=best_metric)
   try:
     steps = sorted(checkpointer.all_steps(), reverse=True)
     if not steps:
@@ -100,9 +103,10 @@ def candidate_steps(workdir: str, step: Optional[int] = None) -> list:
     checkpointer.close()
 
 
-def choose_step(workdir: str, step: Optional[int] = None) -> int:
-  """`step` if it exists, else the best-by-WER checkpoint, else the latest."""
-  return candidate_steps(workdir, step)[0]
+def choose_step(workdir: str, step: Optional[int] = None,
+                best_metric: str = checkpointing.BEST_METRIC) -> int:
+  """`step` if it exists, else the best checkpoint by `best_metric`, else the latest."""
+  return candidate_steps(workdir, step, best_metric)[0]
 
 
 def restore_first_usable(workdir: str, like: Any, steps: list, explicit: bool,
@@ -167,14 +171,17 @@ def average_params(trees: list) -> Any:
 
 
 def load_run(workdir: str, step: Optional[int] = None, average: int = 1) -> Run:
-  """The run's model and parameters: of `step`, else the best-by-WER checkpoint, else the latest;
+  """The run's model and parameters: of `step`, else the best checkpoint by the run's
+  train.best_metric (WER for runs saved before it), else the latest;
   with average = K > 1 the mean of the K newest checkpoints (up to `step` when given), the
   checkpoint averaging of speech recipes (ESPnet's average_checkpoints, icefall's --avg)."""
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   config = load_config(workdir)
   averaging = int(average) != 1
   # before the tokenizer: a wrong step or count fails fast
-  steps = averaged_steps(workdir, average, step) if averaging else candidate_steps(workdir, step)
+  best_metric = str(config.train.get("best_metric", checkpointing.BEST_METRIC))
+  steps = (averaged_steps(workdir, average, step) if averaging
+           else candidate_steps(workdir, step, best_metric))
   tokenizer = load_tokenizer(workdir, config)
   model = build_model(config)
   like = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),

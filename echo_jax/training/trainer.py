@@ -109,7 +109,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
   ckpt = checkpointing.Checkpointer(
       checkpointing.checkpoint_dir(workdir), keep_last=int(config.train.keep_checkpoints),
-      keep_best=int(config.train.keep_best))
+      keep_best=int(config.train.keep_best),
+      best_metric=str(config.train.get("best_metric", checkpointing.BEST_METRIC)))
   pipeline_state = None
   best_wer = float("inf")
   restored = ckpt.restore_newest(state.params, state.resumable(), report=say)
@@ -181,9 +182,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   def save(step: int, eval_metrics: Optional[Mapping[str, float]] = None) -> None:
     nonlocal last_saved_step
     flush()  # never save a state that followed a non-finite step
-    wer = None if eval_metrics is None else eval_metrics.get("wer")
+    recorded = {name: float(eval_metrics[name]) for name in checkpointing.SELECTION_METRICS
+                if eval_metrics is not None and name in eval_metrics
+                and np.isfinite(eval_metrics[name])}
     ckpt.save(step, state.params, state.resumable(), train_iter.get_state(),
-              metrics={checkpointing.BEST_METRIC: float(wer)} if wer is not None else None)
+              metrics=recorded or None)
     last_saved_step = step
 
   def run_eval(step: int) -> Dict[str, Any]:
