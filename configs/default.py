@@ -26,9 +26,9 @@ points on a shorter run of this recipe). With quiet frames added around half the
 utterances (train.edge_silence, since then the default; 25.7 min of training for the 3,600 steps
 on a 2-core AVX-512 CPU, 2.3 steps/s): CTC best path 86.4 % / 37.5 %, CTC + LM at beam 200 WER
 58.9 %, CER 34.9 % (lm_weight 1.5), and with the search's blank penalty and weights retuned on
-validation (below) WER 56.9 %, CER 31.9 %; greedy attention 114.4 % / 68.9 %. The bar (WER <= 15 %, CER <= 6 %) is not
-reached: the model is short of epochs; docs/accuracy.md has the diagnosis, the curves and the LM
-(section 6).
+validation (below) WER 56.9 %, CER 31.9 % (a second seed: 57.5 % / 32.1 %); greedy attention
+114.4 % / 68.9 %. The bar (WER <= 15 %, CER <= 6 %) is not reached: the model is short of
+epochs; docs/accuracy.md has the diagnosis, the curves and the LM (section 6).
 """
 
 from echo_jax.config.defaults import default_config

@@ -86,10 +86,6 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(absolute(workdir), CHECKPOINT_SUBDIR)
 
 
-def _wer_of(metrics: Mapping[str, Any]) -> float:
-  return float(metrics[BEST_METRIC])
-
-
 def _metric_reader(name: str):
   """metrics -> the named error rate (inf where a checkpoint did not record it)."""
   return lambda metrics: float(metrics.get(name, float("inf")))
@@ -171,15 +167,20 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
+  def recorded(self, name: str) -> Dict[int, float]:
+    """{step: value} of the error rate `name` over the kept checkpoints that recorded it."""
+    values = {}
+    for step in self._manager.all_steps():
+      metrics = self._manager.metrics(step) or {}
+      if name in metrics:
+        values[step] = float(metrics[name])
+    return values
+
   def best_step(self) -> Optional[int]:
     """Step with the lowest `best_metric` among the kept checkpoints; where none recorded it
     (runs saved before it was chosen record only the WER), the lowest WER; else the latest."""
     for name in dict.fromkeys((self.best_metric, BEST_METRIC)):
-      scored = {}
-      for step in self._manager.all_steps():
-        metrics = self._manager.metrics(step) or {}
-        if name in metrics:
-          scored[step] = float(metrics[name])
+      scored = self.recorded(name)
       if scored:
         return min(scored, key=lambda step: (scored[step], -step))  # ties: the newer
     return self._manager.latest_step()
@@ -340,7 +341,8 @@ def restore_params(path: str, params_like: Any = None, step: Optional[int] = Non
   arrays are placed/shaped like it (and a shape mismatch is an error).
   """
   root, path_step = _resolve_checkpoint_root(path)
-  options = ocp.CheckpointManagerOptions(best_fn=_wer_of, best_mode="min", read_only=True,
+  options = ocp.CheckpointManagerOptions(best_fn=_metric_reader(BEST_METRIC), best_mode="min",
+                                         read_only=True,
                                          create=False)
   manager = ocp.CheckpointManager(root, options=options, item_names=ITEM_NAMES)
   try:

@@ -129,6 +129,9 @@ def test_best_checkpoint_by_the_configured_metric(tmp_path):
   ckpt.close()
   by_ctc = checkpointing.Checkpointer(directory, keep_last=5, keep_best=0, best_metric="ctc_cer")
   assert by_ctc.best_step() == 3
+  # The trainer's running best WER on resume is the lowest recorded, whatever ranks the steps.
+  assert by_ctc.recorded("wer") == {1: 1.10, 2: 1.05, 3: 1.12, 4: 1.20}
+  assert by_ctc.recorded("ctc_cer") == {1: 0.40, 2: 0.38, 3: 0.34}
   assert checkpointing.Checkpointer(directory, 5, 0, best_metric="cer").best_step() == 2  # none
   assert loading.candidate_steps(str(tmp_path / "run"), best_metric="ctc_cer")[0] == 3
   assert loading.candidate_steps(str(tmp_path / "run"))[0] == 2

@@ -6,9 +6,10 @@
 flashlight-text's LexiconDecoder (the wav2letter decoder torchaudio wraps) with its bundled KenLM:
 a hypothesis extends a word only along the spelling trie of the lexicon, the space token closes a
 word, and each finished word adds lm_weight * log P_LM(word | history) + word_score to the CTC
-score; blank_penalty is subtracted from each frame's blank log posterior first. The lexicon is the language model's vocabulary spelled with the tokenizer's characters, so
-every output word is one the LM knows (words outside it cannot be produced: the unknown-word score
-is -inf). Needs a character tokenizer whose alphabet has the space (echo_jax.data.tokenizer).
+score; blank_penalty is subtracted from each frame's blank log posterior first. The lexicon is
+the language model's vocabulary spelled with the tokenizer's characters, so every output word
+is one the LM knows (words outside it cannot be produced: the unknown-word score is -inf).
+Needs a character tokenizer whose alphabet has the space (echo_jax.data.tokenizer).
 Scores are log10 in KenLM (so lm_weight multiplies log10 P, as in torchaudio's ctc_decoder).
 """
 

@@ -6,8 +6,8 @@
 
 The run's CTC log posteriors of the split are computed once (as `evaluate` does, padded bucket
 batches under jit); then every (lm_weight, word_score, blank_penalty) triple is decoded with the
-lexicon search and scored. Prints one line per triple and the best by WER (ties: lower CER), and writes the grid
-to <workdir>/eval/lm_tune_<split>_step<STEP>.json. Tune on validation, report on test.
+lexicon search and scored. Prints one line per triple and the best by WER (ties: lower CER),
+and writes the grid to <workdir>/eval/lm_tune_<split>_step<STEP>.json. Tune on validation, report on test.
 """
 
 import argparse
@@ -111,7 +111,8 @@ def main(argv=None) -> int:
               penalties)
   best = min(rows, key=lambda r: (r["wer"], r["cer"]))
   print(f"best: --lm_weight {best['lm_weight']:g} --lm_word_score {best['word_score']:g} "
-        f"--lm_blank_penalty {best['blank_penalty']:g} (WER {100 * best['wer']:.1f} %, CER {100 * best['cer']:.1f} % on {len(references)} "
+        f"--lm_blank_penalty {best['blank_penalty']:g} (WER {100 * best['wer']:.1f} %, "
+        f"CER {100 * best['cer']:.1f} % on {len(references)} "
         f"{args.split} utterances)")
   out = os.path.join(args.workdir, "eval", f"lm_tune_{args.split}_step{run.step}.json")
   os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -29,7 +29,7 @@ def mel_centres_hz(sample_rate: int, n_mels: int, fmin: float, fmax: float) -> n
 
 
 def warp_hz(freqs: jax.Array, alpha: jax.Array, nyquist: float) -> jax.Array:
-  """VTLP's map of frequencies (Hz) for one factor alpha: monotone, f(0) = 0, f(nyquist) = nyquist."""
+  """VTLP's map of frequencies (Hz) for one factor alpha: monotone, 0 -> 0, nyquist -> nyquist."""
   reach = BOUNDARY_HZ * jnp.minimum(alpha, 1.0)
   cut = reach / alpha
   high = nyquist - (nyquist - reach) / (nyquist - cut) * (nyquist - freqs)

@@ -50,11 +50,15 @@ def ctc_sums(ctc_logits: jax.Array, frame_valid: jax.Array, targets: jax.Array,
           "num_labels": jnp.sum(jnp.where(keep, counts, 0.0))}
 
 
+def ctc_loss_per_label(ctc_logits: jax.Array, frame_valid: jax.Array,
+                       targets: jax.Array) -> jax.Array:
+  """The batch's summed CTC loss divided by its label count (the training CTC term)."""
+  sums = ctc_sums(ctc_logits, frame_valid, targets)
+  return sums["ctc_loss_sum"] / jnp.maximum(sums["num_labels"], 1.0)
+
+
 def mean_ctc_loss(ctc_logits: Sequence[jax.Array], frame_valid: jax.Array,
                   targets: jax.Array) -> jax.Array:
   """The mean over `ctc_logits` (intermediate CTC heads) of each one's CTC loss per label."""
-  per_head = []
-  for logits in ctc_logits:
-    sums = ctc_sums(logits, frame_valid, targets)
-    per_head.append(sums["ctc_loss_sum"] / jnp.maximum(sums["num_labels"], 1.0))
+  per_head = [ctc_loss_per_label(logits, frame_valid, targets) for logits in ctc_logits]
   return sum(per_head) / len(per_head)

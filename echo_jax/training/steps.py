@@ -34,10 +34,11 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   smoothed by train.label_smoothing) summed over the global batch divided by the global count of
   real (non-pad) target tokens, and the CTC loss summed likewise divided by the global label count;
   all in float32. With intermediate CTC layers, CTC is (1 - u) * final + u * the mean of the
-  intermediate CTC losses, u = train.intermediate_ctc_weight. Edge silence (train.edge_silence) pads utterances with quiet frames and then
-  SpecAugment (train.spec_augment) masks the log-mel batch, both first and from the step's RNG;
-  between them train.frequency_warp (VTLP) rescales each utterance's frequencies (it reads the
-  mel scale from `data_config`). A step with a non-finite loss or gradient leaves the state unchanged and records its step in
+  intermediate CTC losses, u = train.intermediate_ctc_weight. Edge silence (train.edge_silence)
+  pads utterances with quiet frames and then SpecAugment (train.spec_augment) masks the log-mel
+  batch, both first and from the step's RNG; between them train.frequency_warp (VTLP) rescales
+  each utterance's frequencies (it reads the mel scale from `data_config`). A step with a
+  non-finite loss or gradient leaves the state unchanged and records its step in
   `first_bad_step`; every later step is then a no-op, so the state the host sees is the last good
   one. `train_config` None means plain cross-entropy (no CTC, smoothing or SpecAugment).
   """
@@ -96,8 +97,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
       parts = {"ce_loss": ce}
       loss = ce_train
       if ctc_weight > 0:
-        ctc_sums = losses.ctc_sums(ctc.logits, ctc.valid, targets)
-        ctc_loss = ctc_sums["ctc_loss_sum"] / jnp.maximum(ctc_sums["num_labels"], 1.0)
+        ctc_loss = losses.ctc_loss_per_label(ctc.logits, ctc.valid, targets)
         parts["ctc_loss"] = ctc_loss
         ctc_train = ctc_loss
         if intermediate_weight > 0 and ctc.intermediate_logits:

@@ -118,10 +118,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if restored is not None:
     start, params, resumable, pipeline_state = restored
     state = state.replace(params=params, **resumable)
-    best = ckpt.best_step()
-    best_metrics = ckpt.metrics(best) if best is not None else None
-    if best_metrics and checkpointing.BEST_METRIC in best_metrics:
-      best_wer = float(best_metrics[checkpointing.BEST_METRIC])
+    best_wer = min(ckpt.recorded(checkpointing.BEST_METRIC).values(), default=best_wer)
     say(f"resumed from step {start} in {ckpt.directory}")
   elif config.init_from:
     params = checkpointing.restore_params(str(config.init_from), state.params)
