@@ -1,7 +1,9 @@
 """The benchmark behind every figure of docs/performance.md: compile counting, the FLOP and MFU
 arithmetic, the tables, the ratio table of two results (--compare) and one tiny end-to-end run."""
 
+import glob
 import json
+import os
 import time
 
 import jax
@@ -13,6 +15,7 @@ from echo_jax import benchmark
 from echo_jax.benchmark import operators, peak, report
 from echo_jax.benchmark import train as bench_train
 from echo_jax.benchmark.measure import CompileCounter, summary
+from echo_jax.benchmark.op_profile import profile_breakdown, source_group
 from echo_jax.benchmark.train import throughput
 from echo_jax.config import command_line
 from echo_jax.errors import EXIT_USER_ERROR, UserError, run_cli
@@ -251,3 +254,24 @@ def test_alternate_steps_times_pairs_in_alternating_order():
                                       steps=4, warmup=1)
   assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
   assert len(pairs) == 4 and all(len(p) == 2 and min(p) >= 0 for p in pairs)
+
+
+def test_profile_breakdown_partitions_the_traced_op_time(tmp_path):
+  """Groups, modules and the contraction split each add up to the traced op time, and the
+  autodiff wrappers of the model's op names read as forward / backward."""
+  x = jnp.ones((64, 64), jnp.float32)
+  compiled = jax.jit(lambda a: jnp.sum(jnp.tanh(a @ a) * 2.0)).lower(x).compile()
+  jax.block_until_ready(compiled(x))
+  with jax.profiler.trace(str(tmp_path)):
+    for _ in range(3):
+      jax.block_until_ready(compiled(x))
+  trace = glob.glob(os.path.join(str(tmp_path), "plugins", "profile", "*", "*.trace.json.gz"))
+  result = profile_breakdown(trace[0], compiled.as_text(), top=1000)
+  assert result["op_seconds"] > 0
+  for key in ("top", "modules"):
+    assert sum(row["seconds"] for row in result[key]) == pytest.approx(result["op_seconds"])
+  assert 0 < result["contraction_seconds"] <= result["op_seconds"]
+  assert source_group("jit(step_fn)/transpose(jvp(EchoModel.forward))/EchoModel.encode/"
+                      "encoder/blocks_3/mlp/fc1/dot_general") == (
+                          "backward/EchoModel.encode/encoder/blocks/mlp/fc1/dot_general")
+  assert source_group("jit(step_fn)/jvp(EchoModel)/a_1/b") == "forward/a/b"

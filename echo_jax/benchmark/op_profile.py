@@ -17,16 +17,18 @@ from echo_jax.perf import flops as flops_lib
 
 
 def source_group(op_name: str) -> str:
-  """A source op path without the jit wrapper and layer numbers (blocks_spectrogram_1 -> ...)."""
+  """A source op path without the jit wrapper and layer numbers (blocks_spectrogram_1 -> ...),
+  the autodiff wrappers spelled forward / backward."""
   group = re.sub(r"_\d+/", "/", op_name.replace("jit(step_fn)/", ""))
-  group = group.replace("transpose(jvp(EchoModel))", "backward")
-  group = group.replace("jvp(EchoModel)", "forward")
+  group = re.sub(r"transpose\(jvp\(EchoModel[\w.]*\)\)", "backward", group)
+  group = re.sub(r"jvp\(EchoModel[\w.]*\)", "forward", group)
   return group or "(no source op)"
 
 
 def profile_breakdown(trace_file: str, hlo_text: str, top: int = 25) -> Dict[str, Any]:
   """Op time of a jax.profiler trace of a compiled step, split into contractions (ops whose HLO
-  holds a dot/convolution) and everything else, grouped by source op, with GFLOP/s per group."""
+  holds a dot/convolution) and everything else, grouped by source op, with GFLOP/s per group, and
+  by module (forward and backward together)."""
   instructions = flops_lib.hlo_instructions(hlo_text)
   with gzip.open(trace_file) as f:
     events = json.load(f)["traceEvents"]
@@ -58,6 +60,9 @@ def profile_breakdown(trace_file: str, hlo_text: str, top: int = 25) -> Dict[str
     group = source_group(instructions[name]["op_name"])
     groups_us[group] += t
     groups_flops[group] += instructions[name]["flops"] * calls[name]
+  modules_us = collections.Counter()  # forward + backward per module: a group less its op
+  for group, t in groups_us.items():
+    modules_us[re.sub(r"^(forward|backward)/", "", group).rsplit("/", 1)[0]] += t
   return {
       "span_seconds": span_us / 1e6,
       "idle_share": 1.0 - covered / span_us if span_us else float("nan"),
@@ -68,6 +73,8 @@ def profile_breakdown(trace_file: str, hlo_text: str, top: int = 25) -> Dict[str
       "top": [{"source": g, "seconds": t / 1e6, "share": t / total_us,
                "gflops": groups_flops[g] / t / 1e3 if groups_flops[g] else 0.0}
               for g, t in groups_us.most_common(top)],
+      "modules": [{"module": m, "seconds": t / 1e6, "share": t / total_us}
+                  for m, t in modules_us.most_common(top)],
   }
 
 
