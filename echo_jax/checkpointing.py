@@ -23,13 +23,14 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from echo_jax.config.check import BEST_METRICS
 from echo_jax.errors import UserError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 ITEM_NAMES = ("params", "train", "pipeline")
 BEST_METRIC = "wer"  # lower is better; the default of train.best_metric
 # The eval error rates a checkpoint records, any of which train.best_metric may select by.
-SELECTION_METRICS = ("wer", "cer", "ctc_wer", "ctc_cer")
+SELECTION_METRICS = BEST_METRICS
 COMMIT_MARKER = "commit_success.txt"  # orbax writes it last, just before the atomic rename
 QUARANTINE_PREFIX = "corrupt_"  # damaged steps are moved to checkpoints/corrupt_<step>/
 

@@ -113,9 +113,7 @@ def test_best_checkpoint_by_the_configured_metric(tmp_path):
   """Each checkpoint records every eval error rate; best_step picks by the chosen one, falls back
   to the WER where no checkpoint recorded it (runs saved before the choice existed), and
   evaluate's step list (loading.candidate_steps) follows the same choice."""
-  from echo_jax.config.check import BEST_METRICS
   from echo_jax.inference import loading
-  assert BEST_METRICS == checkpointing.SELECTION_METRICS
   mesh = sharding.make_mesh()
   directory = checkpointing.checkpoint_dir(str(tmp_path / "run"))
   ckpt = checkpointing.Checkpointer(directory, keep_last=5, keep_best=1)

@@ -26,7 +26,7 @@ from echo_jax.models.config import is_int as _is_int
 from echo_jax.parallel import param_sharding
 from echo_jax.parallel import sharding as sharding_lib
 
-# checkpointing.SELECTION_METRICS, named here without importing orbax (tests keep them equal)
+# The error rates every evaluated checkpoint records (checkpointing.SELECTION_METRICS).
 BEST_METRICS = ("wer", "cer", "ctc_wer", "ctc_cer")
 
 TOKENIZERS = ("sentencepiece", "char")
