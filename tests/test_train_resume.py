@@ -13,7 +13,7 @@ import time
 import pytest
 
 from echo_jax import checkpointing
-from echo_jax.training import trainer
+from echo_jax.training import run_dir, trainer
 from run_logs import metrics_records, train_losses, wait_for_step
 
 STEPS = 16
@@ -120,3 +120,27 @@ def test_kill9_then_resume_then_sigterm_equals_uninterrupted(repo_root, run_conf
   final = checkpointing.Checkpointer(ckpt_dir, 3, 1)
   assert final.latest_step() == stopped_at
   final.close()
+
+
+def test_a_run_resumed_with_another_config_says_what_changed(tmp_path, capsys):
+  """The command's config wins on resume (e.g. more steps stretch the schedule); the fields that
+  differ from the run's recorded config are printed and returned, and the record is updated."""
+  import ml_collections
+  config = ml_collections.ConfigDict({"train": {"num_steps": 3600, "learning_rate": 2e-3},
+                                      "data": {"bucket_frames": (384, 768)}})
+  workdir = str(tmp_path / "run")
+  assert run_dir.write_resolved_config(config, workdir) == []  # a new run
+  assert run_dir.write_resolved_config(config, workdir) == []  # resumed as it was
+  assert "note:" not in capsys.readouterr().out
+  config.train.num_steps = 5400
+  config.data.bucket_frames = (384, 768, 1152)
+  changes = run_dir.write_resolved_config(config, workdir)
+  assert changes == ["data.bucket_frames: [384, 768] -> [384, 768, 1152]",
+                     "train.num_steps: 3600 -> 5400"]
+  out = capsys.readouterr().out
+  assert "was started with another config" in out and "train.num_steps: 3600 -> 5400" in out
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["train"]["num_steps"] == 5400
+  assert run_dir.write_resolved_config(config, workdir) == []
+  assert run_dir.config_changes({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}) == ["a.c: '(unset)' -> 2"]
+

@@ -26,16 +26,60 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def write_resolved_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """config.json and config.py (which keeps tuples) of the run, as inference.loading reads them."""
+def config_changes(previous: Mapping[str, Any], current: Mapping[str, Any],
+                   prefix: str = "") -> List[str]:
+  """'section.field: old -> new' for every field that differs between two config dicts (as
+  config.json stores them), fields only one of them has included."""
+  changes = []
+  for key in sorted(set(previous) | set(current)):
+    name = f"{prefix}{key}"
+    old, new = previous.get(key, "(unset)"), current.get(key, "(unset)")
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+      changes += config_changes(old, new, name + ".")
+    elif old != new:
+      changes.append(f"{name}: {old!r} -> {new!r}")
+  return changes
+
+
+def _recorded_config(workdir: str) -> Optional[Mapping[str, Any]]:
+  """The config.json a previous start of this run wrote, or None."""
+  path = os.path.join(workdir, "config.json")
+  if metrics_lib.is_remote(path):
+    import tensorflow as tf  # heavy; only needed for remote workdirs
+    if not tf.io.gfile.exists(path):
+      return None
+  elif not os.path.exists(path):
+    return None
+  try:
+    with metrics_lib.open_file(path, "r") as f:
+      return json.loads(f.read())
+  except (OSError, ValueError):  # a new run, or a file no run finished writing
+    return None
+
+
+def write_resolved_config(config: ml_collections.ConfigDict, workdir: str,
+                          shown: int = 8) -> List[str]:
+  """config.json and config.py (which keeps tuples) of the run, as inference.loading reads them.
+
+  A run resumed with a different config (another train.num_steps stretches the learning-rate
+  schedule, for instance) continues with the new one; the changes are printed and returned.
+  """
   if jax.process_index() != 0:
-    return
+    return []
   metrics_lib.make_dirs(workdir)
+  resolved = config.to_json_best_effort(indent=2, sort_keys=True)
+  previous = _recorded_config(workdir)
+  changes = config_changes(previous, json.loads(resolved)) if previous is not None else []
+  if changes:
+    more = f" (+{len(changes) - shown} more)" if len(changes) > shown else ""
+    say(f"note: {workdir} was started with another config; it continues with this one: "
+        f"{'; '.join(changes[:shown])}{more}")
   with metrics_lib.open_file(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    f.write(resolved)
   with metrics_lib.open_file(os.path.join(workdir, "config.py"), "w") as f:
     f.write('"""Resolved config of this run."""\n\nimport ml_collections\n\n\n'
             f"def get_config():\n  return ml_collections.ConfigDict({config.to_dict()!r})\n")
+  return changes
 
 
 def copy_tokenizer(tokenizer_path: str, workdir: str) -> None:
