@@ -15,6 +15,7 @@ RMS_EPS = 1e-8  # the reference's epsilon
 CONV_INIT_STD = 0.02
 POSITIONAL_INIT_STD = 0.02
 
+
 def gelu_erf(x: jax.Array) -> jax.Array:
   """The exact (erf) GELU, like torch's nn.GELU(): x * (1 + erf(x / sqrt 2)) / 2.
 
@@ -105,10 +106,16 @@ def _torch_conv_bias_init(fan_in: int):
   return init
 
 
-def _shifted_sum(x: jax.Array, taps: jax.Array, left: int, right: int) -> jax.Array:
-  """sum_i pad(x)[:, i:i + T] * taps[i]: a stride-1 depthwise correlation over axis 1."""
-  length = x.shape[1]
-  padded = outside_fusion(lambda v: jnp.pad(v, ((0, 0), (left, right), (0, 0))), x)
+def _padded(x: jax.Array, left: int, right: int) -> jax.Array:
+  """x [B, T, C] zero-padded along T, materialised once (outside_fusion): otherwise XLA:CPU
+  fuses the producer of x into each of the k shifted slices that read it."""
+  return outside_fusion(lambda v: jnp.pad(v, ((0, 0), (left, right), (0, 0))), x)
+
+
+def _shifted_sum(padded: jax.Array, taps: jax.Array) -> jax.Array:
+  """sum_i padded[:, i:i + T] * taps[i], T = padded length - k + 1: a stride-1 depthwise
+  correlation over axis 1."""
+  length = padded.shape[1] - taps.shape[0] + 1
   out = padded[:, 0:length] * taps[0]
   for i in range(1, taps.shape[0]):
     out = out + padded[:, i:i + length] * taps[i]
@@ -119,22 +126,21 @@ def _shifted_sum(x: jax.Array, taps: jax.Array, left: int, right: int) -> jax.Ar
 def depthwise_conv1d(x: jax.Array, taps: jax.Array) -> jax.Array:
   """'Same'-padded stride-1 depthwise conv of x [B, T, C] with taps [k, C] (cross-correlation,
   like nn.Conv). The gradient is written out because autodiff of the shifted sum keeps k shifted
-  copies of x alive between the passes; this one keeps x alone."""
-  k = taps.shape[0]
-  return _shifted_sum(x, taps, k // 2, k - 1 - k // 2)
+  copies of x alive between the passes; this one keeps the padded x alone."""
+  return _depthwise_conv1d_fwd(x, taps)[0]
 
 
 def _depthwise_conv1d_fwd(x, taps):
-  return depthwise_conv1d(x, taps), (x, taps)
+  k = taps.shape[0]
+  padded = _padded(x, k // 2, k - 1 - k // 2)
+  return _shifted_sum(padded, taps), (padded, taps)
 
 
 def _depthwise_conv1d_bwd(residuals, grad):
-  x, taps = residuals
-  k, length = taps.shape[0], x.shape[1]
-  left = k // 2
+  padded, taps = residuals
+  k, length = taps.shape[0], grad.shape[1]
   # The input gradient is the same correlation with the taps reversed and the padding swapped.
-  grad_x = _shifted_sum(grad, taps[::-1], k - 1 - left, left)
-  padded = outside_fusion(lambda v: jnp.pad(v, ((0, 0), (left, k - 1 - left), (0, 0))), x)
+  grad_x = _shifted_sum(_padded(grad, k - 1 - k // 2, k // 2), taps[::-1])
   # The select (a no-op for finite values: the product is 0 where grad is) keeps XLA:CPU from
   # rewriting each multiply-reduce as a dot over a materialised copy of the shifted input.
   grad_taps = jnp.stack([
