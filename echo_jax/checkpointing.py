@@ -343,8 +343,7 @@ def restore_params(path: str, params_like: Any = None, step: Optional[int] = Non
   """
   root, path_step = _resolve_checkpoint_root(path)
   options = ocp.CheckpointManagerOptions(best_fn=_metric_reader(BEST_METRIC), best_mode="min",
-                                         read_only=True,
-                                         create=False)
+                                         read_only=True, create=False)
   manager = ocp.CheckpointManager(root, options=options, item_names=ITEM_NAMES)
   try:
     chosen = step if step is not None else path_step

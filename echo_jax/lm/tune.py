@@ -7,7 +7,8 @@
 The run's CTC log posteriors of the split are computed once (as `evaluate` does, padded bucket
 batches under jit); then every (lm_weight, word_score, blank_penalty) triple is decoded with the
 lexicon search and scored. Prints one line per triple and the best by WER (ties: lower CER),
-and writes the grid to <workdir>/eval/lm_tune_<split>_step<STEP>.json. Tune on validation, report on test.
+and writes the grid to <workdir>/eval/lm_tune_<split>_step<STEP>.json. Tune on validation,
+report on test.
 """
 
 import argparse

@@ -56,6 +56,14 @@ def open_file(path: str, mode: str):
   return open(path, mode, encoding="utf-8")
 
 
+def path_exists(path: str) -> bool:
+  """os.path.exists for local paths, tf.io.gfile.exists for remote ones."""
+  if is_remote(path):
+    import tensorflow as tf  # heavy; only needed for remote paths
+    return tf.io.gfile.exists(path)
+  return os.path.exists(path)
+
+
 def make_dirs(path: str) -> None:
   if is_remote(path):
     import tensorflow as tf  # heavy; only needed for remote paths

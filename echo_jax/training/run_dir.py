@@ -44,11 +44,7 @@ def config_changes(previous: Mapping[str, Any], current: Mapping[str, Any],
 def _recorded_config(workdir: str) -> Optional[Mapping[str, Any]]:
   """The config.json a previous start of this run wrote, or None."""
   path = os.path.join(workdir, "config.json")
-  if metrics_lib.is_remote(path):
-    import tensorflow as tf  # heavy; only needed for remote workdirs
-    if not tf.io.gfile.exists(path):
-      return None
-  elif not os.path.exists(path):
+  if not metrics_lib.path_exists(path):
     return None
   try:
     with metrics_lib.open_file(path, "r") as f:
