@@ -122,11 +122,13 @@ def topology_devices(topology: str):
 
 
 def resolved_config(config):
-  """An unlocked copy with model.vocab_size set as the tokenizer would set it."""
+  """An unlocked copy with model.vocab_size set as the tokenizer would set it, and the
+  whole-tensor attention of accelerators (the CPU host that compiles would pick the CPU's blocks)."""
   import ml_collections
   config = ml_collections.ConfigDict(config.to_dict())
   if int(config.model.vocab_size) == -1:
     config.model.vocab_size = expected_vocab_size(config.data)
+  config.model.attention_block_above_mib = 0.0
   return config
 
 

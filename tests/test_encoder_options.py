@@ -58,6 +58,7 @@ def test_conv_module_changes_the_output_and_is_trainable():
     ("encoder_conv_kernel", 4, "odd"),
     ("encoder_conv_kernel", -1, ">= 0"),
     ("frontend_channels", 0, ">= 1"),
+    ("attention_block_above_mib", -1.0, ">= 0"),
 ])
 def test_bad_options_name_the_field_and_the_fix(field, value, fix):
   with pytest.raises(ValueError, match=f"config.model.{field}=.*{fix}"):

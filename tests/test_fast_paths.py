@@ -1,5 +1,6 @@
 """The model's speed-motivated rewrites equal the operators they replace: the custom-gradient
-softmax attention vs autodiff of softmax(q.k + bias) v, the depthwise conv as shifted multiply-adds
+softmax attention vs autodiff of softmax(q.k + bias) v, its query-chunked and head-blocked
+forms vs the whole-tensor one, the depthwise conv as shifted multiply-adds
 (with its hand-written gradient) vs nn.Conv with feature_group_count, the erf GELU vs
 jax.nn.gelu, the whole model's two attention paths, and the bfloat16
 matmuls accumulating in float32 (dense layers, decoding with its matrices cast once)."""
@@ -17,6 +18,7 @@ from echo_jax.models import EchoModel
 from echo_jax.models.attention import MASK_BIAS
 from echo_jax.models.config import model_settings
 from echo_jax.models.chunked_attention import chunked_softmax_attention
+from echo_jax.models import head_blocked_attention as head_blocks
 from echo_jax.models.layers import (DepthwiseConv1D, PatchConv2D, activation, conv, dense,
                                     is_depthwise)
 from echo_jax.models.softmax_attention import softmax_attention
@@ -111,6 +113,60 @@ def test_chunked_attention_stores_no_query_by_key_tensor_for_the_backward_pass()
   assert max(int(np.prod(s)) for s in chunked) == max(x.size for x in (q, k, v, bias))
 
 
+# 7 queries: blocks of 3 (the last one padded), of 4, and one block of 7; every bias form the
+# model passes (none, key mask, per-row pitch term, a causal mask shared by the batch).
+@pytest.mark.parametrize("chunk,bias_shape", [(3, "pitch"), (4, "mask_only"), (7, "pitch"),
+                                              (4, "none"), (3, "shared_rows")])
+def test_head_blocked_attention_values_and_gradients_equal_the_whole_tensor_path(bias_shape,
+                                                                                 chunk):
+  q, k, v, bias, cotangent = _inputs(bias_shape=bias_shape, seed=4)
+  if bias_shape == "pitch":  # a query row whose every key is masked: uniform weights in both
+    bias = bias.at[0, 0, 2].set(MASK_BIAS)
+  elif bias_shape == "none":
+    bias = None
+  elif bias_shape == "shared_rows":
+    causal = jnp.arange(q.shape[1])[:, None] >= jnp.arange(k.shape[1])[None, :]
+    bias = jnp.where(causal, 0.0, MASK_BIAS)[None, None]
+  argnums = (1, 2, 3) if bias is None else (1, 2, 3, 4)
+
+  def loss(fn, q, k, v, bias):
+    return jnp.sum(fn(q, k, v, bias) * cotangent)
+
+  blocked = functools.partial(head_blocks.head_blocked_attention, chunk=chunk)
+  np.testing.assert_allclose(blocked(q, k, v, bias), softmax_attention(q, k, v, bias), atol=1e-5)
+  ours = jax.grad(loss, argnums=argnums)(blocked, q, k, v, bias)
+  reference = jax.grad(loss, argnums=argnums)(softmax_attention, q, k, v, bias)
+  for name, a, b in zip(("dq", "dk", "dv", "dbias"), ours, reference):
+    assert a.shape == b.shape, name
+    np.testing.assert_allclose(a, b, atol=2e-5, err_msg=name)
+
+
+def test_head_blocked_attention_stores_no_query_by_key_tensor_for_the_backward_pass():
+  q, k, v, bias, _ = _inputs(q_len=12, k_len=40, bias_shape="mask_only")
+  _, vjp = jax.vjp(lambda q, k, v, b: head_blocks.head_blocked_attention(q, k, v, b, 4),
+                   q, k, v, bias)
+  saved = [x.size for x in jax.tree.leaves(vjp)]
+  assert max(saved) == max(x.size for x in (q, k, v, bias))
+
+
+@pytest.mark.parametrize("batch,q_len,k_len", [(4, 1000, 1000), (8, 1000, 1000), (2, 1500, 1500),
+                                               (1, 5000, 5000), (64, 300, 4000), (4, 5, 1000)])
+def test_head_blocks_are_few_cache_sized_and_cover_the_queries(batch, q_len, k_len):
+  chunk = head_blocks.query_chunk(batch, q_len, k_len)
+  blocks = -(-q_len // chunk)
+  most = max(8, head_blocks.BLOCK_BYTES // (4 * batch * k_len))
+  assert chunk == q_len or (chunk % 8 == 0 and chunk <= most + 7)
+  assert blocks <= -(-q_len // most)  # no more blocks than the size bound needs
+  assert blocks * chunk - q_len < 8 * blocks  # padding: under 8 rows per block
+
+
+def test_head_blocks_are_chosen_by_the_logits_size_on_the_cpu():
+  logits_mib = 4 * 4 * 4 * 1000 * 1000 / 2**20  # float32, batch 4, 4 heads, 1000 x 1000: 61 MiB
+  assert head_blocks.pays_off(32.0, 4, 4, 1000, 1000) == (jax.default_backend() == "cpu")
+  assert not head_blocks.pays_off(logits_mib * 1.01, 4, 4, 1000, 1000)
+  assert not head_blocks.pays_off(0.0, 4, 4, 1000, 1000)
+
+
 @pytest.mark.parametrize("kernel", [3, 15])
 def test_depthwise_conv_equals_grouped_conv_in_values_and_gradients(kernel):
   channels, frames = 6, 19
@@ -158,12 +214,15 @@ def test_conv_builds_the_depthwise_module_only_for_depthwise_shapes():
 
 def test_model_attention_paths_agree_in_logits_and_gradients():
   """MultiheadA takes the plain softmax path when attention weights are collected, the custom-
-  gradient path otherwise, and the query-chunked one with model.attention_query_chunk; with the
-  pitch bias on, all three must give the same model."""
+  gradient path otherwise, the query-chunked one with model.attention_query_chunk and the
+  head-blocked one above model.attention_block_above_mib (here every layer); with the pitch bias
+  on, all four must give the same model."""
   cfg = tiny_model_config(pitch_bias=True, pitch_bias_learned=True)
   model = EchoModel(cfg)
   chunked_model = EchoModel(tiny_model_config(pitch_bias=True, pitch_bias_learned=True,
                                               attention_query_chunk=5))
+  blocked_model = EchoModel(tiny_model_config(pitch_bias=True, pitch_bias_learned=True,
+                                              attention_block_above_mib=1e-9))
   batch = random_batch(cfg, [24, 15], [10, 6], 24, 10, seed=3)
   variables = model.init(jax.random.PRNGKey(0), batch)
   params = variables["params"]
@@ -173,6 +232,9 @@ def test_model_attention_paths_agree_in_logits_and_gradients():
 
   def chunked(params):
     return chunked_model.apply({"params": params}, batch)
+
+  def blocked(params):
+    return blocked_model.apply({"params": params}, batch)
 
   def plain(params):
     logits, _ = model.apply({"params": params}, batch, mutable=["attention_weights"])
@@ -185,7 +247,7 @@ def test_model_attention_paths_agree_in_logits_and_gradients():
 
   logits_fast, g_fast = logits_and_grad(fast)
   flat_fast = jax.tree_util.tree_leaves_with_path(g_fast)
-  for other in (plain, chunked):
+  for other in (plain, chunked, blocked):
     logits, grads = logits_and_grad(other)
     np.testing.assert_allclose(logits_fast, logits, atol=2e-5, err_msg=other.__name__)
     for (path, a), b in zip(flat_fast, jax.tree.leaves(grads)):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from echo_jax.models import pitch as pitch_lib
 from echo_jax.models.chunked_attention import chunked_softmax_attention
+from echo_jax.models import head_blocked_attention as head_blocks
 from echo_jax.models.config import ModelSettings
 from echo_jax.models.layers import compute_dtype, dense, inverse_softplus
 from echo_jax.models.rotary import Rotary, apply_rotary
@@ -121,9 +122,14 @@ class MultiheadA(nn.Module):
                        preferred_element_type=jnp.float32).astype(dtype)
     else:
       bias = _mask_bias(mask) if bias is None else bias + _mask_bias(mask)
-      chunk = s.attention_query_chunk
-      out = (chunked_softmax_attention(q, k, v, bias, chunk) if 0 < chunk < q_len
-             else softmax_attention(q, k, v, bias))
+      chunk, k_len = s.attention_query_chunk, k.shape[1]
+      if 0 < chunk < q_len:
+        out = chunked_softmax_attention(q, k, v, bias, chunk)
+      elif head_blocks.pays_off(s.attention_block_above_mib, batch, heads, q_len, k_len):
+        out = head_blocks.head_blocked_attention(q, k, v, bias,
+                                                 head_blocks.query_chunk(batch, q_len, k_len))
+      else:
+        out = softmax_attention(q, k, v, bias)
     out = dense(s.d_model, "o", dtype)(out.reshape(batch, q_len, s.d_model))
     self.sow("intermediates", "attention_output", out)
     return out

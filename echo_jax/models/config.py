@@ -93,6 +93,10 @@ class ModelSettings:
   # > 0: attention over blocks of this many queries, keeping no [Tq, Tk] tensor for the backward
   # pass (models/chunked_attention.py): less memory at long inputs, one more q.k per block.
   attention_query_chunk: int = 0
+  # CPU only: attention one head and block of queries at a time (models/head_blocked_attention.py)
+  # when a layer's float32 logits [B, H, Tq, Tk] exceed this many MiB, about the last-level cache;
+  # 0: always the whole-tensor form. Same values; faster and smaller at long inputs.
+  attention_block_above_mib: float = 32.0
 
   @property
   def ctc_feature(self) -> str:
@@ -113,6 +117,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelSettings)}
 # Fields added after runs were saved: an older run's config lacks them and means their default.
 _ADDED_LATER = ("ctc_head", "mel_normalization", "spectrogram_frontend", "frontend_channels",
                 "encoder_conv_kernel", "attention_query_chunk", "ctc_upsample",
+                "attention_block_above_mib",
                 "intermediate_ctc_layers", "self_conditioning")
 
 
@@ -249,6 +254,9 @@ def validate_model_config(cfg: Any) -> ModelSettings:
     fail("model.encoder_conv_kernel", v["encoder_conv_kernel"],
          "use an odd kernel (centred, so valid frames never read padding) or 0 for none")
   check_int("model.attention_query_chunk", v["attention_query_chunk"], 0)
+  if not is_number(v["attention_block_above_mib"]) or v["attention_block_above_mib"] < 0:
+    fail("model.attention_block_above_mib", v["attention_block_above_mib"],
+         "use a size in MiB >= 0 (0: never compute attention in blocks)")
   check_int("model.ctc_upsample", v["ctc_upsample"], 1)
   layers = v["intermediate_ctc_layers"]
   last = v["encoder_layers"] - 1
