@@ -126,8 +126,11 @@ class MultiheadA(nn.Module):
       if 0 < chunk < q_len:
         out = chunked_softmax_attention(q, k, v, bias, chunk)
       elif head_blocks.pays_off(s.attention_block_above_mib, batch, heads, q_len, k_len):
+        # Masks are data; a pitch or additive bias may carry parameters' gradients.
+        differentiable = pitch_z is not None or additive_bias is not None
         out = head_blocks.head_blocked_attention(q, k, v, bias,
-                                                 head_blocks.query_chunk(batch, q_len, k_len))
+                                                 head_blocks.query_chunk(batch, q_len, k_len),
+                                                 differentiable)
       else:
         out = softmax_attention(q, k, v, bias)
     out = dense(s.d_model, "o", dtype)(out.reshape(batch, q_len, s.d_model))

@@ -21,8 +21,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from echo_jax.models.softmax_attention import (attention_forward, attention_gradients,
-                                                attention_logits, sum_to_shape)
+from echo_jax.models.softmax_attention import (attention_forward, attention_logits,
+                                                gradients_from, output_gradient, sum_to_shape)
 
 BLOCK_BYTES = 4 * 2**20  # one block's float32 logits: well inside a CPU's last-level cache
 
@@ -116,62 +116,71 @@ def _forward(q, k, v, bias, chunk):
   return _from_query_blocks(out)[:, :tq], row_max, inv_sum
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def head_blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array],
-                           chunk: int) -> jax.Array:
+                           chunk: int, bias_gradient: bool = True) -> jax.Array:
   """q [B, Tq, H, hd], k and v [B, Tk, H, hd], bias float32 [B|1, 1, Tq|1, Tk] (or None) ->
-  [B, Tq, H, hd] in v's dtype, computed one head and `chunk` queries at a time."""
+  [B, Tq, H, hd] in v's dtype, computed one head and `chunk` queries at a time.
+
+  bias_gradient=False: the bias is data (masks) and its gradient is returned as zeros. XLA cannot
+  drop an unused reduction from inside the loop, and the bias's is one pass over every block."""
   return _forward(q, k, v, bias, chunk)[0].astype(v.dtype)
 
 
-def _fwd(q, k, v, bias, chunk):
+def _fwd(q, k, v, bias, chunk, bias_gradient):
   out, row_max, inv_sum = _forward(q, k, v, bias, chunk)
   return out.astype(v.dtype), (q, k, v, bias, out, row_max, inv_sum)
 
 
-def _bwd(chunk, residuals, dout):
+def _bwd(chunk, bias_gradient, residuals, dout):
   q, k, v, bias, out, row_max, inv_sum = residuals
   tq = q.shape[1]
   chunk = min(chunk, tq)
   row_bias = _row_bias(bias)
   bias_blocks = _bias_blocks(bias, chunk)
-  q_blocks, out_blocks, dout_blocks = (_query_blocks(_pad_queries(x, 1, chunk), chunk)
-                                       for x in (q, out, dout))
+  d_bias_wanted = bias is not None and bias_gradient
+  # The per-row term outside the loop: fused into a block's [chunk, Tk] pass, XLA:CPU recomputed
+  # the reduction over hd for every key.
+  g, row_dot = output_gradient(dout, _from_query_blocks(inv_sum)[:, :tq], out)
+  q_blocks, g_blocks, row_dot_blocks = (_query_blocks(_pad_queries(x, 1, chunk), chunk)
+                                        for x in (q, g, row_dot))
 
   def head_backward(d_bias, args):
-    q_h, k_h, v_h, out_h, dout_h, max_h, inv_h = args
+    q_h, k_h, v_h, g_h, row_dot_h, max_h = args
 
     def block_backward(carry, block_args):
       d_k, d_v, d_bias_key = carry
-      q_b, out_b, dout_b, max_b, inv_b, bias_b = block_args
+      q_b, g_b, row_dot_b, max_b, bias_b = block_args
       if not row_bias:
         bias_b = bias_blocks
       p = jnp.exp(attention_logits(q_b, k_h, bias_b) - max_b)  # the forward's p, recomputed
-      dlogits, d_q, d_k_b, d_v_b = attention_gradients(q_b, k_h, v_h, p, inv_b, out_b, dout_b)
-      # Padded query rows have dout 0: they add nothing to d_k, d_v or the bias.
-      d_bias_b = None if bias is None else sum_to_shape(dlogits, bias_b.shape)
-      if bias is not None and not row_bias:
+      dlogits, d_q, d_k_b, d_v_b = gradients_from(q_b, k_h, v_h, p, g_b, row_dot_b)
+      # Padded query rows have g 0: they add nothing to d_k, d_v or the bias.
+      d_bias_b = sum_to_shape(dlogits, bias_b.shape) if d_bias_wanted else None
+      if d_bias_wanted and not row_bias:
         d_bias_key, d_bias_b = d_bias_key + d_bias_b, None
       return (d_k + d_k_b, d_v + d_v_b, d_bias_key), (d_q, d_bias_b)
 
     zeros = jnp.zeros(k_h.shape, jnp.float32)
-    key_zeros = None if bias is None or row_bias else jnp.zeros(bias.shape, jnp.float32)
+    key_zeros = jnp.zeros(bias.shape, jnp.float32) if d_bias_wanted and not row_bias else None
     (d_k, d_v, d_bias_key), (d_q, d_bias_rows) = jax.lax.scan(
         block_backward, (zeros, zeros, key_zeros),
-        (q_h, out_h, dout_h, max_h, inv_h, bias_blocks if row_bias else None))
-    if bias is not None:
+        (q_h, g_h, row_dot_h, max_h, bias_blocks if row_bias else None))
+    if d_bias_wanted:
       d_bias = d_bias + (d_bias_rows if row_bias else d_bias_key)
     return d_bias, (d_q, d_k, d_v)
 
-  d_bias0 = None if bias is None else jnp.zeros(
+  d_bias = None if not d_bias_wanted else jnp.zeros(
       bias_blocks.shape if row_bias else bias.shape, jnp.float32)
   d_bias, (d_q, d_k, d_v) = jax.lax.scan(
-      head_backward, d_bias0, (q_blocks, _heads(k), _heads(v), out_blocks, dout_blocks,
-                               row_max, inv_sum))
-  if row_bias:  # [n, B|1, 1, chunk, Tk] -> [B|1, 1, Tq, Tk]
-    n, b, _, c, tk = d_bias.shape
-    d_bias = d_bias.transpose(1, 2, 0, 3, 4).reshape(b, 1, n * c, tk)[:, :, :tq]
-  if d_bias is not None:
+      head_backward, d_bias, (q_blocks, _heads(k), _heads(v), g_blocks, row_dot_blocks,
+                              row_max))
+  if bias is not None and not bias_gradient:
+    d_bias = jnp.zeros(bias.shape, bias.dtype)
+  elif d_bias is not None:
+    if row_bias:  # [n, B|1, 1, chunk, Tk] -> [B|1, 1, Tq, Tk]
+      n, b, _, c, tk = d_bias.shape
+      d_bias = d_bias.transpose(1, 2, 0, 3, 4).reshape(b, 1, n * c, tk)[:, :, :tq]
     d_bias = d_bias.astype(bias.dtype)
   return (_from_query_blocks(d_q)[:, :tq].astype(q.dtype), _from_heads(d_k).astype(k.dtype),
           _from_heads(d_v).astype(v.dtype), d_bias)

@@ -43,15 +43,20 @@ def attention_forward(q, k, v, bias):
   return out, p, row_max, inv_sum
 
 
-def attention_gradients(q, k, v, p, inv_sum, out, dout):
-  """(dlogits, dq, dk, dv), float32, from the forward pass's p, inverse row sum and output.
+def output_gradient(dout, inv_sum, out):
+  """(g, rowsum(g * out)) with g = dout * inv_sum: the gradient of the unnormalised p v, and the
+  per-row term of the softmax gradient, [B, Tq, H, hd] and [B, Tq, H, 1] float32."""
+  g = dout.astype(jnp.float32) * inv_sum
+  return g, jnp.sum(g * out, axis=-1, keepdims=True)
+
+
+def gradients_from(q, k, v, p, g, row_dot):
+  """(dlogits, dq, dk, dv), float32, from p and output_gradient's g and row_dot.
 
   out = (p v) * inv_sum, so d(p v) = dout * inv_sum; with W = p * inv_sum,
   dlogits = W * (dW - rowsum(dW * W)) = p * (g v^T - rowsum(g * out)),  g = dout * inv_sum."""
-  g = dout.astype(jnp.float32) * inv_sum
-  row_dot = jnp.sum(g * out, axis=-1).transpose(0, 2, 1)[..., None]
   g_v = jnp.einsum("bqhd,bkhd->bhqk", g.astype(v.dtype), v, preferred_element_type=jnp.float32)
-  dlogits = p * (g_v - row_dot)
+  dlogits = p * (g_v - row_dot.transpose(0, 2, 1, 3))
   d_q = jnp.einsum("bhqk,bkhd->bqhd", dlogits.astype(k.dtype), k,
                    preferred_element_type=jnp.float32)
   d_k = jnp.einsum("bhqk,bqhd->bkhd", dlogits.astype(q.dtype), q,
@@ -59,6 +64,11 @@ def attention_gradients(q, k, v, p, inv_sum, out, dout):
   d_v = jnp.einsum("bhqk,bqhd->bkhd", p.astype(v.dtype), g.astype(v.dtype),
                    preferred_element_type=jnp.float32)
   return dlogits, d_q, d_k, d_v
+
+
+def attention_gradients(q, k, v, p, inv_sum, out, dout):
+  """(dlogits, dq, dk, dv), float32, from the forward pass's p, inverse row sum and output."""
+  return gradients_from(q, k, v, p, *output_gradient(dout, inv_sum, out))
 
 
 @jax.custom_vjp
