@@ -162,6 +162,30 @@ def test_beam_search_cached_equals_uncached_and_scores_are_consistent(setup):
   assert_zero_after_eos(tokens)
 
 
+def test_beam_cache_keeps_cross_attention_once_per_utterance(setup):
+  """The cache beam search builds holds each utterance's cross-attention keys/values once (not
+  per beam), and a decode step reading them gives the logits of a per-beam copy."""
+  from flax.traverse_util import flatten_dict
+  from echo_jax.models.attention import CROSS_CACHE_ENTRIES
+  from echo_jax.models.echo import decode_step
+  beams, utterances = 3, 4
+  encoded = decoding.encode_batch(setup.model, setup.variables, setup.batch)
+  repeated = decoding._repeat_rows(encoded, utterances, beams)
+  rows = beams * utterances
+  shared = decoding.init_cache(setup.model, setup.variables, repeated, rows, MAX_LENGTH, encoded)
+  copied = decoding.init_cache(setup.model, setup.variables, repeated, rows, MAX_LENGTH)
+  cross = [path for path in flatten_dict(shared) if path[-1] in CROSS_CACHE_ENTRIES]
+  assert cross
+  for path in cross:
+    assert flatten_dict(shared)[path].shape[0] == utterances
+    assert flatten_dict(copied)[path].shape[0] == rows
+  tokens = jax.random.randint(jax.random.PRNGKey(5), (rows, 1), 3, 20)
+  for _ in range(2):  # two steps: the second one reads the self-attention cache too
+    logits_shared, shared = decode_step(setup.model, setup.variables, shared, repeated, tokens)
+    logits_copied, copied = decode_step(setup.model, setup.variables, copied, repeated, tokens)
+    np.testing.assert_allclose(logits_shared, logits_copied, atol=1e-5, rtol=1e-5)
+
+
 def test_wide_beam_finds_the_exhaustive_best_sequence():
   # Vocabulary {PAD, BOS, EOS, 3, 4, 5} and max_length 3: at most 3 + 9 live prefixes, so a beam
   # of 16 keeps every hypothesis and must return the best of all sequences under the same score.

@@ -107,17 +107,19 @@ def _gather_rows(tree, rows: jax.Array, num_rows: int):
   return jax.tree_util.tree_map_with_path(gather, tree)
 
 
-def init_cache(model, variables, encoded, num_rows: int, max_length: int):
+def init_cache(model, variables, encoded, num_rows: int, max_length: int, utterances=None):
   """The decoder's zero "cache" collection for num_rows sequences of up to max_length tokens.
 
-  Uses the model part's `init_decode_cache` when the model's module provides one; otherwise
-  initialises the collection by tracing decode(decode=True) on a [num_rows, max_length] token
-  array (the cache's max length is the token length of that first call).
+  Uses the model part's `init_decode_cache` when the model's module provides one (with
+  `utterances`, the encoder output before beam repetition, its cross-attention entries are kept
+  once per utterance); otherwise initialises the collection by tracing decode(decode=True) on a
+  [num_rows, max_length] token array (the cache's max length is the token length of that first
+  call).
   """
   import sys
   helper = getattr(sys.modules.get(type(model).__module__), "init_decode_cache", None)
   if helper is not None:
-    return helper(model, variables, encoded, num_rows, max_length)
+    return helper(model, variables, encoded, num_rows, max_length, utterances)
   tokens = jnp.zeros((num_rows, max_length), jnp.int32)
   _, mutated = jax.eval_shape(
       functools.partial(model.apply, method=_decode_method(model), decode=True, mutable=["cache"]),
@@ -125,11 +127,11 @@ def init_cache(model, variables, encoded, num_rows: int, max_length: int):
   return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), mutated["cache"])
 
 
-def _cached_stepper(model, variables, encoded, num_rows: int, max_length: int):
+def _cached_stepper(model, variables, encoded, num_rows: int, max_length: int, utterances=None):
   """State = the decoder's "cache" collection; one token per step."""
   params = {k: v for k, v in variables.items() if k != "cache"}
   decode = _decode_method(model)
-  cache = init_cache(model, params, encoded, num_rows, max_length)
+  cache = init_cache(model, params, encoded, num_rows, max_length, utterances)
 
   def step(cache, tokens, position):
     del position  # the cache tracks its own index
@@ -139,12 +141,14 @@ def _cached_stepper(model, variables, encoded, num_rows: int, max_length: int):
   return cache, step
 
 
-def _uncached_stepper(model, variables, encoded, num_rows: int, max_length: int):
+def _uncached_stepper(model, variables, encoded, num_rows: int, max_length: int,
+                      utterances=None):
   """State = the full input-token buffer [N, max_length]; the whole decoder re-runs every step.
 
   The decoder is causal, so positions after `position` (still 0) do not change the logits read at
   `position`.
   """
+  del utterances  # the whole decoder re-runs on the repeated rows
   buffer = jnp.zeros((num_rows, max_length), jnp.int32)
   params = {k: v for k, v in variables.items() if k != "cache"}
   decode = _decode_method(model)
@@ -157,9 +161,9 @@ def _uncached_stepper(model, variables, encoded, num_rows: int, max_length: int)
   return buffer, step
 
 
-def _make_stepper(model, variables, encoded, num_rows, max_length, use_cache):
+def _make_stepper(model, variables, encoded, num_rows, max_length, use_cache, utterances=None):
   maker = _cached_stepper if use_cache else _uncached_stepper
-  return maker(model, variables, encoded, num_rows, max_length)
+  return maker(model, variables, encoded, num_rows, max_length, utterances)
 
 
 def _normalise_prefix(prefix, batch_size: int, max_length: int):
@@ -318,8 +322,10 @@ def beam_search(model, variables, batch, beam_size: int, max_length: int, length
     ctc_state = ctc_prefix.initial_state(ctc_log_probs, beam_size)
   else:
     ctc_state = None  # an empty pytree: the attention-only loop carries nothing more
+  utterances = encoded
   encoded = _repeat_rows(encoded, batch_size, beam_size)
-  state, step = _make_stepper(model, variables, encoded, num_rows, max_length, use_cache)
+  state, step = _make_stepper(model, variables, encoded, num_rows, max_length, use_cache,
+                              utterances)
   neg_inf = jnp.float32(-jnp.inf)
   beam_rank = jnp.arange(2 * beam_size)
 

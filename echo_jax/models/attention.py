@@ -62,8 +62,15 @@ class MultiheadA(nn.Module):
     # per-token contractions read directly; token-major [B, Tk, H, hd] made it transpose the
     # whole cache every step.
     k_spec, v_spec = ("bhdk", "bhkd") if decode else ("bkhd", "bkhd")
+    beams = 1
     if decode and kv is not None:
       k, v = self._cached_cross_kv(source, k_rotary, learned_radius)
+      # Beam search keeps these once per utterance: an utterance's beams (consecutive rows) become
+      # one row of beams * q_len queries, so each step reads the keys and values once, not per beam.
+      beams = batch // k.shape[0]
+      if beams > 1:
+        q = q.reshape(k.shape[0], beams * q_len, heads, head_dim)
+        key_valid = key_valid[::beams]
     else:
       k, v = _project_kv(self, source, k_rotary, learned_radius)
       if decode:
@@ -133,7 +140,7 @@ class MultiheadA(nn.Module):
                                                  differentiable)
       else:
         out = softmax_attention(q, k, v, bias)
-    out = dense(s.d_model, "o", dtype)(out.reshape(batch, q_len, s.d_model))
+    out = dense(s.d_model, "o", dtype)(out.reshape(batch, q_len, s.d_model))  # beams unfolded
     self.sow("intermediates", "attention_output", out)
     return out
 

@@ -140,10 +140,15 @@ def _params_only(variables) -> Dict[str, Any]:
 
 
 def init_decode_cache(model: EchoModel, variables, encoded: EncoderOutput, batch_size: int,
-                      max_length: int):
+                      max_length: int, utterances: Optional[EncoderOutput] = None):
   """The KV cache for `max_length` tokens: self-attention entries zeroed (shapes traced
   abstractly), cross-attention keys/values projected from `encoded` (one decoder call on a single
-  token, once per sequence), so that decode steps only read them."""
+  token, once per sequence), so that decode steps only read them.
+
+  Beam search passes `utterances`, the encoder output before its rows were repeated per beam:
+  the cross-attention entries are then projected once per utterance ([B, ...] rather than
+  [B * beams, ...]), and each step's cross-attention reads them for all of an utterance's beams
+  at once (models/attention.py)."""
   params = _params_only(variables)
 
   def cache_of(params, enc, toks):
@@ -153,7 +158,9 @@ def init_decode_cache(model: EchoModel, variables, encoded: EncoderOutput, batch
   shapes = jax.eval_shape(cache_of, params, encoded,
                           jax.ShapeDtypeStruct((batch_size, max_length), jnp.int32))
   cache = flatten_dict(jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes))
-  projected = flatten_dict(cache_of(params, encoded, jnp.zeros((batch_size, 1), jnp.int32)))
+  source = encoded if utterances is None else utterances
+  rows = jax.tree.leaves(source.key_masks)[0].shape[0]
+  projected = flatten_dict(cache_of(params, source, jnp.zeros((rows, 1), jnp.int32)))
   for path in cache:
     if path[-1] in CROSS_CACHE_ENTRIES:
       cache[path] = projected[path]
