@@ -256,6 +256,18 @@ def test_alternate_steps_times_pairs_in_alternating_order():
   assert len(pairs) == 4 and all(len(p) == 2 and min(p) >= 0 for p in pairs)
 
 
+def test_attention_core_benchmark_times_formulations_with_equal_gradients():
+  result = operators.bench_attention_core(batch=2, frames=24, heads=2, d_model=16, repeats=1)
+  variants = ("select_mask_autodiff", "bias_mask_autodiff", "softmax_attention",
+              "head_blocked_attention")
+  assert all(result[f"{name}_s"] > 0 for name in variants)
+  assert result["max_abs_gradient_difference"] < 1e-4  # every variant is the same function
+  assert result["head_blocked_speedup"] == pytest.approx(
+      result["softmax_attention_s"] / result["head_blocked_attention_s"])
+  assert result["head_blocked_forward_speedup"] == pytest.approx(
+      result["forward_softmax_attention_s"] / result["forward_head_blocked_attention_s"])
+
+
 def test_profile_breakdown_partitions_the_traced_op_time(tmp_path):
   """Groups, modules and the contraction split each add up to the traced op time, and the
   autodiff wrappers of the model's op names read as forward / backward."""

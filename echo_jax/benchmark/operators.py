@@ -1,5 +1,6 @@
 """Micro-benchmarks of the rewritten operators against what they replaced, at the run's shape:
-the attention core, the rotary cos/sin and the front-end's depthwise convolution (fwd+bwd)."""
+the attention core (fwd+bwd, and forward alone for the head-blocked form), the rotary cos/sin and
+the front-end's depthwise convolution (fwd+bwd)."""
 
 from typing import Dict
 
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from echo_jax.benchmark.measure import alternating_best
+from echo_jax.models import head_blocked_attention as head_blocks
 from echo_jax.models import rotary as rotary_lib
 from echo_jax.models.attention import MASK_BIAS
 from echo_jax.models.layers import DepthwiseConv1D, PatchConv2D
@@ -18,7 +20,9 @@ def bench_attention_core(batch: int, frames: int, heads: int, d_model: int,
                          repeats: int = 5) -> Dict[str, float]:
   """fwd+bwd seconds of one self-attention core over `frames` keys with key padding: the earlier
   formulation (select-masked logits, jax.nn.softmax, autodiff), the same with the mask as an
-  additive bias, and models.softmax_attention (bias, hand-written gradient)."""
+  additive bias, models.softmax_attention (bias, hand-written gradient) and the head-blocked form
+  (models/head_blocked_attention.py, whatever the size threshold); then the forward alone (what
+  inference runs) of the last two."""
   head_dim = d_model // heads
   keys = jax.random.split(jax.random.PRNGKey(0), 4)
   q, k, v, cotangent = (jax.random.normal(key, (batch, frames, heads, head_dim), jnp.float32)
@@ -36,6 +40,8 @@ def bench_attention_core(batch: int, frames: int, heads: int, d_model: int,
           q, k, v, lambda x: jnp.where(mask, x, jnp.finfo(jnp.float32).min)),
       "bias_mask_autodiff": lambda q, k, v: softmax_core(q, k, v, lambda x: x + bias),
       "softmax_attention": lambda q, k, v: softmax_attention(q, k, v, bias),
+      "head_blocked_attention": lambda q, k, v: head_blocks.head_blocked_attention(
+          q, k, v, bias, head_blocks.query_chunk(batch, frames, frames), False),
   }
   grads, calls = {}, {}
   for name, fn in variants.items():
@@ -45,9 +51,19 @@ def bench_attention_core(batch: int, frames: int, heads: int, d_model: int,
     calls[name] = lambda g=grad: jax.block_until_ready(g(q, k, v))
   out = {f"{name}_s": t for name, t in alternating_best(calls, repeats).items()}
   out["speedup_vs_select_mask"] = out["select_mask_autodiff_s"] / out["softmax_attention_s"]
+  out["head_blocked_speedup"] = out["softmax_attention_s"] / out["head_blocked_attention_s"]
   out["max_abs_gradient_difference"] = float(max(
-      jnp.max(jnp.abs(a - b)) for a, b in zip(grads["select_mask_autodiff"],
-                                                grads["softmax_attention"])))
+      jnp.max(jnp.abs(a - b)) for name in ("softmax_attention", "head_blocked_attention")
+      for a, b in zip(grads["select_mask_autodiff"], grads[name])))
+  forwards = {}
+  for name in ("softmax_attention", "head_blocked_attention"):
+    forward = jax.jit(variants[name])
+    jax.block_until_ready(forward(q, k, v))
+    forwards[name] = lambda f=forward: jax.block_until_ready(f(q, k, v))
+  for name, seconds in alternating_best(forwards, repeats).items():
+    out[f"forward_{name}_s"] = seconds
+  out["head_blocked_forward_speedup"] = (out["forward_softmax_attention_s"] /
+                                         out["forward_head_blocked_attention_s"])
   return out
 
 

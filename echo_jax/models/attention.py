@@ -111,7 +111,14 @@ class MultiheadA(nn.Module):
     mask = key_mask if causal_mask is None else key_mask & causal_mask
     v = v.astype(dtype)
     if decode or s.fzero == "pad_scale" or self.is_mutable_collection("attention_weights"):
-      logits = jnp.einsum(f"bqhd,{k_spec}->bhqk", q, k, preferred_element_type=jnp.float32)
+      # Several queries per row while decoding (an utterance's beams, a prefix): head-major
+      # operands and output. With the head axis between queries and features XLA:CPU ran the
+      # per-head products ~7x slower at 4 queries (docs/performance.md); at one query both match.
+      head_major = decode and q.shape[1] > 1
+      q_spec, out_spec = ("bhqd", "bhqd") if head_major else ("bqhd", "bqhd")
+      if head_major:
+        q = q.transpose(0, 2, 1, 3)
+      logits = jnp.einsum(f"{q_spec},{k_spec}->bhqk", q, k, preferred_element_type=jnp.float32)
       if bias is not None:
         logits = logits + bias
       if s.fzero == "pad_scale":
@@ -125,8 +132,10 @@ class MultiheadA(nn.Module):
       weights = jax.nn.softmax(logits, axis=-1)
       # A separate collection: only materialised when a caller (attention maps) asks for it.
       self.sow("attention_weights", "weights", weights)
-      out = jnp.einsum(f"bhqk,{v_spec}->bqhd", weights.astype(dtype), v,
+      out = jnp.einsum(f"bhqk,{v_spec}->{out_spec}", weights.astype(dtype), v,
                        preferred_element_type=jnp.float32).astype(dtype)
+      if head_major:
+        out = out.transpose(0, 2, 1, 3)
     else:
       bias = _mask_bias(mask) if bias is None else bias + _mask_bias(mask)
       chunk, k_len = s.attention_query_chunk, k.shape[1]
