@@ -141,6 +141,22 @@ def test_head_blocked_attention_values_and_gradients_equal_the_whole_tensor_path
     np.testing.assert_allclose(a, b, atol=2e-5, err_msg=name)
 
 
+def test_head_blocked_attention_without_a_bias_gradient_keeps_the_others():
+  """bias_gradient=False (masks: data, not parameters) skips the bias's gradient and returns
+  zeros for it; the query, key and value gradients stay those of the whole-tensor path."""
+  q, k, v, bias, cotangent = _inputs(bias_shape="mask_only", seed=5)
+
+  def loss(fn, q, k, v, bias):
+    return jnp.sum(fn(q, k, v, bias) * cotangent)
+
+  blocked = lambda q, k, v, b: head_blocks.head_blocked_attention(q, k, v, b, 3, False)
+  ours = jax.grad(loss, argnums=(1, 2, 3, 4))(blocked, q, k, v, bias)
+  reference = jax.grad(loss, argnums=(1, 2, 3))(softmax_attention, q, k, v, bias)
+  for name, a, b in zip(("dq", "dk", "dv"), ours, reference):
+    np.testing.assert_allclose(a, b, atol=2e-5, err_msg=name)
+  assert ours[3].shape == bias.shape and not np.any(np.asarray(ours[3]))
+
+
 def test_head_blocked_attention_stores_no_query_by_key_tensor_for_the_backward_pass():
   q, k, v, bias, _ = _inputs(q_len=12, k_len=40, bias_shape="mask_only")
   _, vjp = jax.vjp(lambda q, k, v, b: head_blocks.head_blocked_attention(q, k, v, b, 4),

@@ -11,8 +11,8 @@ so a batch sharded over devices stays sharded (the loop runs over heads and quer
 
 The per-block formulas are models.softmax_attention's, so values and gradients equal the
 whole-tensor path to float32 rounding (tests/test_fast_paths.py). It pays where the whole logits
-outgrow the cache (docs/performance.md, "Attention one head at a time"); models/attention.py
-decides when (`model.attention_block_above_mib`).
+outgrow the cache (docs/performance.md, "Attention one head and block of queries at a time");
+models/attention.py decides when (`model.attention_block_above_mib`).
 """
 
 import functools
@@ -39,8 +39,12 @@ def query_chunk(batch: int, q_len: int, k_len: int) -> int:
   """Queries per block: as few equal blocks as keep [B, chunk, Tk] float32 within BLOCK_BYTES,
   rounded up to a multiple of 8."""
   most = max(8, BLOCK_BYTES // (4 * batch * k_len))
-  blocks = -(-q_len // most)
-  return min(q_len, -(-(-(-q_len // blocks)) // 8) * 8)
+  blocks = _ceil_div(q_len, most)
+  return min(q_len, _ceil_div(_ceil_div(q_len, blocks), 8) * 8)
+
+
+def _ceil_div(a: int, b: int) -> int:
+  return -(-a // b)
 
 
 def _check_bias(bias: Optional[jax.Array]):
