@@ -165,6 +165,26 @@ def test_head_blocked_attention_stores_no_query_by_key_tensor_for_the_backward_p
   assert max(saved) == max(x.size for x in (q, k, v, bias))
 
 
+def test_head_blocked_attention_keeps_a_data_parallel_step_sharded():
+  """The blocks loop over heads and queries, never over the batch: the trainer's step on all
+  devices (batch sharded on `data`) gathers nothing more than with whole-tensor attention, and
+  its loss is the same."""
+  from echo_jax.benchmark.train import train_setup
+  from random_runs import tiny_config
+  losses, gathers = {}, {}
+  for above_mib in (0.0, 1e-9):  # never / every layer in blocks
+    config = tiny_config()
+    config.model.attention_block_above_mib = above_mib
+    config.model.vocab_size = 40  # what a tokenizer would set
+    _, state, step, batch = train_setup(config, 256, 16, jax.device_count(), False)
+    compiled = step.lower(state, batch).compile()
+    gathers[above_mib] = compiled.as_text().count("all-gather")
+    losses[above_mib] = float(compiled(state, batch)[1]["loss"])
+  assert jax.device_count() > 1
+  assert gathers[1e-9] <= gathers[0.0]
+  np.testing.assert_allclose(losses[1e-9], losses[0.0], rtol=1e-5)
+
+
 @pytest.mark.parametrize("batch,q_len,k_len", [(4, 1000, 1000), (8, 1000, 1000), (2, 1500, 1500),
                                                (1, 5000, 5000), (64, 300, 4000), (4, 5, 1000)])
 def test_head_blocks_are_few_cache_sized_and_cover_the_queries(batch, q_len, k_len):
