@@ -13,7 +13,6 @@ import soundfile as sf
 import soxr
 
 from echo_jax.inference import decoding
-from echo_jax.training import optim
 from echo_jax.parallel import sharding
 from echo_jax.models import building
 from echo_jax.training import setup as train_setup
@@ -63,12 +62,10 @@ def test_model_listens_to_the_audio_not_its_length(tmp_path):
   t = config.train
   t.ctc_weight, t.num_steps, t.warmup_steps, t.learning_rate = 0.5, STEPS, 10, 3e-3
 
-  model = building.build_model(config)
-  tx = optim.make_optimizer(t)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  state, shardings = train_setup.create_train_state(model, tx, config, mesh)
-  step = steps.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
-                               train_config=t)
+  run = train_setup.create_training_setup(config, mesh)
+  model, state = run.model, run.state
+  step = steps.make_train_step(model, run.tx, run.schedule, mesh, run.shardings, train_config=t)
   batch = _batch(config, mels, tokenizer, 24)
   device_batch = sharding.global_batch(batch, mesh)
   for _ in range(STEPS):

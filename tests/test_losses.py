@@ -13,11 +13,9 @@ import pytest
 from echo_jax.inference import ctc_best_path
 from echo_jax.training import losses
 from echo_jax.training import metrics
-from echo_jax.training import optim
 from echo_jax.parallel import sharding
 from echo_jax.training import edge_silence
 from echo_jax.training import spec_augment
-from echo_jax.models import building
 from echo_jax.training import setup as train_setup
 from echo_jax.training import steps
 from echo_jax.models import EchoModel, count_params, expected_param_count
@@ -181,13 +179,11 @@ def _joint_loss_training(edge_probability: float = 0.0):
   t.warmup_steps = 0  # the first step moves the parameters by the full learning rate
   t.eps = 1e-3  # steps proportional to gradients: rounding-level ones stay rounding-level
   t.edge_silence.probability, t.edge_silence.max_frames = edge_probability, 40
-  model = building.build_model(config)
-  tx = optim.make_optimizer(t)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  state, shardings = train_setup.create_train_state(model, tx, config, mesh)
-  step = steps.make_train_step(model, tx, optim.learning_rate_schedule(t), mesh, shardings,
+  run = train_setup.create_training_setup(config, mesh)
+  step = steps.make_train_step(run.model, run.tx, run.schedule, mesh, run.shardings,
                                train_config=t)
-  return config, model, mesh, state, shardings, step
+  return config, run.model, mesh, run.state, run.shardings, step
 
 
 def _joint_loss(model, params, batch):
