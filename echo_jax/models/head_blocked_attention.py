@@ -37,7 +37,8 @@ def pays_off(above_mib: float, batch: int, heads: int, q_len: int, k_len: int) -
 
 def query_chunk(batch: int, q_len: int, k_len: int) -> int:
   """Queries per block: as few equal blocks as keep [B, chunk, Tk] float32 within BLOCK_BYTES,
-  rounded up to a multiple of 8."""
+  rounded up to a multiple of 8. B is the batch the model sees, the global one under data
+  parallelism, so each device's blocks are smaller by the number of devices (never larger)."""
   most = max(8, BLOCK_BYTES // (4 * batch * k_len))
   blocks = _ceil_div(q_len, most)
   return min(q_len, _ceil_div(_ceil_div(q_len, blocks), 8) * 8)
