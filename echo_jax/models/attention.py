@@ -5,8 +5,9 @@ q, v, o have biases, k has none (as in the reference); q and k are each scaled b
 Logits and softmax are float32 whatever the compute dtype. Masks (key padding, causal) become one
 additive bias of MASK_BIAS on the logits: exp() underflows to exactly 0 like -inf, but a row with
 no valid key stays finite (uniform). The bias is the form models.softmax_attention (the default
-path, custom gradient) takes; the plain softmax runs when attention weights are collected, when
-fzero = "pad_scale", and for decoding.
+path, custom gradient) takes, and its blocked forms (models.chunked_attention on request,
+models.head_blocked_attention on a CPU when the logits outgrow the cache); the plain softmax runs
+when attention weights are collected, when fzero = "pad_scale", and for decoding.
 """
 
 from typing import Optional
@@ -62,7 +63,6 @@ class MultiheadA(nn.Module):
     # per-token contractions read directly; token-major [B, Tk, H, hd] made it transpose the
     # whole cache every step.
     k_spec, v_spec = ("bhdk", "bhkd") if decode else ("bkhd", "bkhd")
-    beams = 1
     if decode and kv is not None:
       k, v = self._cached_cross_kv(source, k_rotary, learned_radius)
       # Beam search keeps these once per utterance: an utterance's beams (consecutive rows) become
@@ -149,7 +149,8 @@ class MultiheadA(nn.Module):
                                                  differentiable)
       else:
         out = softmax_attention(q, k, v, bias)
-    out = dense(s.d_model, "o", dtype)(out.reshape(batch, q_len, s.d_model))  # beams unfolded
+    # [rows, q_len, d] again (an utterance's beams unfolded to their own rows).
+    out = dense(s.d_model, "o", dtype)(out.reshape(batch, q_len, s.d_model))
     self.sow("intermediates", "attention_output", out)
     return out
 
