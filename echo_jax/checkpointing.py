@@ -29,8 +29,6 @@ from echo_jax.errors import UserError
 CHECKPOINT_SUBDIR = "checkpoints"
 ITEM_NAMES = ("params", "train", "pipeline")
 BEST_METRIC = "wer"  # lower is better; the default of train.best_metric
-# The eval error rates a checkpoint records, any of which train.best_metric may select by.
-SELECTION_METRICS = BEST_METRICS
 COMMIT_MARKER = "commit_success.txt"  # orbax writes it last, just before the atomic rename
 QUARANTINE_PREFIX = "corrupt_"  # damaged steps are moved to checkpoints/corrupt_<step>/
 
@@ -147,8 +145,8 @@ class Checkpointer:
   def __init__(self, directory: str, keep_last: int, keep_best: int, async_save: bool = True,
                best_metric: str = BEST_METRIC):
     _save_replicated_arrays_from_one_replica()
-    if best_metric not in SELECTION_METRICS:
-      raise ValueError(f"best_metric {best_metric!r}: use one of {', '.join(SELECTION_METRICS)}")
+    if best_metric not in BEST_METRICS:
+      raise ValueError(f"best_metric {best_metric!r}: use one of {', '.join(BEST_METRICS)}")
     self.best_metric = best_metric
     read = _metric_reader(best_metric)
     policies = [checkpoint_managers.LatestN(n=max(int(keep_last), 1))]

@@ -26,7 +26,8 @@ from echo_jax.models.config import is_int as _is_int
 from echo_jax.parallel import param_sharding
 from echo_jax.parallel import sharding as sharding_lib
 
-# The error rates every evaluated checkpoint records (checkpointing.SELECTION_METRICS).
+# The eval error rates every evaluated checkpoint records, any of which train.best_metric may
+# select by (checkpointing and the trainer read them here).
 BEST_METRICS = ("wer", "cer", "ctc_wer", "ctc_cer")
 
 TOKENIZERS = ("sentencepiece", "char")

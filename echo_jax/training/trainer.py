@@ -179,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   def save(step: int, eval_metrics: Optional[Mapping[str, float]] = None) -> None:
     nonlocal last_saved_step
     flush()  # never save a state that followed a non-finite step
-    recorded = {name: float(eval_metrics[name]) for name in checkpointing.SELECTION_METRICS
+    recorded = {name: float(eval_metrics[name]) for name in config_check.BEST_METRICS
                 if eval_metrics is not None and name in eval_metrics
                 and np.isfinite(eval_metrics[name])}
     ckpt.save(step, state.params, state.resumable(), train_iter.get_state(),
