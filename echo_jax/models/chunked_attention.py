@@ -20,15 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from echo_jax.models.softmax_attention import (attention_forward, attention_gradients,
-                                                attention_logits, sum_to_shape)
-
-
-def _pad_rows(x: jax.Array, axis: int, rows: int) -> jax.Array:
-  if rows == 0:
-    return x
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (0, rows)
-  return jnp.pad(x, pad)
+                                                attention_logits, is_row_bias, pad_rows,
+                                                sum_to_shape)
 
 
 def _blocks(x: jax.Array, axis: int, chunk: int) -> jax.Array:
@@ -44,23 +37,18 @@ def _unblocks(x: jax.Array, axis: int) -> jax.Array:
   return x.reshape(x.shape[:axis] + (x.shape[axis] * x.shape[axis + 1],) + x.shape[axis + 2:])
 
 
-def _row_bias(bias: Optional[jax.Array]) -> bool:
-  """Whether the bias varies along the query axis (then it is split into blocks with q)."""
-  return bias is not None and bias.shape[2] != 1
-
-
 def _padded(q, bias, chunk):
   tq = q.shape[1]
   extra = -tq % chunk
-  q = _pad_rows(q, 1, extra)
-  if _row_bias(bias):
-    bias = _pad_rows(bias, 2, extra)
+  q = pad_rows(q, 1, extra)
+  if is_row_bias(bias):
+    bias = pad_rows(bias, 2, extra)
   return q, bias, tq
 
 
 def _forward(q, k, v, bias, chunk):
   q, bias, tq = _padded(q, bias, chunk)
-  row_bias = _row_bias(bias)
+  row_bias = is_row_bias(bias)
 
   def block(args):
     q_block, bias_block = args if row_bias else (args, bias)
@@ -89,13 +77,13 @@ def _fwd(q, k, v, bias, chunk):
 def _bwd(chunk, residuals, dout):
   q, k, v, bias, out, row_max, inv_sum = residuals
   q, bias_rows, tq = _padded(q, bias, chunk)
-  row_bias = _row_bias(bias)
+  row_bias = is_row_bias(bias)
   extra = q.shape[1] - tq
-  dout = _pad_rows(dout, 1, extra)
-  out = _pad_rows(out, 1, extra)
+  dout = pad_rows(dout, 1, extra)
+  out = pad_rows(out, 1, extra)
   # Padded rows: max 0 and inverse sum 0 make their probabilities 0, so they add nothing.
-  row_max = _pad_rows(row_max, 2, extra)
-  inv_sum = _pad_rows(inv_sum, 1, extra)
+  row_max = pad_rows(row_max, 2, extra)
+  inv_sum = pad_rows(inv_sum, 1, extra)
   bias_template = None if bias is None else (
       bias.shape[:2] + (chunk,) + bias.shape[3:] if row_bias else bias.shape)
 

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from echo_jax.models.softmax_attention import (attention_forward, attention_logits,
-                                                gradients_from, output_gradient, sum_to_shape)
+                                                gradients_from, is_row_bias, output_gradient,
+                                                pad_rows, sum_to_shape)
 
 BLOCK_BYTES = 4 * 2**20  # one block's float32 logits: well inside a CPU's last-level cache
 
@@ -54,10 +55,6 @@ def _check_bias(bias: Optional[jax.Array]):
                      f"for every head), got {bias.shape}")
 
 
-def _row_bias(bias: Optional[jax.Array]) -> bool:
-  return bias is not None and bias.shape[2] != 1
-
-
 def _query_blocks(x: jax.Array, chunk: int) -> jax.Array:
   """[B, Tq, H, hd] (Tq a multiple of chunk) -> [H, n, B, chunk, 1, hd]."""
   b, t, h, d = x.shape
@@ -81,18 +78,14 @@ def _from_heads(x: jax.Array) -> jax.Array:
 
 
 def _pad_queries(x: jax.Array, axis: int, chunk: int) -> jax.Array:
-  extra = -x.shape[axis] % chunk
-  if extra == 0:
-    return x
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (0, extra)
-  return jnp.pad(x, pad)
+  """x with its query `axis` zero-padded to whole blocks of `chunk`."""
+  return pad_rows(x, axis, -x.shape[axis] % chunk)
 
 
 def _bias_blocks(bias: Optional[jax.Array], chunk: int):
   """A row bias [B|1, 1, Tq, Tk] split like the queries: [n, B|1, 1, chunk, Tk]; other biases
   (None, or [B|1, 1, 1, Tk]) are the same for every block and stay as they are."""
-  if not _row_bias(bias):
+  if not is_row_bias(bias):
     return bias
   bias = _pad_queries(bias, 2, chunk)
   b, _, t, k = bias.shape
@@ -105,7 +98,7 @@ def _forward(q, k, v, bias, chunk):
   tq = q.shape[1]
   chunk = min(chunk, tq)
   bias_blocks = _bias_blocks(bias, chunk)
-  row_bias = _row_bias(bias)
+  row_bias = is_row_bias(bias)
 
   def head_forward(args):
     q_h, k_h, v_h = args
@@ -141,7 +134,7 @@ def _bwd(chunk, bias_gradient, residuals, dout):
   q, k, v, bias, out, row_max, inv_sum = residuals
   tq = q.shape[1]
   chunk = min(chunk, tq)
-  row_bias = _row_bias(bias)
+  row_bias = is_row_bias(bias)
   bias_blocks = _bias_blocks(bias, chunk)
   d_bias_wanted = bias is not None and bias_gradient
   # The per-row term outside the loop: fused into a block's [chunk, Tk] pass, XLA:CPU recomputed

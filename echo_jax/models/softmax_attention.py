@@ -90,6 +90,22 @@ def sum_to_shape(x: jax.Array, shape: Tuple[int, ...]) -> jax.Array:
   return jnp.sum(x, axis=axes, keepdims=True) if axes else x
 
 
+def pad_rows(x: jax.Array, axis: int, rows: int) -> jax.Array:
+  """x with `rows` zero rows appended along `axis` (the blocked forms pad queries to whole
+  blocks)."""
+  if rows == 0:
+    return x
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (0, rows)
+  return jnp.pad(x, pad)
+
+
+def is_row_bias(bias: Optional[jax.Array]) -> bool:
+  """Whether a [B|1, H|1, Tq|1, Tk] bias varies along the query axis (then the blocked forms
+  split it into blocks with the queries)."""
+  return bias is not None and bias.shape[2] != 1
+
+
 def _softmax_attention_bwd(residuals, dout):
   q, k, v, bias, p, inv_sum, out = residuals
   dlogits, d_q, d_k, d_v = attention_gradients(q, k, v, p, inv_sum, out, dout)
